@@ -1,0 +1,5 @@
+"""Weight converters between OpenAI / Hugging Face GPT-2 checkpoints and gptjax parameter trees."""
+
+from convert.hf import from_hf
+
+__all__ = ["from_hf"]

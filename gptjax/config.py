@@ -1,0 +1,68 @@
+"""The GPT-2 architecture as one frozen dataclass, with OpenAI's four sizes in a literal table."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT-2 model. V vocab_size, C context_length, D emb_dim, N n_heads, L n_layers."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = True
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.emb_dim % self.n_heads:
+            raise ValueError(
+                f"GPTConfig.emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
+        if not 0.0 <= self.drop_rate < 1.0:
+            raise ValueError(f"GPTConfig.drop_rate must be in [0, 1), got {self.drop_rate!r}")
+
+    @property
+    def head_dim(self) -> int:
+        """H, the width of one attention head."""
+        return self.emb_dim // self.n_heads
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> GPTConfig:
+        """A named size: "124M", "355M", "774M", "1558M" (or gpt2, gpt2-medium, ...) or "tiny"."""
+        key = ALIASES.get(name, name)
+        if key not in PRESETS:
+            known = ", ".join([*PRESETS, *ALIASES])
+            raise ValueError(f"unknown GPTConfig preset {name!r}; expected one of: {known}")
+        return dataclasses.replace(cls(**PRESETS[key]), **overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+# OpenAI's released sizes (folder names as in gs://gpt-2/models) and a tiny one for tests and demos.
+PRESETS: dict[str, dict] = {
+    "124M": dict(emb_dim=768, n_heads=12, n_layers=12),
+    "355M": dict(emb_dim=1024, n_heads=16, n_layers=24),
+    "774M": dict(emb_dim=1280, n_heads=20, n_layers=36),
+    "1558M": dict(emb_dim=1600, n_heads=25, n_layers=48),
+    "tiny": dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4),
+}
+ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}

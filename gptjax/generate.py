@@ -1,0 +1,88 @@
+"""Generate text from a GPT-2, streaming tokens as they are produced.
+
+    python -m gptjax.generate --prompt "Every effort moves you" --max-new-tokens 50
+
+prints the prompt, then each new token as it is decoded (random weights from `--preset` until a
+`--ckpt` is given: a gptjax checkpoint or a Hugging Face GPT-2 folder), then one line on stderr
+with the tokens/s.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from gptjax import generation, tokenizer
+from gptjax.checkpoint import load_model
+from gptjax.config import PRESETS, GPTConfig
+from gptjax.model import init_params
+from gptjax.options import option, parse, run_cli
+
+
+@dataclass(frozen=True)
+class Options:
+    prompt: str = option("Every effort moves you", "text to continue")
+    max_new_tokens: int = option(50, "tokens to generate")
+    ckpt: str | None = option(None, "checkpoint or Hugging Face folder (default: random weights)")
+    preset: str = option("tiny", "model size when no --ckpt is given", choices=list(PRESETS))
+    temperature: float = option(0.0, "0 is greedy; otherwise softmax temperature")
+    top_k: int | None = option(None, "sample only from the k most likely tokens")
+    top_p: float | None = option(None, "sample only from the smallest set with this probability")
+    seed: int = option(0, "random seed for weights and sampling")
+    dtype: str = option("float32", "compute dtype", choices=["float32", "bfloat16"])
+    stop_at_eos: bool = option(True, "stop when the model emits <|endoftext|>")
+
+
+def load(opts: Options) -> tuple[GPTConfig, dict]:
+    if opts.ckpt is not None:
+        return load_model(opts.ckpt)
+    cfg = GPTConfig.preset(opts.preset)
+    return cfg, init_params(cfg, jax.random.key(opts.seed))
+
+
+def stream(opts: Options, cfg: GPTConfig, params, enc) -> int:
+    """Decode token by token, writing each token's text to stdout; return the count."""
+    prompt = generation.prepare_prompt(cfg, enc.encode(opts.prompt), opts.max_new_tokens)
+    sampling = generation.check_sampling(cfg, opts.temperature, opts.top_k, opts.top_p)
+    eos = tokenizer.EOT_ID if opts.stop_at_eos and cfg.vocab_size > tokenizer.EOT_ID else -1
+    dtype = jnp.dtype(opts.dtype)
+    temperature, top_p = jnp.float32(opts.temperature or 1.0), jnp.float32(opts.top_p or 1.0)
+    total = prompt.shape[1] + opts.max_new_tokens
+    state = generation.prefill(
+        cfg, params, prompt, jax.random.key(opts.seed), jnp.int32(eos), total=total, dtype=dtype
+    )
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    sys.stdout.write(enc.decode(prompt[0].tolist()))
+    for n in range(opts.max_new_tokens):
+        pos = int(state.pos)
+        state = generation.decode_step(
+            cfg, params, state, temperature, top_p, jnp.int32(eos), sampling=sampling, dtype=dtype
+        )
+        tok = int(state.tokens[0, pos])
+        if tok == eos:
+            return n + 1
+        if tok < enc.n_vocab:
+            sys.stdout.write(text.decode(enc.decode_single_token_bytes(tok)))
+            sys.stdout.flush()
+    return opts.max_new_tokens
+
+
+def main(argv=None) -> None:
+    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
+    cfg, params = load(opts)
+    params = jax.device_put(params)
+    enc = tokenizer.gpt2()
+    start = time.perf_counter()
+    n = stream(opts, cfg, params, enc)
+    seconds = time.perf_counter() - start
+    print(file=sys.stdout)
+    print(f"[{n} tokens in {seconds:.2f}s, {n / seconds:.1f} tok/s incl. compile]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_cli(main)

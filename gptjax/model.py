@@ -1,0 +1,143 @@
+"""GPT-2 (Radford et al., 2019), top to bottom: LayerNorm, GELU, feed-forward, block, model.
+
+Parameter names are OpenAI's (`wte`, `wpe`, `h_0` .. `h_{L-1}` with `ln_1`, `attn/c_attn`,
+`attn/c_proj`, `ln_2`, `mlp/c_fc`, `mlp/c_proj`, then `ln_f`). Flax Dense kernels are
+[in, out] like OpenAI's conv1d weights, so loading a checkpoint is a name map.
+
+Shapes: B batch, T tokens, S cached positions, D emb_dim, F = 4D MLP width, V vocab_size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gptjax.attention import KVCache, MultiHeadAttention
+from gptjax.config import GPTConfig
+
+Cache = tuple[KVCache, ...]  # one KVCache per block
+
+
+class LayerNorm(nn.Module):
+    """x: [..., D] -> [..., D]. Normalise over D (eps 1e-5 as GPT-2), then scale and shift."""
+
+    eps: float = 1e-5
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        D = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (D,))
+        shift = self.param("bias", nn.initializers.zeros, (D,))
+        # Statistics in float32 even under bfloat16 compute: variance of activations is fragile.
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + shift
+        return y.astype(self.dtype)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+class FeedForward(nn.Module):
+    """GPT-2's `mlp`: x: [B, T, D] -> [B, T, F=4D] -> GELU -> [B, T, D]."""
+
+    out_init: Any
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        D = x.shape[-1]
+        init = nn.initializers.normal(0.02)
+        h = nn.Dense(4 * D, dtype=self.dtype, kernel_init=init, name="c_fc")(x)
+        return nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")(gelu(h))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). [B, T, D] -> same."""
+
+    cfg: GPTConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0):
+        cfg = self.cfg
+        # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2L).
+        out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
+        drop = nn.Dropout(cfg.drop_rate)
+        attn = MultiHeadAttention(
+            cfg.n_heads, cfg.drop_rate, cfg.qkv_bias, self.dtype, out_init, name="attn"
+        )
+        a, cache = attn(LayerNorm(dtype=self.dtype, name="ln_1")(x), deterministic=deterministic,
+                        cache=cache, pos=pos)  # fmt: skip
+        x = x + drop(a, deterministic=deterministic)
+        m = FeedForward(out_init, self.dtype, name="mlp")(
+            LayerNorm(dtype=self.dtype, name="ln_2")(x)
+        )
+        return x + drop(m, deterministic=deterministic), cache
+
+
+class GPT(nn.Module):
+    """GPT-2. tokens: [B, T] int -> logits [B, T, V] float32.
+
+    `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32 and the softmax,
+    LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
+    each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 and the call returns
+    (logits, new_cache) for incremental decoding.
+    """
+
+    cfg: GPTConfig
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, *, deterministic=True, cache: Cache | None = None, pos=0):
+        cfg = self.cfg
+        T = tokens.shape[1]
+        wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
+                       dtype=self.dtype, name="wte")  # fmt: skip
+        wpe = nn.Embed(cfg.context_length, cfg.emb_dim, embedding_init=nn.initializers.normal(0.01),
+                       dtype=self.dtype, name="wpe")  # fmt: skip
+        x = wte(tokens) + wpe(pos + jnp.arange(T))
+        x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
+        new_cache = []
+        for i in range(cfg.n_layers):
+            block = Block(cfg, self.dtype, name=f"h_{i}")
+            x, c = block(x, deterministic=deterministic, pos=pos,
+                         cache=None if cache is None else cache[i])  # fmt: skip
+            new_cache.append(c)
+        x = LayerNorm(dtype=self.dtype, name="ln_f")(x)
+        if cfg.tie_embeddings:
+            head = wte.embedding  # [V, D]
+        else:
+            head = self.param(
+                "lm_head", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.emb_dim)
+            )
+        logits = jnp.einsum(
+            "btd,vd->btv", x, head.astype(self.dtype), preferred_element_type=jnp.float32
+        )
+        return logits if cache is None else (logits, tuple(new_cache))
+
+    def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:
+        """An empty cache for B sequences of up to S positions: L KVCaches of [B, S, N, H]."""
+        cfg = self.cfg
+        dtype = dtype or self.dtype
+        return tuple(
+            KVCache.zeros(B, S, cfg.n_heads, cfg.head_dim, dtype) for _ in range(cfg.n_layers)
+        )
+
+
+def init_params(cfg: GPTConfig, rng: jax.Array) -> dict:
+    """Freshly initialised parameters for `cfg`, as a plain nested dict."""
+    tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
+    return GPT(cfg).init(rng, tokens)["params"]
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

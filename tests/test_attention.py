@@ -1,0 +1,121 @@
+"""Each attention step reduces to the one before it under matching weights, and all are causal."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax.attention import (
+    CausalAttention,
+    KVCache,
+    MultiHeadAttention,
+    SelfAttention,
+    simple_attention,
+)
+
+B, T, D = 2, 6, 8
+
+
+@pytest.fixture
+def x():
+    return jax.random.normal(jax.random.key(0), (B, T, D))
+
+
+def dense(kernel, bias=None):
+    return {"kernel": kernel} if bias is None else {"kernel": kernel, "bias": bias}
+
+
+def test_simple_attention_is_a_softmax_mix():
+    x = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    w = jax.nn.softmax(x @ x.T, axis=-1)
+    np.testing.assert_allclose(simple_attention(x), w @ x, rtol=1e-6)
+    np.testing.assert_allclose(simple_attention(x).sum(), x.sum() * 1.0, rtol=0.5)  # a mix
+
+
+def test_self_attention_reduces_to_simple_attention(x):
+    # (x Wq)(x Wk)^T / sqrt(D) = x x^T when Wq = Wk = D^(1/4) I; Wv = I returns the inputs.
+    eye = jnp.eye(D)
+    params = {
+        "W_query": dense(eye * D**0.25),
+        "W_key": dense(eye * D**0.25),
+        "W_value": dense(eye),
+    }
+    out = SelfAttention(d_out=D).apply({"params": params}, x)
+    np.testing.assert_allclose(out, simple_attention(x), rtol=1e-5, atol=1e-6)
+
+
+def test_causal_attention_is_self_attention_over_the_prefix(x):
+    params = SelfAttention(d_out=5).init(jax.random.key(1), x)
+    causal = CausalAttention(d_out=5).apply(params, x)
+    for t in range(T):
+        prefix = SelfAttention(d_out=5).apply(params, x[:, : t + 1])
+        np.testing.assert_allclose(causal[:, t], prefix[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_causal_attention_dropout_only_when_training(x):
+    module = CausalAttention(d_out=5, drop_rate=0.5)
+    params = module.init(jax.random.key(1), x)
+    eval_out = module.apply(params, x)
+    np.testing.assert_array_equal(eval_out, module.apply(params, x, deterministic=True))
+    train_out = module.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    assert not np.allclose(train_out, eval_out)
+
+
+def mha_params(wq, wk, wv, wo):
+    qkv = jnp.concatenate([wq, wk, wv], axis=1)
+    return {"c_attn": dense(qkv), "c_proj": dense(wo, jnp.zeros(wo.shape[1]))}
+
+
+def test_one_head_equals_causal_attention(x):
+    causal = CausalAttention(d_out=D)
+    p = causal.init(jax.random.key(3), x)["params"]
+    wq, wk, wv = (p[n]["kernel"] for n in ("W_query", "W_key", "W_value"))
+    mha = MultiHeadAttention(n_heads=1, qkv_bias=False)
+    out, _ = mha.apply({"params": mha_params(wq, wk, wv, jnp.eye(D))}, x)
+    np.testing.assert_allclose(out, causal.apply({"params": p}, x), rtol=1e-5, atol=1e-6)
+
+
+def test_heads_are_causal_attentions_on_slices_of_the_projections(x):
+    N, H = 2, D // 2
+    keys = jax.random.split(jax.random.key(4), 4)
+    wq, wk, wv, wo = (jax.random.normal(k, (D, D)) * 0.3 for k in keys)
+    mha = MultiHeadAttention(n_heads=N, qkv_bias=False)
+    out, _ = mha.apply({"params": mha_params(wq, wk, wv, wo)}, x)
+    heads = []
+    for n in range(N):
+        cols = slice(n * H, (n + 1) * H)
+        p = {
+            "W_query": dense(wq[:, cols]),
+            "W_key": dense(wk[:, cols]),
+            "W_value": dense(wv[:, cols]),
+        }
+        heads.append(CausalAttention(d_out=H).apply({"params": p}, x))
+    np.testing.assert_allclose(out, jnp.concatenate(heads, -1) @ wo, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [CausalAttention(d_out=D), MultiHeadAttention(n_heads=2)],
+    ids=["causal", "multi-head"],
+)
+def test_changing_token_t_never_changes_outputs_before_t(module, x):
+    params = module.init(jax.random.key(5), x)
+    run = lambda inp: jax.tree.leaves(module.apply(params, inp))[0]
+    base = run(x)
+    for t in range(T):
+        changed = run(x.at[:, t].add(3.0))
+        np.testing.assert_array_equal(changed[:, :t], base[:, :t])
+        assert not np.allclose(changed[:, t:], base[:, t:])
+
+
+def test_cached_decoding_equals_full_attention(x):
+    mha = MultiHeadAttention(n_heads=2)
+    params = mha.init(jax.random.key(6), x)
+    full, _ = mha.apply(params, x)
+    cache = KVCache.zeros(B, T, 2, D // 2)
+    _, cache = mha.apply(params, x[:, :3], cache=cache, pos=0)
+    outs = []
+    for t in range(3, T):
+        o, cache = mha.apply(params, x[:, t : t + 1], cache=cache, pos=t)
+        outs.append(o)
+    np.testing.assert_allclose(jnp.concatenate(outs, 1), full[:, 3:], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from gptjax.data import batches, sliding_windows, train_val_split
+
+
+def test_windows_shift_targets_by_one():
+    ids = np.arange(20)
+    x, y = sliding_windows(ids, max_length=4, stride=4)
+    assert x.dtype == y.dtype == np.int32
+    np.testing.assert_array_equal(x[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(y, x + 1)
+    assert x.shape == (4, 4)  # starts 0, 4, 8, 12; 16 would need token 20
+
+
+def test_overlapping_stride():
+    x, y = sliding_windows(list(range(10)), max_length=4, stride=1)
+    assert len(x) == 6
+    np.testing.assert_array_equal(x[-1], [5, 6, 7, 8])
+    np.testing.assert_array_equal(y[-1], [6, 7, 8, 9])
+
+
+def test_too_short_is_a_clear_error():
+    with pytest.raises(ValueError, match="too short: 4 tokens"):
+        sliding_windows([1, 2, 3, 4], max_length=4, stride=1)
+    sliding_windows([1, 2, 3, 4, 5], max_length=4, stride=1)  # exactly one window fits
+
+
+def test_split_by_ratio():
+    train, val = train_val_split("abcdefghij", 0.9)
+    assert (train, val) == ("abcdefghi", "j")
+    with pytest.raises(ValueError, match="train_ratio"):
+        train_val_split("abc", 1.0)
+
+
+def test_batches_are_seeded_and_drop_last():
+    x, y = sliding_windows(np.arange(100), max_length=4, stride=4)  # 24 windows
+    first = list(batches(x, y, 5, shuffle=True, seed=1, epoch=0))
+    again = list(batches(x, y, 5, shuffle=True, seed=1, epoch=0))
+    other = list(batches(x, y, 5, shuffle=True, seed=1, epoch=1))
+    assert len(first) == 4 and all(b["inputs"].shape == (5, 4) for b in first)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    assert not all(
+        np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(first, other, strict=True)
+    )
+    for b in first:
+        np.testing.assert_array_equal(b["targets"], b["inputs"] + 1)
+    assert len(list(batches(x, y, 5, drop_last=False))) == 5

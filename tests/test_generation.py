@@ -1,0 +1,100 @@
+"""The jitted KV-cache generator agrees token for token with a naive full-recompute loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax import GPT, GPTConfig, generate, init_params
+from gptjax.generation import check_sampling, next_token
+
+CFG = GPTConfig(vocab_size=61, context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def params():
+    # Larger weights than the init so the distribution is peaked and samples are varied.
+    p = init_params(CFG, jax.random.key(0))
+    return jax.tree.map(lambda x: x * 3.0, p)
+
+
+def naive_generate(params, prompt, n, rng, temperature=0.0, top_k=None, top_p=None, eos=None):
+    """The reference: recompute the whole sequence for every new token, no cache."""
+    sampling = check_sampling(CFG, temperature, top_k, top_p)
+    seq = jnp.asarray(prompt, jnp.int32)
+    done = jnp.zeros(seq.shape[0], bool)
+    eos_id = -1 if eos is None else eos
+    for _ in range(n):
+        logits = GPT(CFG).apply({"params": params}, seq)[:, -1]
+        rng, key = jax.random.split(rng)
+        tok = next_token(logits, key, sampling, jnp.float32(temperature or 1.0),
+                         jnp.float32(top_p or 1.0))  # fmt: skip
+        tok = jnp.where(done, eos_id, tok)
+        done = done | (tok == eos_id)
+        seq = jnp.concatenate([seq, tok[:, None]], axis=1)
+    return seq
+
+
+PROMPT = np.array([[3, 14, 15, 9], [2, 6, 5, 35]])
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(temperature=1.0),
+        dict(temperature=0.7, top_k=5),
+        dict(temperature=1.3, top_p=0.8),
+        dict(temperature=1.0, top_k=10, top_p=0.5),
+    ],
+    ids=["greedy", "sample", "top-k", "top-p", "top-k+top-p"],
+)
+def test_cache_generation_matches_naive_loop(params, kw):
+    rng = jax.random.key(7)
+    out = generate(CFG, params, PROMPT, max_new_tokens=12, rng=rng, **kw)
+    ref = naive_generate(params, PROMPT, 12, rng, **kw)
+    assert out.shape == (2, 16) and out.dtype == jnp.int32
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_sampling_depends_on_the_key(params):
+    a = generate(CFG, params, PROMPT, max_new_tokens=12, temperature=1.0, rng=jax.random.key(1))
+    b = generate(CFG, params, PROMPT, max_new_tokens=12, temperature=1.0, rng=jax.random.key(2))
+    assert not np.array_equal(a, b)
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy(params):
+    greedy = generate(CFG, params, PROMPT, max_new_tokens=8)
+    for kw in (dict(top_k=1), dict(top_p=1e-6)):
+        out = generate(CFG, params, PROMPT, max_new_tokens=8, temperature=2.0, **kw)
+        np.testing.assert_array_equal(out, greedy)
+
+
+def test_eos_repeats_after_it_is_emitted(params):
+    greedy = np.asarray(generate(CFG, params, PROMPT, max_new_tokens=10))
+    eos = int(greedy[0, 6])  # row 0 emits this at step 3
+    out = np.asarray(generate(CFG, params, PROMPT, max_new_tokens=10, eos_id=eos))
+    np.testing.assert_array_equal(
+        out, naive_generate(params, PROMPT, 10, jax.random.key(0), eos=eos)
+    )
+    first = 4 + list(out[0, 4:]).index(eos)
+    assert (out[0, first:] == eos).all()
+
+
+def test_long_prompt_is_cut_to_fit(params):
+    long = np.arange(40).reshape(1, 40) % CFG.vocab_size
+    out = generate(CFG, params, long, max_new_tokens=4)
+    assert out.shape == (1, CFG.context_length)
+    np.testing.assert_array_equal(out[:, :20], long[:, -20:])
+    np.testing.assert_array_equal(out, naive_generate(params, long[:, -20:], 4, jax.random.key(0)))
+
+
+def test_bad_requests_are_clear_errors(params):
+    with pytest.raises(ValueError, match="max_new_tokens=24 does not fit"):
+        generate(CFG, params, PROMPT, max_new_tokens=24)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(CFG, params, PROMPT, max_new_tokens=2, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(CFG, params, PROMPT, max_new_tokens=2, temperature=1.0, top_p=0.0)
+    with pytest.raises(ValueError, match="prompt"):
+        generate(CFG, params, np.zeros((1, 0), np.int32), max_new_tokens=2)

@@ -1,0 +1,83 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gptjax import GPT, GPTConfig, init_params
+from gptjax.model import LayerNorm, gelu
+
+CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, jax.random.key(0))
+
+
+def tokens(B=2, T=10, seed=1):
+    return jax.random.randint(jax.random.key(seed), (B, T), 0, CFG.vocab_size)
+
+
+def test_logits_shape_and_dtype(params):
+    logits = GPT(CFG).apply({"params": params}, tokens())
+    assert logits.shape == (2, 10, CFG.vocab_size) and logits.dtype == jnp.float32
+
+
+def test_layer_norm_and_gelu():
+    x = jax.random.normal(jax.random.key(0), (3, 7)) * 5 + 2
+    y = LayerNorm().apply({"params": {"scale": jnp.ones(7), "bias": jnp.zeros(7)}}, x)
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(-1), 1, atol=1e-3)
+    v = jnp.array([-3.0, 0.0, 1.0, 3.0])
+    ref = 0.5 * v * (1 + jnp.tanh(jnp.sqrt(2 / jnp.pi) * (v + 0.044715 * v**3)))
+    np.testing.assert_allclose(gelu(v), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_causal(params):
+    x = tokens(B=1)
+    base = GPT(CFG).apply({"params": params}, x)
+    for t in (0, 4, 9):
+        changed = GPT(CFG).apply({"params": params}, x.at[0, t].set((x[0, t] + 1) % 97))
+        np.testing.assert_allclose(changed[:, :t], base[:, :t], atol=1e-6)
+        assert not np.allclose(changed[:, t], base[:, t])
+
+
+def test_head_is_tied_to_wte(params):
+    bumped = jax.tree.map(lambda x: x, params)
+    bumped["wte"] = {"embedding": params["wte"]["embedding"].at[5].add(1.0)}
+    a = GPT(CFG).apply({"params": params}, tokens())
+    b = GPT(CFG).apply({"params": bumped}, tokens())
+    assert not np.allclose(a[..., 5], b[..., 5])  # token 5's logit moved with its embedding
+
+
+def test_dropout_only_when_training(params):
+    x = tokens()
+    model = GPT(CFG)
+    a = model.apply({"params": params}, x)
+    np.testing.assert_array_equal(a, model.apply({"params": params}, x, deterministic=True))
+    rngs = {"dropout": jax.random.key(3)}
+    b = model.apply({"params": params}, x, deterministic=False, rngs=rngs)
+    assert not np.allclose(a, b)
+
+
+def test_bfloat16_compute_is_close_and_keeps_float32_params_and_logits(params):
+    x = tokens()
+    f32 = GPT(CFG).apply({"params": params}, x)
+    variables = GPT(CFG, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
+    bf16 = GPT(CFG, dtype=jnp.bfloat16).apply({"params": params}, x)
+    assert bf16.dtype == jnp.float32
+    np.testing.assert_allclose(bf16, f32, atol=0.05)
+
+
+def test_cached_decode_equals_full_recompute(params):
+    x = tokens(T=12)
+    model = GPT(CFG)
+    full = model.apply({"params": params}, x)
+    cache = model.init_cache(2, 12)
+    logits, cache = model.apply({"params": params}, x[:, :5], cache=cache, pos=0)
+    steps = [logits]
+    for t in range(5, 12):
+        logits, cache = model.apply({"params": params}, x[:, t : t + 1], cache=cache, pos=t)
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
