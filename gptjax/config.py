@@ -63,6 +63,6 @@ PRESETS: dict[str, dict] = {
     "355M": dict(emb_dim=1024, n_heads=16, n_layers=24),
     "774M": dict(emb_dim=1280, n_heads=20, n_layers=36),
     "1558M": dict(emb_dim=1600, n_heads=25, n_layers=48),
-    "tiny": dict(context_length=128, emb_dim=128, n_heads=4, n_layers=4),
+    "tiny": dict(context_length=256, emb_dim=128, n_heads=4, n_layers=4),
 }
 ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}

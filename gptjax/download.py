@@ -8,6 +8,7 @@ carries the final name.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -92,7 +93,7 @@ def download(
         for _ in range(retries):
             try:
                 _fetch(url, part, timeout, progress)
-            except (OSError, urllib.error.URLError) as e:
+            except (OSError, http.client.HTTPException) as e:
                 errors.append(f"{url}: {e}")
                 continue
             try:

@@ -56,7 +56,10 @@ def lr_schedule(oc: OptimConfig) -> optax.Schedule:
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
     """AdamW that decays only >= 2-D weights (matrices and embeddings, not biases or norms)."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-    adamw = optax.adamw(lr_schedule(oc), oc.b1, oc.b2, oc.eps, oc.weight_decay, mask=decay_mask)
+    adamw = optax.adamw(
+        lr_schedule(oc), b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay,
+        mask=decay_mask,
+    )  # fmt: skip
     clip = [optax.clip_by_global_norm(oc.grad_clip)] if oc.grad_clip else []
     return optax.chain(*clip, adamw)
 
@@ -76,8 +79,9 @@ def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
 
 def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each."""
+    rngs = {"dropout": rng} if train else {}
     logits = GPT(cfg, dtype).apply(
-        {"params": params}, batch["inputs"], deterministic=not train, rngs={"dropout": rng}
+        {"params": params}, batch["inputs"], deterministic=not train, rngs=rngs
     )
     return cross_entropy_sum(logits, batch["targets"])
 
@@ -118,7 +122,7 @@ def make_train_step(cfg: GPTConfig, optimizer, oc: OptimConfig, *, grad_accum=1,
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": s / jnp.maximum(n, 1.0),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.step),
             "tokens": n,
         }

@@ -1,0 +1,75 @@
+"""Logits and greedy generations equal Hugging Face transformers' GPT-2 (PyTorch, float32)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from convert import from_hf
+from gptjax import GPT, generate
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CONFIGS = {
+    "small": dict(vocab_size=128, n_positions=32, n_embd=32, n_head=4, n_layer=2),
+    "odd": dict(vocab_size=97, n_positions=19, n_embd=36, n_head=3, n_layer=3),
+    "untied": dict(
+        vocab_size=101, n_positions=24, n_embd=48, n_head=6, n_layer=2, tie_word_embeddings=False
+    ),
+}
+
+
+def hf_model(tmp_path, seed=0, **kw):
+    """A random HF GPT-2 with every tensor perturbed off its init, saved with save_pretrained."""
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(
+        **kw, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def pair(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp(request.param)
+    model = hf_model(path, **CONFIGS[request.param])
+    cfg, params = from_hf(path)
+    return model, cfg, jax.tree.map(jnp.asarray, params)
+
+
+def test_logits_match(pair):
+    model, cfg, params = pair
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (3, cfg.context_length))
+    with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    ours = np.asarray(GPT(cfg).apply({"params": params}, jnp.asarray(ids)))
+    assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_greedy_generation_matches(pair):
+    model, cfg, params = pair
+    prompt = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 5))
+    n = cfg.context_length - 5
+    with torch.no_grad():
+        ref = model.generate(
+            torch.tensor(prompt), attention_mask=torch.ones(prompt.shape, dtype=torch.long),
+            max_new_tokens=n, do_sample=False, pad_token_id=0,
+        ).numpy()  # fmt: skip
+    np.testing.assert_array_equal(generate(cfg, params, prompt, max_new_tokens=n), ref)
+
+
+def test_tiny_preset_vocabulary_parity(tmp_path):
+    """The real GPT-2 vocabulary size at a small width."""
+    kw = dict(vocab_size=50257, n_positions=64, n_embd=64, n_head=2, n_layer=1)
+    model = hf_model(tmp_path, seed=3, **kw)
+    cfg, params = from_hf(tmp_path)
+    ids = np.random.default_rng(2).integers(0, 50257, (1, 64))
+    with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    ours = np.asarray(GPT(cfg).apply({"params": params}, jnp.asarray(ids)))
+    assert np.abs(ours - ref).max() < 1e-4
