@@ -62,8 +62,15 @@ def read_config(path: Path) -> GPTConfig:
         raise ValueError(f"{path}: not a GPTConfig JSON object ({e})") from None
 
 
+def abstract_params(cfg: GPTConfig):
+    from gptjax.model import init_params
+
+    return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
-    """(cfg, params) from a gptjax model directory or a Hugging Face GPT-2 folder."""
+    """(cfg, params) from a gptjax model directory, a training run directory (its latest
+    checkpoint) or a Hugging Face GPT-2 folder."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory")
@@ -71,15 +78,89 @@ def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
         from convert.hf import from_hf
 
         return from_hf(directory)
+    if (directory / "checkpoints").is_dir():
+        return _load_from_run(directory)
     if not is_model_dir(directory):
         raise ValueError(
-            f"{directory}: not a gptjax checkpoint (expected {CONFIG} and {PARAMS}/) "
-            "nor a Hugging Face folder (model.safetensors)"
+            f"{directory}: not a gptjax checkpoint (expected {CONFIG} and {PARAMS}/), "
+            "a training run (checkpoints/) nor a Hugging Face folder (model.safetensors)"
         )
     cfg = read_config(directory / CONFIG)
-    from gptjax.model import init_params
-
-    target = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(directory / PARAMS, target)
+        params = ckptr.restore(directory / PARAMS, abstract_params(cfg))
     return cfg, jax.tree.map(np.asarray, params)
+
+
+def _load_from_run(directory: Path) -> tuple[GPTConfig, dict]:
+    ckpts = RunCheckpoints(directory)
+    step = ckpts.latest_step()
+    if step is None:
+        raise ValueError(f"{directory}/checkpoints: no complete checkpoint yet")
+    cfg = GPTConfig.from_dict(ckpts.meta(step)["model"])
+    params = ckpts.restore_params(step, abstract_params(cfg))
+    ckpts.close()
+    return cfg, jax.tree.map(np.asarray, params)
+
+
+class RunCheckpoints:
+    """Training checkpoints of a run: `OUT/checkpoints/<step>/{params,train,meta}` via orbax's
+    CheckpointManager. `params` alone is what `load_model` reads; `train` holds the optimizer
+    state, step and rng; `meta` the model config, run options and data position. Orbax writes
+    each step under a temporary name and renames it when complete, so a kill mid-save leaves
+    the previous step restorable; leftovers are cleaned on the next start.
+    """
+
+    def __init__(self, run_dir: str | Path, *, keep: int = 3):
+        self.directory = Path(run_dir).absolute() / "checkpoints"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, cleanup_tmp_directories=True, create=True
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("params", "train", "meta")
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, meta: dict) -> None:
+        train = {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(state.params),
+                train=ocp.args.StandardSave(train),
+                meta=ocp.args.JsonSave(meta),
+            ),
+        )
+
+    def meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
+
+    def restore(self, step: int, abstract_state):
+        """The train state saved at `step`, laid out like `abstract_state` (shardings too)."""
+        train = {
+            "opt_state": abstract_state.opt_state,
+            "step": abstract_state.step,
+            "rng": abstract_state.rng,
+        }
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_state.params),
+                train=ocp.args.StandardRestore(train),
+            ),
+        )
+        t = out["train"]
+        return type(abstract_state)(out["params"], t["opt_state"], t["step"], t["rng"])
+
+    def restore_params(self, step: int, abstract_params):
+        args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+        return self.manager.restore(step, args=args)["params"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()

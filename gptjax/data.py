@@ -9,23 +9,17 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from gptjax.corpus import Windows
+
 
 def sliding_windows(ids, max_length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids [n] -> inputs, targets: int32 [N, T] with targets[i] = inputs[i] shifted by one.
 
     Windows start at 0, stride, 2*stride, ... while a full window and its next token fit.
     """
-    ids = np.asarray(ids)
-    if max_length < 1 or stride < 1:
-        raise ValueError(f"max_length and stride must be >= 1, got {max_length} and {stride}")
-    if len(ids) < max_length + 1:
-        raise ValueError(
-            f"text too short: {len(ids)} tokens, but one window of max_length={max_length} "
-            f"needs {max_length + 1} (inputs plus the next token)"
-        )
-    starts = np.arange(0, len(ids) - max_length, stride)
-    index = starts[:, None] + np.arange(max_length)[None, :]
-    return ids[index].astype(np.int32), ids[index + 1].astype(np.int32)
+    windows = Windows(np.asarray(ids), max_length, stride, name="text")
+    b = windows.batch(np.arange(len(windows)))
+    return b["inputs"], b["targets"]
 
 
 def train_val_split(seq: Sequence, train_ratio: float) -> tuple[Sequence, Sequence]:

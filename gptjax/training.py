@@ -104,19 +104,29 @@ def _grads(params, cfg, batch, rng, grad_accum, dtype):
     return g, s, n
 
 
-def make_train_step(cfg: GPTConfig, optimizer, oc: OptimConfig, *, grad_accum=1, dtype=None):
+def make_train_step(
+    cfg: GPTConfig, optimizer, oc: OptimConfig, *, grad_accum=1, dtype=None, axis_name=None
+):
     """train_step(state, batch) -> (state, metrics): one AdamW update on the token-mean loss.
 
     With grad_accum = K the batch [B, T] is split into K micro-batches of [B/K, T] whose summed
     gradients are divided by the total count of counted tokens, so the update equals that of one
     batch of B. Metrics: loss, grad_norm, lr, tokens (counted tokens in this batch).
+
+    Under `jax.pmap(..., axis_name=axis_name)` each device holds a slice of the batch; the
+    summed gradients, losses and counts are `psum`med over devices before the mean, so the
+    update equals the single-device one. (Under jit with sharded inputs XLA does this itself.)
     """
     dtype = dtype or jnp.float32
     schedule = lr_schedule(oc)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:  # distinct dropout masks per device
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         g, s, n = _grads(state.params, cfg, batch, rng, grad_accum, dtype)
+        if axis_name is not None:
+            g, s, n = jax.lax.psum((g, s, n), axis_name)
         grads = jax.tree.map(lambda x: x / jnp.maximum(n, 1.0), g)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

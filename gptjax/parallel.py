@@ -1,0 +1,106 @@
+"""Data parallelism on every device, one host or many.
+
+Default: `jax.jit` over a 1-D device Mesh ("data"): the batch is split over devices, params and
+optimizer state are replicated, or sharded FSDP-style (each >= 2-D tensor split along its
+largest divisible axis). XLA inserts the gradient all-reduce. The classic alternative is
+`jax.pmap` with an explicit `psum` (see `make_train_step(axis_name=...)`).
+
+Shapes: B global batch, P processes, L local devices.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None):
+    """Join a multi-process run (JAX's own runtime) when flags or environment variables ask for it.
+
+    Flags win; otherwise JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID are read
+    (and on TPU pods or SLURM, jax.distributed finds everything by itself). CPU processes talk
+    through gloo.
+    """
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator is None and num_processes is None:
+        return
+    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    env = lambda name: int(os.environ[name]) if name in os.environ else None
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes if num_processes is not None else env("JAX_NUM_PROCESSES"),
+        process_id=process_id if process_id is not None else env("JAX_PROCESS_ID"),
+    )
+
+
+def make_mesh() -> Mesh:
+    """All devices of all processes on one "data" axis."""
+    return Mesh(np.array(jax.devices()), (AXIS,))
+
+
+def fsdp_spec(shape: tuple[int, ...], n: int) -> P:
+    """Shard the largest axis divisible by n; small or indivisible tensors stay replicated."""
+    if len(shape) < 2:
+        return P()
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % n == 0:
+            return P(*[AXIS if a == axis else None for a in range(len(shape))])
+    return P()
+
+
+def state_shardings(mesh: Mesh, state, *, fsdp: bool):
+    """NamedShardings for every leaf of a (possibly abstract) train state."""
+    n = mesh.devices.size
+    spec = lambda x: fsdp_spec(x.shape, n) if fsdp else P()
+    return jax.tree.map(lambda x: NamedSharding(mesh, spec(x)), state)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def local_rows(B: int) -> slice:
+    """This process's rows of a global batch of B: each process reads only its own slice."""
+    P_, p = jax.process_count(), jax.process_index()
+    if B % P_:
+        raise ValueError(f"batch size {B} must be divisible by the number of processes ({P_})")
+    return slice(p * B // P_, (p + 1) * B // P_)
+
+
+def global_batch(mesh: Mesh, local: dict[str, np.ndarray], B: int) -> dict[str, jax.Array]:
+    """Assemble the global [B, T] arrays from each process's local rows."""
+    n = mesh.devices.size
+    if B % n:
+        raise ValueError(f"batch size {B} must be divisible by the number of devices ({n})")
+    sharding = batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, v, (B, *v.shape[1:]))
+        for k, v in local.items()
+    }
+
+
+def replicate(tree):
+    """pmap layout: a leading axis of one copy per local device."""
+    devices = jax.local_devices()
+    return jax.device_put_replicated(tree, devices)
+
+
+def unreplicate(tree):
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def split_for_pmap(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """[B_local, T] -> [L, B_local / L, T] for pmap over the L local devices."""
+    L = jax.local_device_count()
+    if len(local["inputs"]) % L:
+        raise ValueError(
+            f"local batch {len(local['inputs'])} must be divisible by the {L} local devices"
+        )
+    return {k: v.reshape(L, -1, *v.shape[1:]) for k, v in local.items()}
