@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -30,8 +31,8 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if coordinator is None and num_processes is None:
         return
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only the CPU backend reads this; GPU and TPU bring their own collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     env = lambda name: int(os.environ[name]) if name in os.environ else None
     jax.distributed.initialize(
         coordinator_address=coordinator,
@@ -89,7 +90,9 @@ def global_batch(mesh: Mesh, local: dict[str, np.ndarray], B: int) -> dict[str, 
 def replicate(tree):
     """pmap layout: a leading axis of one copy per local device."""
     devices = jax.local_devices()
-    return jax.device_put_replicated(tree, devices)
+    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+    copies = lambda x: jnp.broadcast_to(jnp.asarray(x), (len(devices), *jnp.shape(x)))
+    return jax.device_put(jax.tree.map(copies, tree), sharding)
 
 
 def unreplicate(tree):

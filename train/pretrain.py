@@ -154,31 +154,40 @@ def main(argv=None) -> None:
     optimizer = make_optimizer(oc)
     mesh = parallel.make_mesh()
     ckpts = RunCheckpoints(opts.out, keep=opts.keep)
-    state, shardings = start_state(opts, cfg, params, optimizer, ckpts, mesh)
-    step_fn = compile_step(opts, cfg, optimizer, oc, mesh, shardings)
-    start = int(state.step)
+    try:
+        state, shardings = start_state(opts, cfg, params, optimizer, ckpts, mesh)
+        step_fn = compile_step(opts, cfg, optimizer, oc, mesh, shardings)
+        fit(opts, cfg, state, step_fn, (train, val, per_epoch), ckpts, mesh, total)
+    finally:
+        ckpts.close()  # waits for a save in flight, even on errors
+
+
+def fit(opts: Options, cfg: GPTConfig, state, step_fn, data, ckpts, mesh, total: int) -> None:
+    """Steps from state.step to `total`: log each, evaluate and checkpoint on schedule."""
+    train, val, per_epoch = data
+    start, pmap = int(state.step), opts.parallel == "pmap"
     log = RunLog(opts, cfg, start, total, train.T)
     evaluator = Evaluator(cfg, mesh, opts.batch_size, opts.eval_batches, jnp.dtype(opts.dtype))
-    state = parallel.replicate(state) if opts.parallel == "pmap" else state
+    state = parallel.replicate(state) if pmap else state
     for step in range(start, total):
         state, metrics = step_fn(state, next_batch(opts, train, mesh, step, per_epoch))
-        host = parallel.unreplicate(state) if opts.parallel == "pmap" else state
-        record = log.step_record(step + 1, metrics, opts.parallel == "pmap")
+        host, done = parallel.unreplicate(state) if pmap else state, step + 1
+        record = log.step_record(done, metrics, pmap)
         if not math.isfinite(record["train_loss"]):
-            raise ValueError(f"non-finite loss ({record['train_loss']}) at step {step + 1}; "
-                             f"stopped, the last good checkpoint is step {ckpts.latest_step()} "
-                             f"in {ckpts.directory}")  # fmt: skip
-        if (step + 1) % opts.eval_every == 0 or step + 1 == total:
+            raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; stopped, "
+                             f"the last good checkpoint is step {ckpts.latest_step()} in "
+                             f"{ckpts.directory}")  # fmt: skip
+        if done % opts.eval_every == 0 or done == total:
             record.update(evaluator(host.params, train, val))
-            log.sample(record, generate(cfg, host.params, [log.enc.encode(opts.prompt)],
-                                        max_new_tokens=opts.sample_tokens))  # fmt: skip
+            prompt = [log.enc.encode(opts.prompt)]
+            log.sample(
+                record, generate(cfg, host.params, prompt, max_new_tokens=opts.sample_tokens)
+            )
         log.write(record)
-        if (step + 1) % opts.ckpt_every == 0 or step + 1 == total:
+        if done % opts.ckpt_every == 0 or done == total:
             epoch, index = divmod(step, per_epoch)
-            ckpts.save(step + 1, host, {"model": cfg.to_dict(), "step": step + 1,
-                                        "data": {"epoch": epoch, "batch": index + 1}})  # fmt: skip
-    ckpts.wait()
-    ckpts.close()
+            position = {"epoch": epoch, "batch": index + 1}
+            ckpts.save(done, host, {"model": cfg.to_dict(), "step": done, "data": position})
     log.close()
 
 

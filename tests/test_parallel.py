@@ -1,0 +1,68 @@
+"""Data parallel runs equal the single-device run: 8 forced CPU devices under jit (replicated
+and FSDP) and pmap, and 2 processes over 127.0.0.1 with gloo."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+from tests.conftest import ROOT
+
+ARGS = ["--preset", "tiny", "--context-length", "32", "--batch-size", "8", "--max-steps", "4",
+        "--drop-rate", "0", "--lr", "1e-3", "--eval-every", "2", "--eval-batches", "1",
+        "--sample-tokens", "2", "--no-progress"]  # fmt: skip
+
+
+def env_with(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def pretrain(out, *args, devices=1):
+    cmd = [sys.executable, "-m", "train.pretrain", "--out", str(out), *ARGS, *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env_with(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return out
+
+
+def curve(out):
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return np.array([[r["train_loss"], r["grad_norm"], r.get("val_loss", 0.0)] for r in records])
+
+
+def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
+    finish(pretrain(tmp_path / "single"))
+    reference = curve(tmp_path / "single")
+    assert len(reference) == 4
+    for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "pmap"])]:
+        finish(pretrain(tmp_path / name, *extra, devices=8))
+        np.testing.assert_allclose(curve(tmp_path / name), reference, rtol=1e-5, err_msg=name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+    finish(pretrain(tmp_path / "single"))
+    coordinator = f"127.0.0.1:{free_port()}"
+    procs = [
+        pretrain(tmp_path / "multi", "--coordinator", coordinator, "--num-processes", "2",
+                 "--process-id", str(i))
+        for i in range(2)
+    ]  # fmt: skip
+    for p in procs:
+        finish(p)
+    np.testing.assert_allclose(curve(tmp_path / "multi"), curve(tmp_path / "single"), rtol=1e-5)
+    assert (tmp_path / "multi" / "checkpoints" / "4").is_dir()

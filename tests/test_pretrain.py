@@ -1,0 +1,126 @@
+"""The pretrain script end to end: exact resume after SIGKILL, checkpoints, user errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+FAST = ["--preset", "tiny", "--context-length", "32", "--batch-size", "4", "--lr", "1e-3",
+        "--eval-batches", "1", "--sample-tokens", "4", "--no-progress"]  # fmt: skip
+
+
+def cmd(out, *args):
+    return [sys.executable, "-m", "train.pretrain", "--out", str(out), *FAST, *args]
+
+
+def run(out, *args, env=None, timeout=300):
+    return subprocess.run(cmd(out, *args), capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def losses(out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["train_loss"], r.get("val_loss")) for r in map(json.loads, lines)]
+
+
+def test_sigkill_then_resume_logs_the_same_losses_bitwise(tmp_path):
+    args = ["--max-steps", "24", "--ckpt-every", "4", "--eval-every", "6"]
+    whole = run(tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr
+    assert (tmp_path / "whole" / "loss.png").stat().st_size > 1000
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "8").is_dir() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run(killed, *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(killed) == losses(tmp_path / "whole")  # same floats, step for step
+
+
+def test_resume_refusals_and_leftovers(tmp_path):
+    out = tmp_path / "run"
+    assert run(out, "--max-steps", "2", "--ckpt-every", "1", "--keep", "1").returncode == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2"]
+
+    again = run(out, "--max-steps", "2")
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+    other = run(out, "--max-steps", "4", "--resume", "--context-length", "64")
+    assert other.returncode == 2 and "different model config" in other.stderr
+    assert "Traceback" not in other.stderr
+
+    # A save killed midway leaves a temporary directory; the previous step stays restorable.
+    (out / "checkpoints" / "3.orbax-checkpoint-tmp-1234").mkdir()
+    cont = run(out, "--max-steps", "3", "--resume")
+    assert cont.returncode == 0, cont.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2", "3"]
+    assert [s for s, _, _ in losses(out)] == [1, 2, 3]
+
+    empty = run(tmp_path / "empty", "--resume")
+    assert empty.returncode == 2 and "no checkpoint" in empty.stderr
+
+
+def test_generate_samples_from_a_run(tmp_path):
+    out = tmp_path / "run"
+    assert run(out, "--max-steps", "2").returncode == 0
+    args = ["-m", "gptjax.generate", "--ckpt", str(out), "--max-new-tokens", "5"]
+    gen = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("Every effort moves you")
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        (lambda d: d / "missing.txt", "no such file or folder"),
+        (lambda d: ((d / "empty.txt").write_text("") and None) or d / "empty.txt", "empty"),
+        (lambda d: ((d / "short.txt").write_text("a few words") and None) or d / "short.txt",
+         "too short"),
+        (lambda d: ((d / "bin.txt").write_bytes(b"\xff\xfe\x00bad") and None) or d / "bin.txt",
+         "unreadable as UTF-8"),
+        (lambda d: (d / "folder").mkdir() or d / "folder", "no .txt files"),
+    ],
+    ids=["missing", "empty", "too-short", "not-text", "empty-folder"],
+)  # fmt: skip
+def test_bad_data_is_one_line(tmp_path, setup, needle):
+    out = run(tmp_path / "run", "--data", str(setup(tmp_path)))
+    assert out.returncode == 2
+    assert needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    res = run(out, "--max-steps", "40", "--lr", "1e6", "--grad-clip", "0", "--ckpt-every", "1",
+              "--eval-every", "100")  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr
+    step = int(res.stderr.split("at step ")[1].split(";")[0])
+    kept = sorted(int(p.name) for p in (out / "checkpoints").iterdir())
+    assert kept and max(kept) == step - 1
+
+
+def test_folder_of_text_files_is_tokenized_once(tmp_path):
+    data = tmp_path / "corpus"
+    data.mkdir()
+    verdict = (Path(os.environ["GPTJAX_CACHE"]) / "the-verdict.txt").read_text()
+    for i in range(3):
+        (data / f"part{i}.txt").write_text(verdict[i * 6000 : (i + 1) * 6000])
+    first = run(tmp_path / "a", "--data", str(data), "--max-steps", "1", "--progress")
+    assert first.returncode == 0, first.stderr
+    assert "tokenizing" in first.stderr
+    second = run(tmp_path / "b", "--data", str(data), "--max-steps", "1")
+    assert second.returncode == 0 and "tokenizing" not in second.stderr
+    assert list((Path(os.environ["GPTJAX_CACHE"]) / "tokens").glob("*.bin"))
