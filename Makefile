@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 export GPTJAX_CACHE ?= $(HOME)/.cache/gptjax
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean seed-cache
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ seed-cache:
 	@if [ -d "$(SHARED_DATA)" ]; then mkdir -p "$(GPTJAX_CACHE)" && \
 	  cp -rn "$(SHARED_DATA)"/. "$(GPTJAX_CACHE)"/ && rm -f "$(GPTJAX_CACHE)/README.md"; fi
 
+# Pretrain the tiny GPT on The Verdict for a couple of minutes on CPU, then sample from it.
+DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(VENV)/.runtime seed-cache
-	$(BIN)/python -m gptjax.demo
+	$(BIN)/python -m train.pretrain --data the-verdict --preset tiny --context-length 128 \
+	  --batch-size 8 --epochs 40 --lr 1e-3 --warmup-steps 10 --eval-every 40 --out $(DEMO_OUT)
+	$(BIN)/python -m gptjax.generate --ckpt $(DEMO_OUT) --max-new-tokens 40 --prompt "Every effort moves you"
+	@echo "loss plot: $(DEMO_OUT)/loss.png   metrics: $(DEMO_OUT)/metrics.jsonl"
 
 test: $(VENV)/.test
 	$(BIN)/ruff check .

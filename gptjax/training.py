@@ -77,6 +77,11 @@ def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
     return jnp.sum(nll * counted), jnp.sum(counted).astype(jnp.float32)
 
 
+def perplexity(mean_loss: float) -> float:
+    """exp(mean token cross entropy): the effective number of equally likely next tokens."""
+    return float(jnp.exp(jnp.float32(mean_loss)))
+
+
 def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each."""
     rngs = {"dropout": rng} if train else {}

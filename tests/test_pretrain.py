@@ -124,3 +124,16 @@ def test_folder_of_text_files_is_tokenized_once(tmp_path):
     second = run(tmp_path / "b", "--data", str(data), "--max-steps", "1")
     assert second.returncode == 0 and "tokenizing" not in second.stderr
     assert list((Path(os.environ["GPTJAX_CACHE"]) / "tokens").glob("*.bin"))
+
+
+def test_init_from_a_run_continues_from_its_weights(tmp_path):
+    first = tmp_path / "first"
+    assert run(first, "--max-steps", "6", "--eval-every", "6").returncode == 0
+    second = tmp_path / "second"
+    res = run(second, "--init-from", str(first), "--max-steps", "1", "--eval-every", "1")
+    assert res.returncode == 0, res.stderr
+    (_, start_loss, _), *_ = losses(second)
+    (_, fresh_loss, _), *_ = losses(first)
+    assert start_loss < fresh_loss - 0.2  # it starts where the first run left off
+    record = json.loads((second / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["val_perplexity"] > 1.0

@@ -122,3 +122,16 @@ def test_matches_pytorch_adamw_for_20_steps(tmp_path):
         optim.step()
         theirs.append(loss.item())
     np.testing.assert_allclose(ours, theirs, rtol=1e-4)
+
+
+def test_bfloat16_steps_keep_float32_master_params():
+    oc = OptimConfig(lr=3e-3)
+    opt = make_optimizer(oc)
+    state = init_state(init_params(CFG, jax.random.key(0)), opt, jax.random.key(1))
+    step = jax.jit(make_train_step(CFG, opt, oc, dtype=jnp.bfloat16))
+    batch, losses = random_batch(0), []
+    for _ in range(6):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+    assert m["loss"].dtype == jnp.float32 and losses[-1] < losses[0] - 0.3

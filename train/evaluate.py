@@ -8,7 +8,7 @@ import numpy as np
 from gptjax import parallel
 from gptjax.config import GPTConfig
 from gptjax.corpus import Windows
-from gptjax.training import IGNORE, make_eval_step
+from gptjax.training import IGNORE, make_eval_step, perplexity
 
 
 class Evaluator:
@@ -35,4 +35,9 @@ class Evaluator:
         return total / count
 
     def __call__(self, params, train: Windows, val: Windows) -> dict:
-        return {"eval_train_loss": self.loss(params, train), "val_loss": self.loss(params, val)}
+        val_loss = self.loss(params, val)
+        return {
+            "eval_train_loss": self.loss(params, train),
+            "val_loss": val_loss,
+            "val_perplexity": perplexity(val_loss),
+        }
