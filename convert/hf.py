@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from safetensors import safe_open
@@ -76,3 +79,44 @@ def from_hf(path: str | Path) -> tuple[GPTConfig, dict]:
         if isinstance(e, ValueError):
             raise
         raise ValueError(f"{weights}: unreadable safetensors file ({e})") from None
+
+
+def to_hf(cfg: GPTConfig, params, out_dir: str | Path) -> Path:
+    """Write `config.json` + `model.safetensors` that transformers' GPT2LMHeadModel loads.
+
+    Written under a temporary name and renamed, so `out_dir` is never half-written. A model
+    without qkv biases gets zero biases, which HF's GPT-2 always has.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from convert.names import flatten
+    from gptjax.checkpoint import replace_dir
+
+    out_dir = Path(out_dir).absolute()
+    flat = dict(flatten(params))
+    tensors = {}
+    for our, hf_name, _ in rows(dataclasses.replace(cfg, qkv_bias=True)):
+        default = np.zeros(3 * cfg.emb_dim, np.float32) if our.endswith("c_attn/bias") else None
+        value = flat.get(our, default)
+        if value is None:
+            raise ValueError(f"params: missing {our} for {cfg}")
+        prefix = "" if hf_name == "lm_head.weight" else "transformer."
+        tensors[prefix + hf_name] = np.ascontiguousarray(np.asarray(value, np.float32))
+    config = {
+        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length, "n_embd": cfg.emb_dim,
+        "n_head": cfg.n_heads, "n_layer": cfg.n_layers, "resid_pdrop": cfg.drop_rate,
+        "embd_pdrop": cfg.drop_rate, "attn_pdrop": cfg.drop_rate, "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new", "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": 50256, "eos_token_id": 50256,
+    }  # fmt: skip
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

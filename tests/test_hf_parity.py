@@ -73,3 +73,23 @@ def test_tiny_preset_vocabulary_parity(tmp_path):
         ref = model(torch.tensor(ids)).logits.numpy()
     ours = np.asarray(GPT(cfg).apply({"params": params}, jnp.asarray(ids)))
     assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
+    from convert import to_hf
+    from gptjax import GPTConfig, init_params
+
+    cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
+                    drop_rate=0.0, qkv_bias=qkv_bias)  # fmt: skip
+    params = jax.tree.map(lambda x: x + 0.05, init_params(cfg, jax.random.key(0)))
+    to_hf(cfg, params, tmp_path / "hf")
+    model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    ids = np.random.default_rng(0).integers(0, 64, (2, 16))
+    with torch.no_grad():
+        ref = model(torch.tensor(ids)).logits.numpy()
+    ours = np.asarray(GPT(cfg).apply({"params": params}, jnp.asarray(ids)))
+    assert np.abs(ours - ref).max() < 1e-4
+    cfg2, params2 = from_hf(tmp_path / "hf")
+    assert cfg2.emb_dim == cfg.emb_dim and cfg2.qkv_bias
+    np.testing.assert_array_equal(params2["wte"]["embedding"], params["wte"]["embedding"])
