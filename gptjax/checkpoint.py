@@ -70,7 +70,7 @@ def abstract_params(cfg: GPTConfig):
 
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
     """(cfg, params) from a gptjax model directory, a training run directory (its latest
-    checkpoint) or a Hugging Face GPT-2 folder."""
+    checkpoint), a Hugging Face GPT-2 folder or an OpenAI GPT-2 folder."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory")
@@ -80,6 +80,10 @@ def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
         return from_hf(directory)
     if (directory / "checkpoints").is_dir():
         return _load_from_run(directory)
+    if (directory / "hparams.json").is_file():
+        from convert.openai import from_openai
+
+        return from_openai(directory)
     if not is_model_dir(directory):
         raise ValueError(
             f"{directory}: not a gptjax checkpoint (expected {CONFIG} and {PARAMS}/), "

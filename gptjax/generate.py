@@ -13,6 +13,7 @@ import codecs
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -72,11 +73,19 @@ def stream(opts: Options, cfg: GPTConfig, params, enc) -> int:
     return opts.max_new_tokens
 
 
+def has_bpe(folder: str) -> bool:
+    """Converted checkpoints carry their tokenizer files."""
+    return all((Path(folder) / name).is_file() for name in ("encoder.json", "vocab.bpe"))
+
+
 def main(argv=None) -> None:
     opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
     cfg, params = load(opts)
     params = jax.device_put(params)
-    enc = tokenizer.gpt2()
+    enc = tokenizer.gpt2(opts.ckpt) if opts.ckpt and has_bpe(opts.ckpt) else tokenizer.gpt2()
+    if cfg.vocab_size < enc.n_vocab:
+        raise ValueError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than GPT-2's "
+                         f"tokenizer ({enc.n_vocab})")  # fmt: skip
     start = time.perf_counter()
     n = stream(opts, cfg, params, enc)
     seconds = time.perf_counter() - start

@@ -22,6 +22,11 @@ def option(default: Any, help: str, **kw) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
+def argument(help: str) -> Any:
+    """A required positional command-line argument (a dataclass field without a default)."""
+    return dataclasses.field(metadata={"help": help, "positional": True})
+
+
 def _scalar_type(annotation) -> type:
     """int for `int | None`; float for `float`."""
     args = typing.get_args(annotation)
@@ -35,10 +40,19 @@ def parser_for(cls: type, description: str | None = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    return add_fields(parser, cls)
+
+
+def add_fields(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentParser:
+    """One argument per field of dataclass `cls`: positionals first, then --flags."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
         kind = _scalar_type(hints[f.name])
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=kind, help=f.metadata["help"],
+                                metavar=f.name.upper())  # fmt: skip
+            continue
+        flag = "--" + f.name.replace("_", "-")
         kw = dict(default=f.default, help=f.metadata.get("help", ""), dest=f.name)
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
@@ -53,6 +67,19 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, description: str | No
     """Build `cls` from command-line flags (argv defaults to sys.argv[1:])."""
     args = parser_for(cls, description).parse_args(argv)
     return cls(**vars(args))
+
+
+def parse_command(commands: dict[str, tuple[type, str]], argv=None, description=None):
+    """Subcommands, each with its own options dataclass: returns (name, options)."""
+    parser = argparse.ArgumentParser(description=description)
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, help_text) in commands.items():
+        sub = subs.add_parser(name, help=help_text, description=help_text,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+        add_fields(sub, cls)
+    args = vars(parser.parse_args(argv))
+    name = args.pop("command")
+    return name, commands[name][0](**args)
 
 
 def run_cli(main: Callable[[], Any]) -> None:

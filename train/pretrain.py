@@ -132,6 +132,9 @@ def next_batch(opts: Options, train: Windows, mesh, step: int, per_epoch: int):
 def setup(opts: Options):
     cfg, params = model_config(opts)
     T = opts.context_length or cfg.context_length
+    if cfg.vocab_size <= tokenizer.EOT_ID:
+        raise ValueError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than GPT-2's "
+                         f"tokenizer ({tokenizer.EOT_ID + 1})")  # fmt: skip
     if cfg.context_length < T:
         raise ValueError(f"--context-length {T} exceeds the model's {cfg.context_length}")
     lead = jax.process_index() == 0
