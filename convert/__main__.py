@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     name, opts = parse_command(COMMANDS, argv, description=__doc__.split("\n\n")[0])
     if name in ("openai", "hf"):
         source = Path(opts.model_dir if name == "openai" else opts.path)
-        cfg, params = (from_openai if name == "openai" else from_hf)(source)
+        cfg, params = (from_openai if name == "openai" else from_hf)(source, progress=True)
         folder = source if source.is_dir() else source.parent
         out = save_model(opts.out, cfg, params, extra_files=tokenizer_files(folder))
         print(f"wrote {out}: {count_params(params):,} parameters, {cfg}")

@@ -49,8 +49,8 @@ def config_from_hf(hf: dict, source: str) -> GPTConfig:
         raise ValueError(f"{source}: missing field {e.args[0]}") from None
 
 
-def from_hf(path: str | Path) -> tuple[GPTConfig, dict]:
-    """Read a Hugging Face GPT-2 folder; return (config, params) with params as numpy float32.
+def from_hf(path: str | Path, *, progress: bool = False) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 folder; return (config, params) with float32 params.
 
     Tensor names may carry the `transformer.` prefix or not; causal-mask buffers are ignored.
     Tensors are read one at a time, so peak memory stays near the size of the weights.
@@ -74,7 +74,7 @@ def from_hf(path: str | Path) -> tuple[GPTConfig, dict]:
                 yield ours.get(name, name), f.get_tensor(key)
 
     try:
-        return cfg, assemble(cfg, tensors(), str(weights))
+        return cfg, assemble(cfg, tensors(), str(weights), progress)
     except Exception as e:
         if isinstance(e, ValueError):
             raise

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from gptjax.config import GPTConfig
 from gptjax.model import init_params
@@ -57,8 +59,11 @@ def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
     return {"/".join(k.key for k in path): leaf.shape for path, leaf in flat}
 
 
-def assemble(cfg: GPTConfig, tensors: Iterable[tuple[str, np.ndarray]], source: str) -> dict:
-    """Build our nested params from (our path, array) pairs, each parameter filled exactly once.
+def assemble(
+    cfg: GPTConfig, tensors: Iterable[tuple[str, np.ndarray]], source: str, progress=False
+) -> dict:
+    """Build our nested params (float32 jax arrays) from (our path, array) pairs, each
+    parameter filled exactly once.
 
     Raises ValueError naming `source` and the offending tensors: wrong shapes, duplicates,
     missing or unexpected names.
@@ -66,7 +71,9 @@ def assemble(cfg: GPTConfig, tensors: Iterable[tuple[str, np.ndarray]], source: 
     shapes = param_shapes(cfg)
     flat: dict[str, np.ndarray] = {}
     extra = []
+    bar = tqdm(total=len(shapes), unit="tensor", desc="converting", disable=not progress)
     for path, array in tensors:
+        bar.update(1)
         if path not in shapes:
             extra.append(path)
             continue
@@ -77,7 +84,9 @@ def assemble(cfg: GPTConfig, tensors: Iterable[tuple[str, np.ndarray]], source: 
                 f"{source}: tensor for {path} has shape {tuple(array.shape)}, "
                 f"expected {tuple(shapes[path])} from the model config"
             )
-        flat[path] = np.asarray(array, np.float32)
+        # A jax array now, so the bytes read for it are freed as the next tensor arrives.
+        flat[path] = jnp.asarray(array, jnp.float32)
+    bar.close()
     missing = [p for p in shapes if p not in flat]
     if missing or extra:
         raise ValueError(

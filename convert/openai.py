@@ -46,8 +46,8 @@ def checkpoint_prefix(model_dir: Path) -> Path:
     return model_dir / Path(match.group(1)).name
 
 
-def from_openai(model_dir: str | Path) -> tuple[GPTConfig, dict]:
-    """Read an OpenAI GPT-2 folder; return (config, params) with params as numpy float32."""
+def from_openai(model_dir: str | Path, *, progress: bool = False) -> tuple[GPTConfig, dict]:
+    """Read an OpenAI GPT-2 folder; return (config, params) with float32 params."""
     model_dir = Path(model_dir)
     for name in ("hparams.json", "checkpoint"):
         if not (model_dir / name).is_file():
@@ -64,4 +64,4 @@ def from_openai(model_dir: str | Path) -> tuple[GPTConfig, dict]:
             yield ours.get(name, name), array
 
     source = f"{bundle.index_file} (against {model_dir / 'hparams.json'})"
-    return cfg, assemble(cfg, tensors(), source)
+    return cfg, assemble(cfg, tensors(), source, progress)

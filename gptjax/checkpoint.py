@@ -28,9 +28,10 @@ def save_model(directory: str | Path, cfg: GPTConfig, params, *, extra_files=())
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / PARAMS, params)
-            ckptr.wait_until_finished()
+        # Bound what orbax holds in flight so a large model saves at about 1x its size.
+        handler = ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, use_compression=False)
+        with ocp.Checkpointer(handler) as ckptr:
+            ckptr.save(tmp / PARAMS, args=ocp.args.PyTreeSave(params))
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
         replace_dir(tmp, directory)
