@@ -90,3 +90,18 @@ def test_model_checkpoint_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hf"]
     with pytest.raises(ValueError, match="not a gptjax checkpoint"):
         load_model(tmp_path)
+
+
+def test_hf_cli_writes_a_checkpoint_with_tokenizer_files(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    folder = write_folder(tmp_path / "hf", tensors())
+    res = subprocess.run([sys.executable, "-m", "convert", "hf", str(folder), str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert {p.name for p in (tmp_path / "o").iterdir()} >= {"params", "config.json", "vocab.bpe"}
+    cfg, _ = load_model(tmp_path / "o")
+    assert cfg.emb_dim == 8

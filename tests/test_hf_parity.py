@@ -93,3 +93,17 @@ def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
     cfg2, params2 = from_hf(tmp_path / "hf")
     assert cfg2.emb_dim == cfg.emb_dim and cfg2.qkv_bias
     np.testing.assert_array_equal(params2["wte"]["embedding"], params["wte"]["embedding"])
+
+
+def test_from_hf_to_hf_gives_identical_logits(pair, tmp_path):
+    from convert import to_hf
+
+    model, cfg, params = pair
+    exported = transformers.GPT2LMHeadModel.from_pretrained(to_hf(cfg, params, tmp_path / "x"))
+    ids = torch.tensor(
+        np.random.default_rng(3).integers(0, cfg.vocab_size, (2, cfg.context_length))
+    )
+    with torch.no_grad():
+        np.testing.assert_array_equal(
+            exported.eval()(ids).logits.numpy(), model(ids).logits.numpy()
+        )
