@@ -27,21 +27,11 @@ from gptjax.options import argument, option, parse_command, run_cli
 
 
 @dataclass(frozen=True)
-class OpenAI:
-    model_dir: str = argument("OpenAI GPT-2 folder (hparams.json, checkpoint, model.ckpt.*)")
-    out: str = argument("gptjax checkpoint directory to write")
+class Convert:
+    """`openai`, `hf` and `export-hf`: read SOURCE, write OUT."""
 
-
-@dataclass(frozen=True)
-class HF:
-    path: str = argument("Hugging Face GPT-2 folder (config.json, model.safetensors)")
-    out: str = argument("gptjax checkpoint directory to write")
-
-
-@dataclass(frozen=True)
-class ExportHF:
-    ckpt: str = argument("gptjax checkpoint, training run, OpenAI or HF folder")
-    out: str = argument("Hugging Face folder to write")
+    source: str = argument("the folder to read (see the command's description)")
+    out: str = argument("the folder to write")
 
 
 @dataclass(frozen=True)
@@ -59,9 +49,19 @@ class Check:
 
 
 COMMANDS = {
-    "openai": (OpenAI, "OpenAI GPT-2 folder -> gptjax checkpoint"),
-    "hf": (HF, "Hugging Face GPT-2 folder -> gptjax checkpoint"),
-    "export-hf": (ExportHF, "checkpoint -> Hugging Face folder (config.json, model.safetensors)"),
+    "openai": (
+        Convert,
+        "OpenAI GPT-2 folder (hparams.json, checkpoint, model.ckpt.*) -> gptjax checkpoint",
+    ),
+    "hf": (
+        Convert,
+        "Hugging Face GPT-2 folder (config.json, model.safetensors) -> gptjax checkpoint",
+    ),
+    "export-hf": (
+        Convert,
+        "gptjax checkpoint, training run, OpenAI or HF folder -> "
+        "Hugging Face folder (config.json, model.safetensors)",
+    ),
     "download": (Download, "download GPT-2 weights"),
     "check": (Check, "loss on The Verdict (90/10 split) and a greedy sample"),
 }
@@ -78,13 +78,13 @@ def tokenizer_files(model_dir: Path) -> list[Path]:
 def main(argv=None) -> None:
     name, opts = parse_command(COMMANDS, argv, description=__doc__.split("\n\n")[0])
     if name in ("openai", "hf"):
-        source = Path(opts.model_dir if name == "openai" else opts.path)
+        source = Path(opts.source)
         cfg, params = (from_openai if name == "openai" else from_hf)(source, progress=True)
         folder = source if source.is_dir() else source.parent
         out = save_model(opts.out, cfg, params, extra_files=tokenizer_files(folder))
         print(f"wrote {out}: {count_params(params):,} parameters, {cfg}")
     elif name == "export-hf":
-        cfg, params = load_model(opts.ckpt)
+        cfg, params = load_model(opts.source)
         print(f"wrote {to_hf(cfg, params, opts.out)}")
     elif name == "download":
         mirrors = (opts.mirror,) if opts.mirror else None

@@ -27,9 +27,7 @@ def mean_loss(eval_step, params, ids, T: int, drop_last: bool) -> float:
 def check(model_dir: str, context_length: int = 256, prompt: str = "Every effort moves you"):
     cfg, params = load_model(model_dir)
     enc = tokenizer.gpt2()
-    if cfg.vocab_size < enc.n_vocab:
-        raise ValueError(f"{model_dir}: vocabulary of {cfg.vocab_size} tokens cannot read "
-                         f"GPT-2's tokenizer ({enc.n_vocab} tokens)")  # fmt: skip
+    tokenizer.check_vocab(cfg.vocab_size, model_dir)
     params = jax.device_put(params)
     T = min(context_length, cfg.context_length)
     train_text, val_text = train_val_split(fetch("the-verdict.txt").read_text(), 0.9)

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gptjax.config import GPTConfig
-from gptjax.model import init_params
+from gptjax.model import abstract_params
 
 # (our path, Hugging Face name without "transformer.", OpenAI name)
 GLOBAL_ROWS = [
@@ -54,8 +54,7 @@ def rows(cfg: GPTConfig) -> list[tuple[str, str, str | None]]:
 
 def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Our path -> shape, from `jax.eval_shape` (nothing is allocated)."""
-    tree = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    flat = jax.tree_util.tree_flatten_with_path(abstract_params(cfg))[0]
     return {"/".join(k.key for k in path): leaf.shape for path, leaf in flat}
 
 

@@ -38,7 +38,7 @@ class Options:
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
-    """(seconds of the first call, median seconds of `repeats` more calls)."""
+    """(first-call overhead, i.e. compile or warm-up seconds, median seconds of `repeats` calls)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
@@ -47,7 +47,8 @@ def timed(fn, repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
-    return first, statistics.median(runs)
+    median = statistics.median(runs)
+    return max(first - median, 0.0), median
 
 
 def bench_train_jax(cfg, opts, batch):
@@ -71,8 +72,7 @@ def bench_train_jax(cfg, opts, batch):
 def bench_generate_jax(cfg, opts, prompt):
     params = jax.device_put(init_params(cfg, jax.random.key(0)))
     run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens).block_until_ready()
-    first, median = timed(run, opts.repeats)
-    return max(first - median, 0.0), median
+    return timed(run, opts.repeats)
 
 
 def hf_model(cfg: GPTConfig):
@@ -103,8 +103,7 @@ def bench_train_hf(cfg, opts, batch):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optim.step()
 
-    first, median = timed(run, opts.repeats)
-    return max(first - median, 0.0), median
+    return timed(run, opts.repeats)
 
 
 def bench_generate_hf(cfg, opts, prompt):
@@ -118,8 +117,7 @@ def bench_generate_hf(cfg, opts, prompt):
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=opts.new_tokens,
                            do_sample=False, use_cache=True, pad_token_id=0)  # fmt: skip
 
-    first, median = timed(run, opts.repeats)
-    return max(first - median, 0.0), median
+    return timed(run, opts.repeats)
 
 
 def rows_for(preset: str, opts: Options):

@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gptjax.config import GPTConfig
+from gptjax.model import abstract_params
 
 CONFIG = "config.json"
 PARAMS = "params"
@@ -61,12 +62,6 @@ def read_config(path: Path) -> GPTConfig:
         return GPTConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"{path}: not a GPTConfig JSON object ({e})") from None
-
-
-def abstract_params(cfg: GPTConfig):
-    from gptjax.model import init_params
-
-    return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
 
 
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:

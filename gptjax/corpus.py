@@ -130,11 +130,3 @@ class Windows:
                 np.random.default_rng([seed, epoch]).permutation(len(self)),
             )
         return self._order[1][sl]
-
-
-def split(tokens: np.ndarray, train_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """First `train_ratio` of the tokens for training, the rest for validation (views)."""
-    if not 0.0 < train_ratio < 1.0:
-        raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
-    cut = int(train_ratio * len(tokens))
-    return tokens[:cut], tokens[cut:]

@@ -83,9 +83,7 @@ def main(argv=None) -> None:
     cfg, params = load(opts)
     params = jax.device_put(params)
     enc = tokenizer.gpt2(opts.ckpt) if opts.ckpt and has_bpe(opts.ckpt) else tokenizer.gpt2()
-    if cfg.vocab_size < enc.n_vocab:
-        raise ValueError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than GPT-2's "
-                         f"tokenizer ({enc.n_vocab})")  # fmt: skip
+    tokenizer.check_vocab(cfg.vocab_size, opts.ckpt or f"preset {opts.preset}")
     start = time.perf_counter()
     n = stream(opts, cfg, params, enc)
     seconds = time.perf_counter() - start

@@ -139,5 +139,10 @@ def init_params(cfg: GPTConfig, rng: jax.Array) -> dict:
     return GPT(cfg).init(rng, tokens)["params"]
 
 
+def abstract_params(cfg: GPTConfig):
+    """The parameter tree of `cfg` as shapes and dtypes only (`jax.eval_shape`: no memory)."""
+    return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+
+
 def count_params(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))

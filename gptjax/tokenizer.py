@@ -45,6 +45,13 @@ def gpt2(model_dir: str | Path | None = None) -> tiktoken.Encoding:
     )
 
 
+def check_vocab(vocab_size: int, source: str) -> None:
+    """A model must have a row for every GPT-2 token id it will be fed."""
+    if vocab_size <= EOT_ID:
+        raise ValueError(f"{source}: the model's vocabulary ({vocab_size}) is smaller than "
+                         f"GPT-2's tokenizer ({EOT_ID + 1})")  # fmt: skip
+
+
 class SimpleTokenizer:
     """The book's word-level tokenizer: split on punctuation and whitespace, map words to ids.
 

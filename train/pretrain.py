@@ -25,7 +25,8 @@ from tqdm import tqdm
 from gptjax import generate, parallel, tokenizer
 from gptjax.checkpoint import RunCheckpoints, load_model
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.corpus import Windows, load_tokens, split
+from gptjax.corpus import Windows, load_tokens
+from gptjax.data import train_val_split
 from gptjax.model import init_params
 from gptjax.options import option, parse, run_cli
 from gptjax.plot import plot_losses
@@ -132,13 +133,11 @@ def next_batch(opts: Options, train: Windows, mesh, step: int, per_epoch: int):
 def setup(opts: Options):
     cfg, params = model_config(opts)
     T = opts.context_length or cfg.context_length
-    if cfg.vocab_size <= tokenizer.EOT_ID:
-        raise ValueError(f"the model's vocabulary ({cfg.vocab_size}) is smaller than GPT-2's "
-                         f"tokenizer ({tokenizer.EOT_ID + 1})")  # fmt: skip
+    tokenizer.check_vocab(cfg.vocab_size, opts.init_from or f"preset {opts.preset}")
     if cfg.context_length < T:
         raise ValueError(f"--context-length {T} exceeds the model's {cfg.context_length}")
     lead = jax.process_index() == 0
-    train_tok, val_tok = split(load_tokens(opts.data, progress=lead), opts.train_ratio)
+    train_tok, val_tok = train_val_split(load_tokens(opts.data, progress=lead), opts.train_ratio)
     train = Windows(train_tok, T, T, name=f"{opts.data} (train split)")
     val = Windows(val_tok, T, T, name=f"{opts.data} (validation split)")
     per_epoch = train.batches_per_epoch(opts.batch_size)
@@ -171,26 +170,29 @@ def fit(opts: Options, cfg: GPTConfig, state, step_fn, data, ckpts, mesh, total:
     start, pmap = int(state.step), opts.parallel == "pmap"
     log = RunLog(opts, cfg, start, total, train.T)
     evaluator = Evaluator(cfg, mesh, opts.batch_size, opts.eval_batches, jnp.dtype(opts.dtype))
+    prompt = [log.enc.encode(opts.prompt)]
+    # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
+    single = parallel.unreplicate if pmap else lambda s: s
     state = parallel.replicate(state) if pmap else state
     for step in range(start, total):
         state, metrics = step_fn(state, next_batch(opts, train, mesh, step, per_epoch))
-        host, done = parallel.unreplicate(state) if pmap else state, step + 1
+        done = step + 1
         record = log.step_record(done, metrics, pmap)
         if not math.isfinite(record["train_loss"]):
             raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; stopped, "
                              f"the last good checkpoint is step {ckpts.latest_step()} in "
                              f"{ckpts.directory}")  # fmt: skip
         if done % opts.eval_every == 0 or done == total:
-            record.update(evaluator(host.params, train, val))
-            prompt = [log.enc.encode(opts.prompt)]
-            log.sample(
-                record, generate(cfg, host.params, prompt, max_new_tokens=opts.sample_tokens)
-            )
+            params = single(state).params
+            record.update(evaluator(params, train, val))
+            log.sample(record, generate(cfg, params, prompt, max_new_tokens=opts.sample_tokens))
         log.write(record)
         if done % opts.ckpt_every == 0 or done == total:
             epoch, index = divmod(step, per_epoch)
             position = {"epoch": epoch, "batch": index + 1}
-            ckpts.save(done, host, {"model": cfg.to_dict(), "step": done, "data": position})
+            ckpts.save(
+                done, single(state), {"model": cfg.to_dict(), "step": done, "data": position}
+            )
     log.close()
 
 
