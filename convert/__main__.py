@@ -19,9 +19,10 @@ from pathlib import Path
 from convert.check import check
 from convert.fetch import SIZES, download_model
 from convert.hf import from_hf, to_hf
+from convert.load import load_model
 from convert.openai import from_openai
 from gptjax.cache import fetch
-from gptjax.checkpoint import load_model, save_model
+from gptjax.checkpoint import read_classifier, save_model
 from gptjax.model import count_params
 from gptjax.options import argument, option, parse_command, run_cli
 
@@ -85,7 +86,9 @@ def main(argv=None) -> None:
         print(f"wrote {out}: {count_params(params):,} parameters, {cfg}")
     elif name == "export-hf":
         cfg, params = load_model(opts.source)
-        print(f"wrote {to_hf(cfg, params, opts.out)}")
+        head = read_classifier(opts.source) or {}  # a classifier keeps its label names
+        labels = {k: head[k] for k in ("labels", "pad_id") if k in head}
+        print(f"wrote {to_hf(cfg, params, opts.out, **labels)}")
     elif name == "download":
         mirrors = (opts.mirror,) if opts.mirror else None
         print(

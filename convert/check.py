@@ -7,9 +7,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from convert.load import load_model
 from gptjax import generate, tokenizer
 from gptjax.cache import fetch
-from gptjax.checkpoint import load_model
 from gptjax.data import batches, sliding_windows, train_val_split
 from gptjax.training import make_eval_step
 

@@ -1,18 +1,20 @@
-"""Hugging Face GPT-2 folders (`config.json` + `model.safetensors`) to and from our tree."""
+"""Hugging Face GPT-2 folders (`config.json` + `model.safetensors`) to and from our tree:
+`GPT2LMHeadModel` for language models, `GPT2ForSequenceClassification` for classifiers (its
+`score.weight` [C, D] is our `score/kernel` [D, C])."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+import jax.numpy as jnp
 from safetensors import safe_open
 
 from convert.names import assemble, rows
 from gptjax.config import GPTConfig
+from gptjax.tokenizer import EOT_ID
 
 # Causal-mask buffers that older transformers versions saved beside the weights.
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")
@@ -49,40 +51,71 @@ def config_from_hf(hf: dict, source: str) -> GPTConfig:
         raise ValueError(f"{source}: missing field {e.args[0]}") from None
 
 
-def from_hf(path: str | Path, *, progress: bool = False) -> tuple[GPTConfig, dict]:
-    """Read a Hugging Face GPT-2 folder; return (config, params) with float32 params.
-
-    Tensor names may carry the `transformer.` prefix or not; causal-mask buffers are ignored.
-    Tensors are read one at a time, so peak memory stays near the size of the weights.
-    """
-    folder = _folder(path)
+def _read_config(folder: Path) -> dict:
     cfg_file = folder / "config.json"
     try:
         hf = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
-    cfg = config_from_hf(hf, str(cfg_file))
+    if not isinstance(hf, dict):
+        raise ValueError(f"{cfg_file}: not a JSON object")
+    return hf
+
+
+def from_hf(path: str | Path, *, progress: bool = False) -> tuple[GPTConfig, dict]:
+    """Read a Hugging Face GPT-2 folder; return (config, params) with float32 params.
+
+    Tensor names may carry the `transformer.` prefix or not; causal-mask buffers are ignored.
+    A `GPT2ForSequenceClassification` folder's params also hold `score/kernel` [D, C] (labels:
+    `hf_labels`). Tensors are read one at a time, so peak memory stays near the weights' size.
+    """
+    folder = _folder(path)
+    cfg = config_from_hf(_read_config(folder), str(folder / "config.json"))
     ours = {hf_name: our for our, hf_name, _ in rows(cfg)}
     weights = folder / "model.safetensors"
+    score = {}
 
     def tensors():
         with safe_open(str(weights), framework="numpy") as f:
             for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 name = key.removeprefix("transformer.")
-                if _BUFFER.match(name) or (name == "lm_head.weight" and cfg.tie_embeddings):
-                    continue
-                yield ours.get(name, name), f.get_tensor(key)
+                if name == "score.weight":
+                    score["kernel"] = f.get_tensor(key).T  # Linear [C, D] -> Dense [D, C]
+                elif not _BUFFER.match(name) and not (
+                    name == "lm_head.weight" and cfg.tie_embeddings
+                ):
+                    yield ours.get(name, name), f.get_tensor(key)
 
     try:
-        return cfg, assemble(cfg, tensors(), str(weights), progress)
+        params = assemble(cfg, tensors(), str(weights), progress)
     except Exception as e:
         if isinstance(e, ValueError):
             raise
         raise ValueError(f"{weights}: unreadable safetensors file ({e})") from None
+    if score:
+        params["score"] = {"kernel": jnp.asarray(score["kernel"], jnp.float32)}
+    return cfg, params
 
 
-def to_hf(cfg: GPTConfig, params, out_dir: str | Path) -> Path:
-    """Write `config.json` + `model.safetensors` that transformers' GPT2LMHeadModel loads.
+def hf_labels(path: str | Path) -> dict | None:
+    """A classifier folder's {"labels": [names by class index], "pad_id"}, or None for a
+    language model."""
+    folder = _folder(path)
+    hf = _read_config(folder)
+    archs = hf.get("architectures") or []
+    if "GPT2ForSequenceClassification" not in archs and "id2label" not in hf:
+        return None
+    id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
+    labels = [id2label[k] for k in sorted(id2label, key=int)]
+    return {"labels": labels, "pad_id": hf.get("pad_token_id", 50256)}
+
+
+def to_hf(
+    cfg: GPTConfig, params, out_dir: str | Path, *, labels=None, pad_id: int = EOT_ID
+) -> Path:
+    """Write `config.json` + `model.safetensors` that transformers' GPT2LMHeadModel loads, or,
+    when params hold a `score`, GPT2ForSequenceClassification (AutoModelForSequenceClassification)
+    with `num_labels`, `id2label` (`labels`, default LABEL_i) and `pad_token_id`.
 
     Written under a temporary name and renamed, so `out_dir` is never half-written. A model
     without qkv biases gets zero biases, which HF's GPT-2 always has.
@@ -91,12 +124,14 @@ def to_hf(cfg: GPTConfig, params, out_dir: str | Path) -> Path:
     from safetensors.numpy import save_file
 
     from convert.names import flatten
-    from gptjax.checkpoint import replace_dir
+    from gptjax.checkpoint import atomic_dir
 
     out_dir = Path(out_dir).absolute()
     flat = dict(flatten(params))
+    classifier = "score/kernel" in flat
+    arch = dataclasses.replace(cfg, qkv_bias=True, tie_embeddings=cfg.tie_embeddings or classifier)
     tensors = {}
-    for our, hf_name, _ in rows(dataclasses.replace(cfg, qkv_bias=True)):
+    for our, hf_name, _ in rows(arch):
         default = np.zeros(3 * cfg.emb_dim, np.float32) if our.endswith("c_attn/bias") else None
         value = flat.get(our, default)
         if value is None:
@@ -109,14 +144,19 @@ def to_hf(cfg: GPTConfig, params, out_dir: str | Path) -> Path:
         "n_head": cfg.n_heads, "n_layer": cfg.n_layers, "resid_pdrop": cfg.drop_rate,
         "embd_pdrop": cfg.drop_rate, "attn_pdrop": cfg.drop_rate, "layer_norm_epsilon": 1e-5,
         "activation_function": "gelu_new", "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": 50256, "eos_token_id": 50256,
+        "bos_token_id": EOT_ID, "eos_token_id": EOT_ID,
     }  # fmt: skip
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    if classifier:
+        C = flat["score/kernel"].shape[1]
+        labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(C)]
+        if len(labels) != C:
+            raise ValueError(f"{len(labels)} labels for a score of {C} classes")
+        tensors["score.weight"] = np.ascontiguousarray(np.asarray(flat["score/kernel"]).T)
+        config.update(architectures=["GPT2ForSequenceClassification"], num_labels=C,
+                      id2label={str(i): n for i, n in enumerate(labels)},
+                      label2id={n: i for i, n in enumerate(labels)}, pad_token_id=pad_id,
+                      tie_word_embeddings=True)  # fmt: skip
+    with atomic_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

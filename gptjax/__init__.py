@@ -1,7 +1,21 @@
 """gptjax: GPT-2 rebuilt from scratch as pure-functional JAX."""
 
+from gptjax import classifier, lora, textdata, tokenizer
+from gptjax.classifier import GPTClassifier, init_classifier
 from gptjax.config import GPTConfig
 from gptjax.generation import generate
 from gptjax.model import GPT, count_params, init_params
 
-__all__ = ["GPT", "GPTConfig", "count_params", "generate", "init_params"]
+__all__ = [
+    "GPT",
+    "GPTClassifier",
+    "GPTConfig",
+    "classifier",
+    "count_params",
+    "generate",
+    "init_classifier",
+    "init_params",
+    "lora",
+    "textdata",
+    "tokenizer",
+]

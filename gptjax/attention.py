@@ -89,7 +89,8 @@ class MultiHeadAttention(nn.Module):
 
     x: [B, T, D] -> ([B, T, D], cache). With a cache of length S, x holds positions
     pos .. pos+T-1; its keys and values are written into the cache and queries attend to every
-    cached position up to their own.
+    cached position up to their own. `key_mask` [B, S] bool, when given, also hides the keys
+    where it is False (padding).
     """
 
     n_heads: int
@@ -99,7 +100,8 @@ class MultiHeadAttention(nn.Module):
     out_init: Any = nn.initializers.normal(0.02)
 
     @nn.compact
-    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0):
+    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0,
+                 key_mask=None):  # fmt: skip
         B, T, D = x.shape
         N, H = self.n_heads, D // self.n_heads
         dense = lambda features, name, **kw: nn.Dense(
@@ -114,7 +116,10 @@ class MultiHeadAttention(nn.Module):
             cache = KVCache(k, v)
         S = k.shape[1]
         scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
-        weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), causal_mask(T, S, pos))
+        mask = causal_mask(T, S, pos)
+        if key_mask is not None:
+            mask = mask & key_mask[:, None, None, :]  # [B, 1, T, S]
+        weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
         weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
         ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
         out = nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")

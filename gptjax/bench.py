@@ -22,7 +22,7 @@ import numpy as np
 from gptjax import generate, init_params
 from gptjax.config import GPTConfig
 from gptjax.options import option, parse, run_cli
-from gptjax.training import OptimConfig, init_state, make_optimizer, make_train_step
+from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def bench_train_jax(cfg, opts, batch):
     oc = OptimConfig(lr=1e-4)
     opt = make_optimizer(oc)
     state = init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
-    step = jax.jit(make_train_step(cfg, opt, oc), donate_argnums=0)
+    step = jax.jit(make_train_step(lm_loss(cfg), opt, oc), donate_argnums=0)
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start

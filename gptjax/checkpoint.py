@@ -1,11 +1,14 @@
-"""Model checkpoints on disk: `DIR/config.json` (the GPTConfig) and `DIR/params` (orbax).
+"""Model checkpoints on disk: `DIR/config.json` (the GPTConfig) and `DIR/params` (orbax); a
+classifier also has `DIR/classifier.json` (labels, pad id, pooling) and `score` in its params.
 
 A directory is written under a temporary name and renamed into place, so DIR is either the old
-checkpoint or the new one, never half of either.
+checkpoint or the new one, never half of either. Folders of other formats (Hugging Face, OpenAI)
+are opened by `convert.load_model`, one layer up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -20,25 +23,39 @@ from gptjax.model import abstract_params
 
 CONFIG = "config.json"
 PARAMS = "params"
+CLASSIFIER = "classifier.json"
 
 
-def save_model(directory: str | Path, cfg: GPTConfig, params, *, extra_files=()) -> Path:
-    """Write cfg and params (and copies of `extra_files`, e.g. tokenizer files) to `directory`."""
+def save_model(
+    directory: str | Path, cfg: GPTConfig, params, *, extra_files=(), classifier: dict | None = None
+) -> Path:
+    """Write cfg and params (and copies of `extra_files`, e.g. tokenizer files) to `directory`;
+    `classifier` ({"labels", "pad_id", "pooling"}) marks a GPTClassifier's params."""
     directory = Path(directory).absolute()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if classifier is not None:
+            (tmp / CLASSIFIER).write_text(json.dumps(classifier, indent=2) + "\n")
         # Bound what orbax holds in flight so a large model saves at about 1x its size.
         handler = ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, use_compression=False)
         with ocp.Checkpointer(handler) as ckptr:
             ckptr.save(tmp / PARAMS, args=ocp.args.PyTreeSave(params))
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
+    return directory
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: Path):
+    """Yield a temporary folder beside `directory`; when the block ends without an error it
+    replaces `directory` whole, otherwise it is removed and `directory` is left as it was."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
         replace_dir(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return directory
 
 
 def replace_dir(new: Path, final: Path) -> None:
@@ -64,30 +81,43 @@ def read_config(path: Path) -> GPTConfig:
         raise ValueError(f"{path}: not a GPTConfig JSON object ({e})") from None
 
 
+def read_classifier(directory: str | Path) -> dict | None:
+    """A model directory's classifier.json ({"labels", "pad_id", "pooling"}), or None."""
+    path = Path(directory) / CLASSIFIER
+    if not path.is_file():
+        return None
+    try:
+        head = json.loads(path.read_text())
+        labels = head["labels"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a classifier description ({e})") from None
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise ValueError(f"{path}: labels must be a list of at least two names")
+    return head
+
+
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
-    """(cfg, params) from a gptjax model directory, a training run directory (its latest
-    checkpoint), a Hugging Face GPT-2 folder or an OpenAI GPT-2 folder."""
+    """(cfg, params) from a gptjax model directory or a training run directory (its latest
+    checkpoint). A classifier's params include `score`."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory")
-    if (directory / "model.safetensors").is_file():
-        from convert.hf import from_hf
-
-        return from_hf(directory)
-    if (directory / "checkpoints").is_dir():
+    if (directory / "checkpoints").is_dir() and not is_model_dir(directory):
         return _load_from_run(directory)
-    if (directory / "hparams.json").is_file():
-        from convert.openai import from_openai
-
-        return from_openai(directory)
     if not is_model_dir(directory):
         raise ValueError(
             f"{directory}: not a gptjax checkpoint (expected {CONFIG} and {PARAMS}/), "
             "a training run (checkpoints/) nor a Hugging Face folder (model.safetensors)"
         )
     cfg = read_config(directory / CONFIG)
+    head = read_classifier(directory)
+    abstract = abstract_params(cfg)
+    if head is not None:
+        abstract = {k: v for k, v in abstract.items() if k != "lm_head"}
+        D, C = cfg.emb_dim, len(head["labels"])
+        abstract["score"] = {"kernel": jax.ShapeDtypeStruct((D, C), np.float32)}
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(directory / PARAMS, abstract_params(cfg))
+        params = ckptr.restore(directory / PARAMS, abstract)
     return cfg, jax.tree.map(np.asarray, params)
 
 
@@ -96,7 +126,11 @@ def _load_from_run(directory: Path) -> tuple[GPTConfig, dict]:
     step = ckpts.latest_step()
     if step is None:
         raise ValueError(f"{directory}/checkpoints: no complete checkpoint yet")
-    cfg = GPTConfig.from_dict(ckpts.meta(step)["model"])
+    meta = ckpts.meta(step)
+    if "task" in meta:  # a finetuning run: its checkpoints hold more than a GPT's params
+        raise ValueError(f"{directory}: a {meta['task']} run; load the model it saved at the "
+                         f"end ({directory}/model) instead")  # fmt: skip
+    cfg = GPTConfig.from_dict(meta["model"])
     params = ckpts.restore_params(step, abstract_params(cfg))
     ckpts.close()
     return cfg, jax.tree.map(np.asarray, params)

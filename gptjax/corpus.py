@@ -10,6 +10,7 @@ Shapes: N windows, B batch, T context tokens per window.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -105,7 +106,6 @@ class Windows:
                 f"{self.T} needs {self.T + 1}"
             )
         self.starts = np.arange(0, len(self.tokens) - self.T, self.stride)
-        self._order = (None, None)  # (epoch, permutation) of the last epoch asked for
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -121,12 +121,16 @@ class Windows:
 
     def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
         """Row indices of batch `index` of `epoch`: a function of (seed, epoch) only."""
-        sl = slice(index * B, (index + 1) * B)
-        if not shuffle:
-            return np.arange(len(self))[sl]
-        if self._order[0] != (seed, epoch):
-            self._order = (
-                (seed, epoch),
-                np.random.default_rng([seed, epoch]).permutation(len(self)),
-            )
-        return self._order[1][sl]
+        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_rows(n: int, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
+    """Rows of batch `index` of `epoch` out of n examples: each epoch is its own permutation of
+    range(n) drawn from (seed, epoch), so any step's batch can be recomputed on resume."""
+    sl = slice(index * B, (index + 1) * B)
+    return _permutation(n, seed, epoch)[sl] if shuffle else np.arange(n)[sl]

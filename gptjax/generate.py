@@ -18,8 +18,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+# An entry point, not a library module: it opens any folder `convert` reads (HF, OpenAI).
+from convert.load import load_model
 from gptjax import generation, tokenizer
-from gptjax.checkpoint import load_model
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.model import init_params
 from gptjax.options import option, parse, run_cli

@@ -67,7 +67,8 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0):
+    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0,
+                 key_mask=None):  # fmt: skip
         cfg = self.cfg
         # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2L).
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
@@ -76,12 +77,40 @@ class Block(nn.Module):
             cfg.n_heads, cfg.drop_rate, cfg.qkv_bias, self.dtype, out_init, name="attn"
         )
         a, cache = attn(LayerNorm(dtype=self.dtype, name="ln_1")(x), deterministic=deterministic,
-                        cache=cache, pos=pos)  # fmt: skip
+                        cache=cache, pos=pos, key_mask=key_mask)  # fmt: skip
         x = x + drop(a, deterministic=deterministic)
         m = FeedForward(out_init, self.dtype, name="mlp")(
             LayerNorm(dtype=self.dtype, name="ln_2")(x)
         )
         return x + drop(m, deterministic=deterministic), cache
+
+
+def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, mask=None):
+    """Embeddings, the L blocks and the final LayerNorm: tokens [B, T] -> x [B, T, D].
+
+    Called inside a compact `__call__` (GPT's, GPTClassifier's), so `wte`, `wpe`, `h_i` and
+    `ln_f` are created in the caller's scope: every model built on it has OpenAI's names at the
+    top of its tree. `mask` [B, T] bool marks real tokens: padded positions are hidden from
+    attention and each row's positions count its real tokens only, so a left- or right-padded
+    row computes exactly what the row alone would. Returns (x, new_cache, wte).
+    """
+    T = tokens.shape[1]
+    wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
+                   dtype=dtype, name="wte")  # fmt: skip
+    wpe = nn.Embed(cfg.context_length, cfg.emb_dim, embedding_init=nn.initializers.normal(0.01),
+                   dtype=dtype, name="wpe")  # fmt: skip
+    positions = pos + jnp.arange(T)
+    if mask is not None:
+        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)  # [B, T]
+    x = wte(tokens) + wpe(positions)
+    x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
+    new_cache = []
+    for i in range(cfg.n_layers):
+        block = Block(cfg, dtype, name=f"h_{i}")
+        x, c = block(x, deterministic=deterministic, pos=pos, key_mask=mask,
+                     cache=None if cache is None else cache[i])  # fmt: skip
+        new_cache.append(c)
+    return LayerNorm(dtype=dtype, name="ln_f")(x), tuple(new_cache), wte
 
 
 class GPT(nn.Module):
@@ -90,29 +119,19 @@ class GPT(nn.Module):
     `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32 and the softmax,
     LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
     each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 and the call returns
-    (logits, new_cache) for incremental decoding.
+    (logits, new_cache) for incremental decoding. `mask` [B, T] bool (no cache) marks real
+    tokens of padded rows (see `trunk`).
     """
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens, *, deterministic=True, cache: Cache | None = None, pos=0):
+    def __call__(self, tokens, *, deterministic=True, cache: Cache | None = None, pos=0,
+                 mask=None):  # fmt: skip
         cfg = self.cfg
-        T = tokens.shape[1]
-        wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
-                       dtype=self.dtype, name="wte")  # fmt: skip
-        wpe = nn.Embed(cfg.context_length, cfg.emb_dim, embedding_init=nn.initializers.normal(0.01),
-                       dtype=self.dtype, name="wpe")  # fmt: skip
-        x = wte(tokens) + wpe(pos + jnp.arange(T))
-        x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
-        new_cache = []
-        for i in range(cfg.n_layers):
-            block = Block(cfg, self.dtype, name=f"h_{i}")
-            x, c = block(x, deterministic=deterministic, pos=pos,
-                         cache=None if cache is None else cache[i])  # fmt: skip
-            new_cache.append(c)
-        x = LayerNorm(dtype=self.dtype, name="ln_f")(x)
+        x, new_cache, wte = trunk(cfg, self.dtype, tokens, deterministic=deterministic,
+                                  cache=cache, pos=pos, mask=mask)  # fmt: skip
         if cfg.tie_embeddings:
             head = wte.embedding  # [V, D]
         else:
@@ -122,7 +141,7 @@ class GPT(nn.Module):
         logits = jnp.einsum(
             "btd,vd->btv", x, head.astype(self.dtype), preferred_element_type=jnp.float32
         )
-        return logits if cache is None else (logits, tuple(new_cache))
+        return logits if cache is None else (logits, new_cache)
 
     def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:
         """An empty cache for B sequences of up to S positions: L KVCaches of [B, S, N, H]."""
@@ -133,10 +152,48 @@ class GPT(nn.Module):
         )
 
 
-def init_params(cfg: GPTConfig, rng: jax.Array) -> dict:
-    """Freshly initialised parameters for `cfg`, as a plain nested dict."""
+INITS = ("gpt2", "torch")
+
+
+def init_params(cfg: GPTConfig, rng: jax.Array, init: str = "gpt2") -> dict:
+    """Freshly initialised parameters for `cfg`, as a plain nested dict.
+
+    `init="gpt2"`: GPT-2's scheme (N(0, 0.02), residual projections scaled by 1/sqrt(2L)).
+    `init="torch"`: PyTorch's layer defaults, which the book's GPTModel gets (see `torch_init`).
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
     tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
-    return GPT(cfg).init(rng, tokens)["params"]
+    params = GPT(cfg).init(rng, tokens)["params"]
+    return torch_init(params, jax.random.fold_in(rng, 1)) if init == "torch" else params
+
+
+def torch_init(params: dict, rng: jax.Array) -> dict:
+    """Redraw `params` as PyTorch's defaults would: nn.Embedding N(0, 1); nn.Linear weight and
+    bias U(+-1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5)); LayerNorm ones and zeros. The
+    untied `lm_head` [V, D] is a Linear from D."""
+    keys = iter(jax.random.split(rng, 4 * len(jax.tree.leaves(params))))
+
+    def uniform(shape, fan_in):
+        bound = 1.0 / math.sqrt(fan_in)
+        return jax.random.uniform(next(keys), shape, jnp.float32, -bound, bound)
+
+    def redraw(node: dict) -> dict:
+        out = {}
+        for name, value in node.items():
+            if isinstance(value, dict):
+                out[name] = redraw(value)
+            elif name == "embedding":
+                out[name] = jax.random.normal(next(keys), value.shape, jnp.float32)
+            elif name == "kernel" or (name == "bias" and "kernel" in node):
+                out[name] = uniform(value.shape, node["kernel"].shape[0])
+            elif name == "lm_head":
+                out[name] = uniform(value.shape, value.shape[1])
+            else:  # LayerNorm scale and shift keep their ones and zeros
+                out[name] = value
+        return out
+
+    return redraw(params)
 
 
 def abstract_params(cfg: GPTConfig):

@@ -22,8 +22,12 @@ def option(default: Any, help: str, **kw) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
-def argument(help: str) -> Any:
-    """A required positional command-line argument (a dataclass field without a default)."""
+def argument(help: str, nargs: str | None = None) -> Any:
+    """A positional command-line argument: required, or with nargs="*" a list (maybe empty)."""
+    if nargs:
+        return dataclasses.field(
+            default_factory=list, metadata={"help": help, "positional": True, "nargs": nargs}
+        )
     return dataclasses.field(metadata={"help": help, "positional": True})
 
 
@@ -49,8 +53,9 @@ def add_fields(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentP
     for f in dataclasses.fields(cls):
         kind = _scalar_type(hints[f.name])
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, type=kind, help=f.metadata["help"],
-                                metavar=f.name.upper())  # fmt: skip
+            nargs = f.metadata.get("nargs")
+            parser.add_argument(f.name, type=str if nargs else kind, help=f.metadata["help"],
+                                metavar=f.name.upper(), nargs=nargs)  # fmt: skip
             continue
         flag = "--" + f.name.replace("_", "-")
         kw = dict(default=f.default, help=f.metadata.get("help", ""), dest=f.name)

@@ -1,4 +1,4 @@
-"""The loss plot of a run: train and validation loss against tokens seen, from metrics.jsonl."""
+"""Plots of a run from its metrics.jsonl: losses (or accuracies) against tokens or examples seen."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import os
 from pathlib import Path
 
 
-def plot_losses(metrics_file: Path, out: Path) -> Path:
-    """Write `out` (PNG) from the records in `metrics_file`; replaced atomically."""
+def plot_metrics(metrics_file: Path, out: Path, x: str, series: dict[str, str], ylabel: str):
+    """Write `out` (PNG): each key of `series` (-> its label) against `x`; keys logged every step
+    are drawn as lines, those logged at evaluations as points. Replaced atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
-    train = [(r["tokens_seen"], r["train_loss"]) for r in records]
-    val = [(r["tokens_seen"], r["val_loss"]) for r in records if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(6, 4))
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train loss", lw=1)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="val loss")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("cross entropy")
+    for key, label in series.items():
+        points = [(r[x], r[key]) for r in records if key in r]
+        if points:
+            every_step = len(points) == len(records)
+            ax.plot(*zip(*points, strict=True), "-" if every_step else "o-", label=label,
+                    lw=1 if every_step else 1.5)  # fmt: skip
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.png")
@@ -31,3 +32,9 @@ def plot_losses(metrics_file: Path, out: Path) -> Path:
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def plot_losses(metrics_file: Path, out: Path) -> Path:
+    """The pretraining plot: train and validation loss against tokens seen."""
+    series = {"train_loss": "train loss", "val_loss": "val loss"}
+    return plot_metrics(metrics_file, out, "tokens_seen", series, "cross entropy")

@@ -5,6 +5,7 @@ Shapes: B batch, T tokens, V vocabulary, K gradient-accumulation micro-batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -16,6 +17,8 @@ from gptjax.config import GPTConfig
 from gptjax.model import GPT
 
 IGNORE = -100  # target label that counts for nothing, as in PyTorch's cross_entropy
+# loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
+LossFn = Callable[[Any, dict, Any, bool], tuple[jax.Array, jax.Array]]
 
 
 class TrainState(NamedTuple):
@@ -64,8 +67,46 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
     return optax.chain(*clip, adamw)
 
 
-def init_state(params, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), rng)
+Trainable = Callable[[str], bool]  # "h_11/attn/c_attn/kernel" -> does this leaf train?
+
+
+def split(params: dict, trainable: Trainable | None) -> tuple[dict, dict]:
+    """(trained, frozen): two nested dicts holding the leaves whose "a/b/c" path does / does not
+    satisfy `trainable` (None: everything trains). Empty branches are left out of both."""
+    if trainable is None:
+        return params, {}
+
+    def walk(node: dict, prefix: str) -> tuple[dict, dict]:
+        trained, frozen = {}, {}
+        for name, value in node.items():
+            path = f"{prefix}{name}"
+            if isinstance(value, dict):
+                t, f = walk(value, path + "/")
+                trained.update({name: t} if t else {})
+                frozen.update({name: f} if f else {})
+            elif trainable(path):
+                trained[name] = value
+            else:
+                frozen[name] = value
+        return trained, frozen
+
+    return walk(params, "")
+
+
+def join(a: dict, b: dict) -> dict:
+    """The union of two nested dicts with disjoint leaves (the inverse of `split`)."""
+    out = dict(a)
+    for name, value in b.items():
+        out[name] = join(out[name], value) if name in out else value
+    return out
+
+
+def init_state(
+    params, optimizer: optax.GradientTransformation, rng: jax.Array, trainable=None
+) -> TrainState:
+    """Step 0: the optimizer state covers only the trainable leaves of `params`."""
+    trained, _ = split(params, trainable)
+    return TrainState(params, optimizer.init(trained), jnp.zeros((), jnp.int32), rng)
 
 
 def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
@@ -91,50 +132,61 @@ def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float
     return cross_entropy_sum(logits, batch["targets"])
 
 
-def _grads(params, cfg, batch, rng, grad_accum, dtype):
-    """Gradient of the summed loss over K micro-batches, plus the loss sum and token count."""
-    grad_fn = jax.value_and_grad(
-        lambda p, b, r: loss_sum(p, cfg, b, r, train=True, dtype=dtype), has_aux=True
+def lm_loss(cfg: GPTConfig, dtype=None) -> LossFn:
+    """The language-model loss of `cfg` as a LossFn for `make_train_step`."""
+    dtype = dtype or jnp.float32
+    return lambda params, batch, rng, train: loss_sum(
+        params, cfg, batch, rng, train=train, dtype=dtype
     )
+
+
+def _grads(trained, frozen, loss_fn: LossFn, batch, rng, grad_accum):
+    """Gradient of the summed loss w.r.t. `trained` over K micro-batches, plus the loss sum and
+    count. `frozen` enters as a constant, so XLA computes no backward pass below the lowest
+    trainable layer."""
+    grad_fn = jax.value_and_grad(lambda t, b, r: loss_fn(join(t, frozen), b, r, True), has_aux=True)
 
     def micro(carry, xs):
         k, mb = xs
-        (s, n), g = grad_fn(params, mb, jax.random.fold_in(rng, k))
+        (s, n), g = grad_fn(trained, mb, jax.random.fold_in(rng, k))
         return jax.tree.map(jnp.add, carry, (g, s, n)), None
 
-    split = lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
-    zeros = (jax.tree.map(jnp.zeros_like, params), jnp.float32(0), jnp.float32(0))
-    micro_batches = jax.tree.map(split, batch)
+    split_k = lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+    zeros = (jax.tree.map(jnp.zeros_like, trained), jnp.float32(0), jnp.float32(0))
+    micro_batches = jax.tree.map(split_k, batch)
     (g, s, n), _ = jax.lax.scan(micro, zeros, (jnp.arange(grad_accum), micro_batches))
     return g, s, n
 
 
 def make_train_step(
-    cfg: GPTConfig, optimizer, oc: OptimConfig, *, grad_accum=1, dtype=None, axis_name=None
+    loss_fn: LossFn, optimizer, oc: OptimConfig, *, grad_accum=1, axis_name=None, trainable=None
 ):
-    """train_step(state, batch) -> (state, metrics): one AdamW update on the token-mean loss.
+    """train_step(state, batch) -> (state, metrics): one AdamW update on the mean loss.
 
-    With grad_accum = K the batch [B, T] is split into K micro-batches of [B/K, T] whose summed
-    gradients are divided by the total count of counted tokens, so the update equals that of one
-    batch of B. Metrics: loss, grad_norm, lr, tokens (counted tokens in this batch).
+    `loss_fn(params, batch, rng, train) -> (loss_sum, count)` (e.g. `lm_loss(cfg)`); the update
+    follows loss_sum / count. With `trainable` (a path predicate, see `split`) only those leaves
+    get gradients and updates; the others pass through bit for bit. With grad_accum = K the
+    batch [B, ...] is split into K micro-batches of B/K whose summed gradients are divided by
+    the total count, so the update equals that of one batch of B. Metrics: loss, grad_norm, lr,
+    tokens (the count in this batch).
 
     Under `jax.pmap(..., axis_name=axis_name)` each device holds a slice of the batch; the
     summed gradients, losses and counts are `psum`med over devices before the mean, so the
     update equals the single-device one. (Under jit with sharded inputs XLA does this itself.)
     """
-    dtype = dtype or jnp.float32
     schedule = lr_schedule(oc)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:  # distinct dropout masks per device
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        g, s, n = _grads(state.params, cfg, batch, rng, grad_accum, dtype)
+        trained, frozen = split(state.params, trainable)
+        g, s, n = _grads(trained, frozen, loss_fn, batch, rng, grad_accum)
         if axis_name is not None:
             g, s, n = jax.lax.psum((g, s, n), axis_name)
         grads = jax.tree.map(lambda x: x / jnp.maximum(n, 1.0), g)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trained)
+        params = join(optax.apply_updates(trained, updates), frozen)
         metrics = {
             "loss": s / jnp.maximum(n, 1.0),
             "grad_norm": optax.tree.norm(grads),

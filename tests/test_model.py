@@ -81,3 +81,21 @@ def test_cached_decode_equals_full_recompute(params):
         logits, cache = model.apply({"params": params}, x[:, t : t + 1], cache=cache, pos=t)
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_init_draws_like_pytorch_defaults():
+    """The book's model: N(0, 1) embeddings, U(+-1/sqrt(fan_in)) Linear weights and biases."""
+    cfg = GPTConfig(vocab_size=500, context_length=64, emb_dim=64, n_heads=4, n_layers=2,
+                    qkv_bias=False, tie_embeddings=False)  # fmt: skip
+    p = init_params(cfg, jax.random.key(0), init="torch")
+    assert abs(float(np.std(p["wte"]["embedding"])) - 1.0) < 0.02
+    assert abs(float(np.std(p["wpe"]["embedding"])) - 1.0) < 0.05
+    fc, proj = p["h_0"]["mlp"]["c_fc"], p["h_0"]["mlp"]["c_proj"]
+    for leaf, fan_in in ((fc["kernel"], 64), (fc["bias"], 64), (proj["kernel"], 256),
+                         (p["lm_head"], 64)):  # fmt: skip
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.95 * bound
+    assert "bias" not in p["h_0"]["attn"]["c_attn"]
+    np.testing.assert_array_equal(p["h_1"]["ln_2"]["scale"], np.ones(64))
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        init_params(cfg, jax.random.key(0), init="xavier")

@@ -11,6 +11,7 @@ from gptjax.training import (
     OptimConfig,
     cross_entropy_sum,
     init_state,
+    lm_loss,
     lr_schedule,
     make_eval_step,
     make_optimizer,
@@ -29,7 +30,7 @@ def run(cfg, oc, batches, grad_accum=1, params=None):
     opt = make_optimizer(oc)
     params = init_params(cfg, jax.random.key(0)) if params is None else params
     state = init_state(params, opt, jax.random.key(1))
-    step = jax.jit(make_train_step(cfg, opt, oc, grad_accum=grad_accum))
+    step = jax.jit(make_train_step(lm_loss(cfg), opt, oc, grad_accum=grad_accum))
     losses = []
     for b in batches:
         state, m = step(state, b)
@@ -128,7 +129,7 @@ def test_bfloat16_steps_keep_float32_master_params():
     oc = OptimConfig(lr=3e-3)
     opt = make_optimizer(oc)
     state = init_state(init_params(CFG, jax.random.key(0)), opt, jax.random.key(1))
-    step = jax.jit(make_train_step(CFG, opt, oc, dtype=jnp.bfloat16))
+    step = jax.jit(make_train_step(lm_loss(CFG, jnp.bfloat16), opt, oc))
     batch, losses = random_batch(0), []
     for _ in range(6):
         state, m = step(state, batch)

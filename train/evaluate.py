@@ -1,43 +1,42 @@
-"""Loss estimates over a few batches of train and validation windows, with dropout off."""
+"""Sums of an eval step's metrics over a few batches (or all) of a dataset, with dropout off."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
 from gptjax import parallel
-from gptjax.config import GPTConfig
-from gptjax.corpus import Windows
-from gptjax.training import IGNORE, make_eval_step, perplexity
+from gptjax.training import IGNORE
 
 
 class Evaluator:
-    """Mean token loss over the first `n_batches` batches of B windows of each split.
+    """`sums(params, data, n_batches)`: the eval step's outputs summed over the first n_batches
+    batches of B rows of `data` (anything with `len` and `batch(rows)`, e.g. `Windows`); all of
+    it when n_batches is None.
 
-    A short last batch is padded with ignored targets, so any split size and device count work.
+    A short last batch is filled with rows whose labels are IGNORE (inputs 0), which every eval
+    step counts as nothing, so any split size and device count work with one compiled step.
     """
 
-    def __init__(self, cfg: GPTConfig, mesh, B: int, n_batches: int, dtype):
+    def __init__(self, eval_step: Callable[..., dict], mesh, B: int, n_batches: int):
         self.mesh, self.B, self.n_batches = mesh, B, n_batches
-        self.step = jax.jit(make_eval_step(cfg, dtype=dtype))
+        self.step = jax.jit(eval_step)
 
-    def loss(self, params, windows: Windows) -> float:
-        rows = np.arange(min(len(windows), self.B * self.n_batches))
-        total, count = 0.0, 0.0
-        for chunk in np.array_split(rows, -(-len(rows) // self.B)):
-            batch = windows.batch(chunk)
+    def sums(self, params, data, n_batches: int | None = -1) -> dict[str, float]:
+        n_batches = self.n_batches if n_batches == -1 else n_batches
+        n = len(data) if n_batches is None else min(len(data), self.B * n_batches)
+        totals: dict[str, float] = {}
+        for chunk in np.array_split(np.arange(n), -(-n // self.B)):
             pad = self.B - len(chunk)
-            batch = {k: np.pad(v, ((0, pad), (0, 0)), constant_values=0) for k, v in batch.items()}
-            batch["targets"][len(chunk) :] = IGNORE
+            batch = {
+                k: np.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1),
+                          constant_values=0 if k == "inputs" else IGNORE)
+                for k, v in data.batch(chunk).items()
+            }  # fmt: skip
             local = {k: v[parallel.local_rows(self.B)] for k, v in batch.items()}
             m = self.step(params, parallel.global_batch(self.mesh, local, self.B))
-            total, count = total + float(m["loss_sum"]), count + float(m["tokens"])
-        return total / count
-
-    def __call__(self, params, train: Windows, val: Windows) -> dict:
-        val_loss = self.loss(params, val)
-        return {
-            "eval_train_loss": self.loss(params, train),
-            "val_loss": val_loss,
-            "val_perplexity": perplexity(val_loss),
-        }
+            for k, v in m.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+        return totals

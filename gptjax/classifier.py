@@ -1,0 +1,65 @@
+"""GPT-2 as a text classifier (the book's chapter 6): the LM head gives way to a C-way `score`.
+
+Parameters are GPT's tree (`wte`, `wpe`, `h_i`, `ln_f`) plus `score/kernel` [D, C] without a
+bias, as Hugging Face's `GPT2ForSequenceClassification`, so a pretrained GPT-2 becomes a
+classifier by adding one matrix. Shapes: B batch, T tokens, D model width, C classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gptjax.config import GPTConfig
+from gptjax.model import trunk
+from gptjax.tokenizer import EOT_ID
+
+POOLINGS = ("last-non-pad", "last")
+
+
+class GPTClassifier(nn.Module):
+    """tokens [B, T] int -> logits [B, C] float32, read at one position per row.
+
+    `pooling="last-non-pad"`: each row's last token that is not `pad_id`; pads are hidden from
+    attention and do not advance positions, so right- and left-padded rows give the logits of the
+    row alone (as HF's classifier with an attention mask and position ids). `pooling="last"`:
+    the final position with pads treated as ordinary tokens, as in the book's main text.
+    """
+
+    cfg: GPTConfig
+    num_classes: int
+    pad_id: int = EOT_ID
+    pooling: str = "last-non-pad"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
+        real = tokens != self.pad_id  # [B, T]
+        pooled = self.pooling == "last-non-pad"
+        x, _, _ = trunk(self.cfg, self.dtype, tokens, deterministic=deterministic,
+                        mask=real if pooled else None)  # fmt: skip
+        T = tokens.shape[1]
+        # The rightmost real token (HF's rule); a row of pads only reads position 0.
+        last = jnp.max(jnp.where(real, jnp.arange(T), 0), axis=1) if pooled else T - 1
+        h = x[jnp.arange(x.shape[0]), last]  # [B, D]
+        score = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name="score",
+                         kernel_init=nn.initializers.normal(0.02))  # fmt: skip
+        return score(h).astype(jnp.float32)
+
+
+def init_classifier(
+    cfg: GPTConfig, num_classes: int, rng: jax.Array, base: dict | None = None
+) -> dict:
+    """Classifier params: `base` (a GPT's params; its LM head is dropped) or fresh ones from
+    `rng`, plus a new `score/kernel` [D, C] drawn from N(0, 0.02)."""
+    if base is None:
+        tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
+        return GPTClassifier(cfg, num_classes).init(rng, tokens)["params"]
+    kernel = 0.02 * jax.random.normal(rng, (cfg.emb_dim, num_classes), jnp.float32)
+    body = {k: v for k, v in base.items() if k != "lm_head"}
+    return {**body, "score": {"kernel": kernel}}

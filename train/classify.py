@@ -1,0 +1,200 @@
+"""Finetune GPT-2 into a text classifier (the book's chapter 6 and appendix E).
+
+    python -m train.classify --init-from runs/gpt2-124M --data sms-spam --out runs/spam
+    python -m train.classify --preset tiny --trainable all --out runs/spam-tiny
+    python -m train.classify predict --ckpt runs/spam "You won a prize! Call now"
+
+Training prints the trainable parameter count, a progress bar, train/val loss and accuracy at
+each evaluation, and at the end the accuracy on the full train, validation and test splits. It
+writes OUT/metrics.jsonl, OUT/loss.png, OUT/accuracy.png, checkpoints (continue with --resume),
+OUT/results.json and the classifier in OUT/model (LoRA merged; the adapters also in PEFT's
+format in OUT/peft). `predict` prints label, probability and text for each text (or stdin line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convert.load import load_model
+from convert.peft import to_peft
+from gptjax import lora, parallel, textdata, tokenizer
+from gptjax.checkpoint import save_model
+from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
+from gptjax.config import PRESETS, GPTConfig
+from gptjax.model import count_params
+from gptjax.options import option, parse, run_cli
+from gptjax.training import IGNORE, split
+from train import loop
+from train.classify_predict import predict
+from train.evaluate import Evaluator
+
+MODES = ("head", "last-block", "all", "lora")
+
+
+@dataclass(frozen=True)
+class Options(loop.RunOptions):
+    data: str = option("sms-spam", "sms-spam, a labelled TSV/CSV file, or a folder of splits")
+    preset: str = option("124M", "model size when no --init-from is given", choices=list(PRESETS))
+    trainable: str = option("last-block", "what trains", choices=list(MODES))
+    lora_rank: int = option(16, "LoRA rank r (--trainable lora)")
+    lora_alpha: float = option(16.0, "LoRA alpha; the update is scaled by alpha / r")
+    lora_targets: str = option("c_attn,c_proj,c_fc", "Dense modules LoRA adapts (add score?)")
+    pooling: str = option("last-non-pad", "where each row is read", choices=list(POOLINGS))
+    max_length: int | None = option(None, "tokens per text (default: longest training text)")
+    drop_rate: float = option(0.0, "dropout rate while finetuning")
+    split_seed: int = option(123, "seed that shuffles a single labelled file into splits")
+    # The book's recipe: AdamW 5e-5, weight decay 0.1, batch 8, 5 epochs, no clipping.
+    lr: float = option(5e-5, "learning rate (constant unless --min-lr-ratio < 1)")
+    min_lr_ratio: float = option(1.0, "cosine decay ends at this fraction of --lr")
+    grad_clip: float = option(0.0, "global-norm clip; 0 disables")
+    epochs: int = option(5, "passes over the training texts when --max-steps is not given")
+    eval_every: int = option(50, "steps between evaluations")
+
+
+def trainable_paths(mode: str, cfg: GPTConfig, lcfg: lora.LoRAConfig | None):
+    """The path predicate of a --trainable mode (None: everything trains)."""
+    if mode == "all":
+        return None
+    if mode == "head":
+        return lambda p: p.startswith("score/")
+    if mode == "last-block":
+        return lambda p: p.split("/")[0] in (f"h_{cfg.n_layers - 1}", "ln_f", "score")
+    whole_score = "score" not in lcfg.targets  # else the head trains through its adapter only
+    return lambda p: p.startswith("lora/") or (whole_score and p.startswith("model/score/"))
+
+
+class Classify:
+    """Cross entropy of the classifier's logits against the labels (the loop's `Task`)."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.names, splits = textdata.load(opts.data, seed=opts.split_seed)
+        cfg, self.base = self._model()
+        self.enc = tokenizer.gpt2()
+        L = opts.max_length or min(cfg.context_length, max(
+            len(self.enc.encode_ordinary(t)) for t in splits["train"].texts))  # fmt: skip
+        if cfg.context_length < L:
+            raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
+        self.data = {s: textdata.Examples(textdata.encode(sp.texts, self.enc, L), sp.labels)
+                     for s, sp in splits.items()}  # fmt: skip
+        self.train, self.cfg, C = self.data["train"], cfg, len(self.names)
+        self.lcfg = None
+        if opts.trainable == "lora":
+            targets = tuple(t for t in opts.lora_targets.split(",") if t)
+            self.lcfg = lora.LoRAConfig(opts.lora_rank, opts.lora_alpha, targets)
+        self.head = {"labels": self.names, "pad_id": tokenizer.EOT_ID, "pooling": opts.pooling,
+                     "max_length": L}  # fmt: skip
+        run = {"trainable": opts.trainable, "lora": self.lcfg and dataclasses.asdict(self.lcfg)}
+        self.identity = {"task": "classify", "model": cfg.to_dict(),
+                         "classifier": {**self.head, **run}}  # fmt: skip
+        self.model = GPTClassifier(cfg, C, tokenizer.EOT_ID, opts.pooling, jnp.dtype(opts.dtype))
+        self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
+        self.seen = ("examples_seen", 1)
+        self.plots = {
+            "loss.png": ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
+            "accuracy.png": ("accuracy", {"train_acc": "train acc", "val_acc": "val acc"}),
+        }
+        self.evaluator = Evaluator(self.eval_step, parallel.make_mesh(), opts.batch_size,
+                                   opts.eval_batches)  # fmt: skip
+
+    def _model(self) -> tuple[GPTConfig, dict | None]:
+        opts = self.opts
+        if opts.init_from is None:
+            return GPTConfig.preset(opts.preset, drop_rate=opts.drop_rate), None
+        cfg, params = load_model(opts.init_from)
+        tokenizer.check_vocab(cfg.vocab_size, opts.init_from)
+        if "score" in params and params["score"]["kernel"].shape[1] != len(self.names):
+            raise ValueError(f"{opts.init_from}: a classifier of "
+                             f"{params['score']['kernel'].shape[1]} classes; {opts.data} has "
+                             f"{len(self.names)}")  # fmt: skip
+        return dataclasses.replace(cfg, drop_rate=opts.drop_rate), params
+
+    def init_params(self):
+        key = jax.random.key(self.opts.seed)
+        base = self.base
+        if base is None or "score" not in base:
+            base = init_classifier(self.cfg, len(self.names), key, base=base)
+        if self.lcfg is None:
+            return base
+        return {"model": base, "lora": lora.init(self.lcfg, base, jax.random.fold_in(key, 1))}
+
+    def abstract_params(self):
+        return jax.eval_shape(self.init_params)
+
+    def merged(self, params):
+        """The classifier's own params (LoRA folded in)."""
+        if self.lcfg is None:
+            return params
+        return lora.merge(self.lcfg, params["model"], params["lora"])
+
+    def logits(self, params, inputs, rng=None):
+        rngs = {"dropout": rng} if rng is not None else {}
+        return self.model.apply({"params": self.merged(params)}, inputs,
+                                deterministic=rng is None, rngs=rngs)  # fmt: skip
+
+    def loss_fn(self, params, batch, rng, train):
+        logits = self.logits(params, batch["inputs"], rng if train else None)
+        counted = batch["labels"] != IGNORE
+        safe = jnp.where(counted, batch["labels"], 0)
+        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), safe[:, None], axis=1)[:, 0]
+        return jnp.sum(nll * counted), jnp.sum(counted).astype(jnp.float32)
+
+    def eval_step(self, params, batch) -> dict:
+        s, n = self.loss_fn(params, batch, None, False)
+        hit = jnp.argmax(self.logits(params, batch["inputs"]), -1) == batch["labels"]
+        return {"loss_sum": s, "count": n, "correct": jnp.sum(hit).astype(jnp.float32)}
+
+    def scores(self, params, split: str, n_batches=-1) -> tuple[float, float]:
+        sums = self.evaluator.sums(params, self.data[split], n_batches)
+        return sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"]
+
+    def evaluate(self, params, step: int) -> tuple[dict, str]:
+        (tl, ta), (vl, va) = self.scores(params, "train"), self.scores(params, "validation")
+        line = (f"step {step}: train loss {tl:.3f}, val loss {vl:.3f} | "
+                f"train acc {100 * ta:.2f}%, val acc {100 * va:.2f}%")  # fmt: skip
+        return {"eval_train_loss": tl, "val_loss": vl, "train_acc": ta, "val_acc": va}, line
+
+    def describe(self, params) -> str:
+        trained, _ = split(params, self.trainable)
+        total = count_params(self.merged(params))
+        return (
+            f"trainable parameters: {count_params(trained):,} of {total:,} ({self.opts.trainable})"
+        )
+
+    def finish(self, params) -> None:
+        acc = {s: self.scores(params, s, None)[1] for s in textdata.SPLITS}
+        if jax.process_index() != 0:
+            return
+        out = Path(self.opts.out)
+        results = {f"{s}_accuracy": a for s, a in acc.items()}
+        results["examples"] = {s: len(d) for s, d in self.data.items()}
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        merged = jax.tree.map(np.asarray, self.merged(params))
+        save_model(out / "model", self.cfg, merged, classifier=self.head)
+        if self.lcfg is not None:
+            whole = {"score": params["model"]["score"]} if "score" not in self.lcfg.targets else {}
+            to_peft(self.lcfg, params["lora"], out / "peft", modules=whole)
+        print("accuracy: " + ", ".join(f"{s} {100 * a:.2f}%" for s, a in acc.items()))
+        print(f"classifier: {out / 'model'}  results: {out / 'results.json'}")
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return predict(argv[1:])
+    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
+    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
+    task = Classify(opts)
+    loop.run(opts, task)
+
+
+if __name__ == "__main__":
+    run_cli(main)

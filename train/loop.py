@@ -1,0 +1,248 @@
+"""The one training loop: pretraining and every finetuning task run through `run(opts, task)`.
+
+A task says what is trained and on what (data, loss, which parameters, how to evaluate and what
+to do at the end); the loop does the rest the same way for all: data-parallel steps (jit over a
+mesh, FSDP or pmap), a batch that is a function of (seed, step) so `--resume` is exact,
+evaluations and checkpoints on schedule, OUT/metrics.jsonl, plots and a progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from gptjax import parallel
+from gptjax.checkpoint import RunCheckpoints
+from gptjax.options import option
+from gptjax.plot import plot_metrics
+from gptjax.training import (
+    LossFn,
+    OptimConfig,
+    Trainable,
+    init_state,
+    make_optimizer,
+    make_train_step,
+)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every training script shares; a script's Options subclass it (and may redeclare a
+    field to change its default)."""
+
+    batch_size: int = option(8, "global batch size B (all devices, all processes)")
+    max_steps: int | None = option(None, "total optimizer steps (default: --epochs of data)")
+    epochs: int = option(1, "passes over the training data when --max-steps is not given")
+    lr: float = option(4e-4, "peak learning rate")
+    min_lr_ratio: float = option(0.1, "cosine decay ends at this fraction of --lr")
+    warmup_steps: int = option(0, "linear warmup steps")
+    weight_decay: float = option(0.1, "AdamW weight decay (>= 2-D weights only)")
+    grad_clip: float = option(1.0, "global-norm clip; 0 disables")
+    grad_accum: int = option(1, "micro-batches per step")
+    eval_every: int = option(50, "steps between evaluations")
+    eval_batches: int = option(5, "batches per loss estimate")
+    ckpt_every: int = option(100, "steps between checkpoints")
+    keep: int = option(3, "checkpoints kept")
+    out: str = option("runs/default", "run directory")
+    resume: bool = option(False, "continue from the latest checkpoint in --out")
+    init_from: str | None = option(None, "start from a checkpoint, run or converted model")
+    seed: int = option(0, "seed for init, shuffling and dropout")
+    dtype: str = option("float32", "compute dtype", choices=["float32", "bfloat16"])
+    parallel: str = option("jit", "data-parallel formulation", choices=["jit", "pmap"])
+    fsdp: bool = option(False, "shard params and optimizer state over devices (jit only)")
+    coordinator: str | None = option(None, "multi-host: coordinator host:port")
+    num_processes: int | None = option(None, "multi-host: number of processes")
+    process_id: int | None = option(None, "multi-host: this process's index")
+    progress: bool = option(True, "show a progress bar")
+
+
+class Dataset(Protocol):
+    """Training examples: `Windows` of text, `textdata.Examples`, ..."""
+
+    def __len__(self) -> int: ...
+    def batches_per_epoch(self, B: int) -> int: ...
+    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray: ...
+    def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class Task(Protocol):
+    """What a script plugs into the loop."""
+
+    train: Dataset
+    identity: dict  # in every checkpoint's meta; --resume must find it unchanged ("model": cfg)
+    loss_fn: LossFn  # (params, batch, rng, train) -> (loss_sum, count)
+    trainable: Trainable | None  # path predicate; None trains everything
+    seen: tuple[str, int]  # x axis of the log: ("tokens_seen", tokens per row), ...
+    plots: dict[str, tuple[str, dict[str, str]]]  # file -> (y label, {metric key: label})
+
+    def describe(self, params) -> str: ...  # a line printed at the start (parameter counts)
+    def init_params(self) -> Any: ...  # the starting params (not called on --resume)
+    def abstract_params(self) -> Any: ...  # their shapes (jax.eval_shape), for --resume
+    def evaluate(self, params, step: int) -> tuple[dict, str]: ...  # metrics, line to print
+    def finish(self, params) -> None: ...  # after the last step: results, exports
+
+
+def run(opts: RunOptions, task: Task) -> None:
+    """Train `task` from step 0 (or the latest checkpoint with --resume) to the last step."""
+    per_epoch = task.train.batches_per_epoch(opts.batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"{len(task.train)} training examples, fewer than one batch of "
+                         f"--batch-size {opts.batch_size}")  # fmt: skip
+    total = opts.max_steps or opts.epochs * per_epoch
+    oc = OptimConfig(lr=opts.lr, weight_decay=opts.weight_decay, warmup_steps=opts.warmup_steps,
+                     decay_steps=total, min_lr_ratio=opts.min_lr_ratio,
+                     grad_clip=opts.grad_clip or None)  # fmt: skip
+    optimizer = make_optimizer(oc)
+    mesh = parallel.make_mesh()
+    ckpts = RunCheckpoints(opts.out, keep=opts.keep)
+    try:
+        state, shardings = start_state(opts, task, optimizer, ckpts, mesh)
+        step_fn = compile_step(opts, task, optimizer, oc, mesh, shardings)
+        fit(opts, task, state, step_fn, ckpts, mesh, total, per_epoch)
+    finally:
+        ckpts.close()  # waits for a save in flight, even on errors
+
+
+def start_state(opts: RunOptions, task: Task, optimizer, ckpts: RunCheckpoints, mesh):
+    """A fresh state, or the latest checkpoint's under --resume; laid out on the mesh."""
+    latest = ckpts.latest_step()
+    if not opts.resume and latest is not None:
+        raise ValueError(f"{opts.out} already has checkpoints (step {latest}); "
+                         "pass --resume to continue it or choose another --out")  # fmt: skip
+    if opts.resume and latest is None:
+        raise ValueError(f"--resume: no checkpoint in {ckpts.directory}")
+    params = None if opts.resume else task.init_params()
+    fresh = lambda p: init_state(p, optimizer, jax.random.PRNGKey(opts.seed + 1), task.trainable)
+    abstract = jax.eval_shape(fresh, params if params is not None else task.abstract_params())
+    shardings = parallel.state_shardings(mesh, abstract, fsdp=opts.fsdp)
+    if not opts.resume:
+        return jax.jit(fresh, out_shardings=shardings)(params), shardings
+    saved = ckpts.meta(latest)
+    for key, value in task.identity.items():
+        if saved.get(key) != value:
+            diff = _diff(saved.get(key), value)
+            what = "model config" if key == "model" else key
+            raise ValueError(f"--resume: {opts.out} holds a different {what}: {diff}")
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)  # fmt: skip
+    return ckpts.restore(latest, target), shardings
+
+
+def _diff(saved, now):
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    return (saved, now)
+
+
+def compile_step(opts: RunOptions, task: Task, optimizer, oc: OptimConfig, mesh, shardings):
+    kw = dict(grad_accum=opts.grad_accum, trainable=task.trainable)
+    if opts.parallel == "pmap":
+        step = make_train_step(task.loss_fn, optimizer, oc, axis_name=parallel.AXIS, **kw)
+        return jax.pmap(step, axis_name=parallel.AXIS, donate_argnums=0)
+    step = make_train_step(task.loss_fn, optimizer, oc, **kw)
+    return jax.jit(step, in_shardings=(shardings, parallel.batch_sharding(mesh)),
+                   out_shardings=(shardings, None), donate_argnums=0)  # fmt: skip
+
+
+def next_batch(opts: RunOptions, train: Dataset, mesh, step: int, per_epoch: int):
+    """The global batch of `step`: a function of (seed, step) only, so resuming is exact."""
+    epoch, index = divmod(step, per_epoch)
+    rows = train.rows(epoch, index, opts.batch_size, seed=opts.seed, shuffle=True)
+    local = train.batch(rows[parallel.local_rows(opts.batch_size)])
+    if opts.parallel == "pmap":
+        return parallel.split_for_pmap(local)
+    return parallel.global_batch(mesh, local, opts.batch_size)
+
+
+def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, per_epoch: int):
+    """Steps from state.step to `total`: log each, evaluate and checkpoint on schedule."""
+    start, pmap = int(state.step), opts.parallel == "pmap"
+    log = RunLog(opts, task, start, total)
+    log.say(task.describe(state.params))
+    # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
+    single = parallel.unreplicate if pmap else lambda s: s
+    state = parallel.replicate(state) if pmap else state
+    for step in range(start, total):
+        state, metrics = step_fn(state, next_batch(opts, task.train, mesh, step, per_epoch))
+        done = step + 1
+        record = log.step_record(done, metrics, pmap)
+        if not math.isfinite(record["train_loss"]):
+            raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; stopped, "
+                             f"the last good checkpoint is step {ckpts.latest_step()} in "
+                             f"{ckpts.directory}")  # fmt: skip
+        evaluated = done % opts.eval_every == 0 or done == total
+        if evaluated:
+            evals, line = task.evaluate(single(state).params, done)
+            record.update(evals)
+            log.say(line)
+        log.write(record, plot=evaluated)
+        if done % opts.ckpt_every == 0 or done == total:
+            epoch, index = divmod(step, per_epoch)
+            meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
+            ckpts.save(done, single(state), meta)
+    log.close()
+    ckpts.wait()
+    task.finish(single(state).params)
+
+
+class RunLog:
+    """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
+    writes."""
+
+    def __init__(self, opts: RunOptions, task: Task, start: int, total: int):
+        out = Path(opts.out)
+        self.lead = jax.process_index() == 0
+        self.metrics, self.plots = out / "metrics.jsonl", task.plots
+        self.out, self.start, self.t0 = out, start, time.perf_counter()
+        self.seen_key, per_row = task.seen
+        self.seen_per_step = opts.batch_size * per_row
+        self.bar = tqdm(total=total, initial=start, unit="step",
+                        disable=not (self.lead and opts.progress))  # fmt: skip
+        if not self.lead:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**task.identity, "options": dataclasses.asdict(opts)}
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        # On resume, drop records past the restored step: they are about to be redone.
+        old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
+        kept = [line for line in old if line and json.loads(line)["step"] <= start]
+        self.metrics.write_text("".join(line + "\n" for line in kept))
+
+    def step_record(self, step: int, metrics, replicated: bool) -> dict:
+        metrics = {k: float(v[0] if replicated else v) for k, v in metrics.items()}
+        rate = (step - self.start) * self.seen_per_step / (time.perf_counter() - self.t0)
+        unit = self.seen_key.removesuffix("_seen")[:3]
+        self.bar.update(1)
+        self.bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"{unit}/s": f"{rate:,.0f}"})
+        return {
+            "step": step, "train_loss": metrics["loss"], "lr": metrics["lr"],
+            "grad_norm": metrics["grad_norm"], self.seen_key: step * self.seen_per_step,
+        }  # fmt: skip
+
+    def say(self, line: str) -> None:
+        if self.lead and line:
+            self.bar.write(line)
+
+    def write(self, record: dict, *, plot: bool) -> None:
+        if not self.lead:
+            return
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if plot:
+            for name, (ylabel, series) in self.plots.items():
+                plot_metrics(self.metrics, self.out / name, self.seen_key, series, ylabel)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.lead:
+            names = "  ".join(str(self.out / n) for n in self.plots)
+            print(f"metrics: {self.metrics}\nplots: {names}")
