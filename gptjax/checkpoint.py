@@ -1,5 +1,6 @@
-"""Model checkpoints on disk: `DIR/config.json` (the GPTConfig) and `DIR/params` (orbax); a
-classifier also has `DIR/classifier.json` (labels, pad id, pooling) and `score` in its params.
+"""Model checkpoints on disk: `DIR/config.json` (the GPTConfig), `DIR/params` (orbax) and
+`DIR/checksums.json` (crc32c of each array, verified on load); a classifier also has
+`DIR/classifier.json` (labels, pad id, pooling) and `score` in its params.
 
 A directory is written under a temporary name and renamed into place, so DIR is either the old
 checkpoint or the new one, never half of either. Folders of other formats (Hugging Face, OpenAI)
@@ -18,12 +19,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gptjax.checksum import ChecksumError, checksums, verify
 from gptjax.config import GPTConfig
 from gptjax.model import abstract_params
 
 CONFIG = "config.json"
 PARAMS = "params"
 CLASSIFIER = "classifier.json"
+CHECKSUMS = "checksums.json"
 
 
 def save_model(
@@ -34,6 +37,8 @@ def save_model(
     directory = Path(directory).absolute()
     with atomic_dir(directory) as tmp:
         (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        sums = checksums(params, PARAMS)
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
         if classifier is not None:
             (tmp / CLASSIFIER).write_text(json.dumps(classifier, indent=2) + "\n")
         # Bound what orbax holds in flight so a large model saves at about 1x its size.
@@ -116,8 +121,14 @@ def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
         abstract = {k: v for k, v in abstract.items() if k != "lm_head"}
         D, C = cfg.emb_dim, len(head["labels"])
         abstract["score"] = {"kernel": jax.ShapeDtypeStruct((D, C), np.float32)}
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(directory / PARAMS, abstract)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(directory / PARAMS, abstract)
+    except Exception as e:  # tensorstore's errors for truncated or garbled files
+        raise ValueError(f"{directory}: unreadable params ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None  # fmt: skip
+    if (directory / CHECKSUMS).is_file():
+        verify(params, PARAMS, json.loads((directory / CHECKSUMS).read_text()), str(directory))
     return cfg, jax.tree.map(np.asarray, params)
 
 
@@ -132,6 +143,7 @@ def _load_from_run(directory: Path) -> tuple[GPTConfig, dict]:
                          f"end ({directory}/model) instead")  # fmt: skip
     cfg = GPTConfig.from_dict(meta["model"])
     params = ckpts.restore_params(step, abstract_params(cfg))
+    verify(params, PARAMS, meta.get("checksums", {}), f"{ckpts.directory}/{step}")
     ckpts.close()
     return cfg, jax.tree.map(np.asarray, params)
 
@@ -139,9 +151,10 @@ def _load_from_run(directory: Path) -> tuple[GPTConfig, dict]:
 class RunCheckpoints:
     """Training checkpoints of a run: `OUT/checkpoints/<step>/{params,train,meta}` via orbax's
     CheckpointManager. `params` alone is what `load_model` reads; `train` holds the optimizer
-    state, step and rng; `meta` the model config, run options and data position. Orbax writes
-    each step under a temporary name and renames it when complete, so a kill mid-save leaves
-    the previous step restorable; leftovers are cleaned on the next start.
+    state, step and rng; `meta` the model config, run options, data position and the crc32c
+    of every array, verified by `restore`. Orbax writes each step under a temporary name and
+    renames it when complete, so a kill mid-save leaves the previous step restorable; leftovers
+    are cleaned on the next start.
     """
 
     def __init__(self, run_dir: str | Path, *, keep: int = 3):
@@ -156,14 +169,22 @@ class RunCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    @staticmethod
+    def _train(state) -> dict:
+        return {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}
+
     def save(self, step: int, state, meta: dict) -> None:
-        train = {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}
+        train = self._train(state)
+        sums = {**checksums(state.params, "params"), **checksums(train, "train")}
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 params=ocp.args.StandardSave(state.params),
                 train=ocp.args.StandardSave(train),
-                meta=ocp.args.JsonSave(meta),
+                meta=ocp.args.JsonSave({**meta, "checksums": sums}),
             ),
         )
 
@@ -173,25 +194,42 @@ class RunCheckpoints:
         ]
 
     def restore(self, step: int, abstract_state):
-        """The train state saved at `step`, laid out like `abstract_state` (shardings too)."""
-        train = {
-            "opt_state": abstract_state.opt_state,
-            "step": abstract_state.step,
-            "rng": abstract_state.rng,
-        }
-        out = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_state.params),
-                train=ocp.args.StandardRestore(train),
-            ),
-        )
+        """The train state saved at `step`, laid out like `abstract_state` (shardings too).
+
+        Raises ChecksumError naming the step and array when a restored array's bytes differ
+        from those saved (or tensorstore cannot read them)."""
+        where = f"checkpoint {self.directory}/{step}"
+        try:
+            out = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_state.params),
+                    train=ocp.args.StandardRestore(self._train(abstract_state)),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as e:  # truncated or garbled files
+            raise ChecksumError(f"{where}: unreadable ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200]})") from None  # fmt: skip
+        expected = out["meta"].get("checksums", {})
+        verify(out["params"], "params", expected, where)
+        verify(out["train"], "train", expected, where)
         t = out["train"]
         return type(abstract_state)(out["params"], t["opt_state"], t["step"], t["rng"])
 
     def restore_params(self, step: int, abstract_params):
         args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
         return self.manager.restore(step, args=args)["params"]
+
+    def set_aside(self, step: int) -> Path:
+        """Move a damaged step out of the way (to OUT/damaged-checkpoints/<step>), so the run
+        can write that step again; it is kept for inspection, not deleted."""
+        aside = self.directory.parent / "damaged-checkpoints" / str(step)
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        (self.directory / str(step)).rename(aside)
+        self.manager.reload()
+        return aside
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

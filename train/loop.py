@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from gptjax import parallel
 from gptjax.checkpoint import RunCheckpoints
+from gptjax.checksum import ChecksumError
 from gptjax.options import option
 from gptjax.plot import plot_metrics
 from gptjax.training import (
@@ -32,6 +35,7 @@ from gptjax.training import (
     make_optimizer,
     make_train_step,
 )
+from train.guard import RunLock, StopSignals
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,17 @@ def run(opts: RunOptions, task: Task) -> None:
                      grad_clip=opts.grad_clip or None)  # fmt: skip
     optimizer = make_optimizer(oc)
     mesh = parallel.make_mesh()
-    ckpts = RunCheckpoints(opts.out, keep=opts.keep)
-    try:
-        state, shardings = start_state(opts, task, optimizer, ckpts, mesh)
-        step_fn = compile_step(opts, task, optimizer, oc, mesh, shardings)
-        fit(opts, task, state, step_fn, ckpts, mesh, total, per_epoch)
-    finally:
-        ckpts.close()  # waits for a save in flight, even on errors
+    with RunLock(opts.out):
+        ckpts = RunCheckpoints(opts.out, keep=opts.keep)
+        try:
+            state, shardings = start_state(opts, task, optimizer, ckpts, mesh)
+            if int(state.step) >= total:
+                return say(f"{opts.out}: already finished (step {int(state.step)} of {total}); "
+                           "nothing to do")  # fmt: skip
+            step_fn = compile_step(opts, task, optimizer, oc, mesh, shardings)
+            fit(opts, task, state, step_fn, ckpts, mesh, total, per_epoch)
+        finally:
+            ckpts.close()  # waits for a save in flight, even on errors
 
 
 def start_state(opts: RunOptions, task: Task, optimizer, ckpts: RunCheckpoints, mesh):
@@ -134,7 +142,37 @@ def start_state(opts: RunOptions, task: Task, optimizer, ckpts: RunCheckpoints, 
             raise ValueError(f"--resume: {opts.out} holds a different {what}: {diff}")
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)  # fmt: skip
-    return ckpts.restore(latest, target), shardings
+    return restore_intact(ckpts, target), shardings
+
+
+def restore_intact(ckpts: RunCheckpoints, target):
+    """The newest checkpoint whose arrays match their checksums; damaged newer ones are set
+    aside (saying so), and their steps are redone from the intact one."""
+    for step in reversed(ckpts.all_steps()):
+        try:
+            return ckpts.restore(step, target)
+        except ChecksumError as e:
+            aside = ckpts.set_aside(step) if jax.process_index() == 0 else None
+            say(f"{e}; moved to {aside}, resuming from the checkpoint before it")
+    raise ValueError(f"--resume: no intact checkpoint left in {ckpts.directory}")
+
+
+def say(line: str) -> None:
+    if jax.process_index() == 0:
+        print(line, file=sys.stderr)
+
+
+def save(ckpts: RunCheckpoints, step: int, state, meta: dict, *, wait: bool = False) -> None:
+    """Checkpoint `step`; a failed write (no space, read-only, ...) stops the run with one line,
+    and orbax's write-then-rename leaves the previous checkpoint restorable."""
+    try:
+        ckpts.save(step, state, meta)
+        if wait:
+            ckpts.wait()
+    except Exception as e:
+        raise ValueError(f"could not write checkpoint {step} in {ckpts.directory} "
+                         f"({type(e).__name__}: {e}); the previous checkpoint is intact: "
+                         "fix the disk, then --resume") from None  # fmt: skip
 
 
 def _diff(saved, now):
@@ -171,26 +209,34 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
     # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
     single = parallel.unreplicate if pmap else lambda s: s
     state = parallel.replicate(state) if pmap else state
-    for step in range(start, total):
-        state, metrics = step_fn(state, next_batch(opts, task.train, mesh, step, per_epoch))
-        done = step + 1
-        record = log.step_record(done, metrics, pmap)
-        if not math.isfinite(record["train_loss"]):
-            raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; stopped, "
-                             f"the last good checkpoint is step {ckpts.latest_step()} in "
-                             f"{ckpts.directory}")  # fmt: skip
-        evaluated = done % opts.eval_every == 0 or done == total
-        if evaluated:
-            evals, line = task.evaluate(single(state).params, done)
-            record.update(evals)
-            log.say(line)
-        log.write(record, plot=evaluated)
-        if done % opts.ckpt_every == 0 or done == total:
+    with StopSignals() as stop:
+        for step in range(start, total):
+            state, metrics = step_fn(state, next_batch(opts, task.train, mesh, step, per_epoch))
+            done = step + 1
+            record = log.step_record(done, metrics, pmap)
+            if not math.isfinite(record["train_loss"]):
+                raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; "
+                                 f"stopped, the last good checkpoint is step "
+                                 f"{ckpts.latest_step()} in {ckpts.directory}")  # fmt: skip
+            evaluated = done % opts.eval_every == 0 or done == total
+            if evaluated:
+                evals, line = task.evaluate(single(state).params, done)
+                record.update(evals)
+                log.say(line)
+            log.write(record, plot=evaluated)
             epoch, index = divmod(step, per_epoch)
             meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
-            ckpts.save(done, single(state), meta)
+            signum = stop.requested()
+            if done % opts.ckpt_every == 0 or done == total or signum:
+                # The last one (or one before stopping) must be on disk before we go on.
+                save(ckpts, done, single(state), meta, wait=bool(signum) or done == total)
+            if signum:
+                log.close()
+                say(f"stopped by {signal.Signals(signum).name} after step {done} of {total}: "
+                    f"checkpoint {ckpts.directory / str(done)}; run the same command with "
+                    "--resume to continue")  # fmt: skip
+                raise SystemExit(128 + signum)
     log.close()
-    ckpts.wait()
     task.finish(single(state).params)
 
 
