@@ -1,0 +1,72 @@
+"""A run's record: progress bar, OUT/config.json, OUT/metrics.jsonl (a record per step) and the
+task's plots, redrawn at each evaluation. Process 0 writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax
+from tqdm import tqdm
+
+from gptjax.plot import plot_metrics
+
+if TYPE_CHECKING:
+    from train.loop import RunOptions, Task
+
+
+class RunLog:
+    """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
+    writes."""
+
+    def __init__(self, opts: RunOptions, task: Task, start: int, total: int):
+        out = Path(opts.out)
+        self.lead = jax.process_index() == 0
+        self.metrics, self.plots = out / "metrics.jsonl", task.plots
+        self.out, self.start, self.t0 = out, start, time.perf_counter()
+        self.seen_key, per_row = task.seen
+        self.seen_per_step = opts.batch_size * per_row
+        self.bar = tqdm(total=total, initial=start, unit="step",
+                        disable=not (self.lead and opts.progress))  # fmt: skip
+        if not self.lead:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**task.identity, "options": dataclasses.asdict(opts)}
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        # On resume, drop records past the restored step: they are about to be redone.
+        old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
+        kept = [line for line in old if line and json.loads(line)["step"] <= start]
+        self.metrics.write_text("".join(line + "\n" for line in kept))
+
+    def step_record(self, step: int, metrics, replicated: bool) -> dict:
+        metrics = {k: float(v[0] if replicated else v) for k, v in metrics.items()}
+        rate = (step - self.start) * self.seen_per_step / (time.perf_counter() - self.t0)
+        unit = self.seen_key.removesuffix("_seen")[:3]
+        self.bar.update(1)
+        self.bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"{unit}/s": f"{rate:,.0f}"})
+        return {
+            "step": step, "train_loss": metrics["loss"], "lr": metrics["lr"],
+            "grad_norm": metrics["grad_norm"], self.seen_key: step * self.seen_per_step,
+        }  # fmt: skip
+
+    def say(self, line: str) -> None:
+        if self.lead and line:
+            self.bar.write(line)
+
+    def write(self, record: dict, *, plot: bool) -> None:
+        if not self.lead:
+            return
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if plot:
+            for name, (ylabel, series) in self.plots.items():
+                plot_metrics(self.metrics, self.out / name, self.seen_key, series, ylabel)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.lead:
+            names = "  ".join(str(self.out / n) for n in self.plots)
+            print(f"metrics: {self.metrics}\nplots: {names}")
