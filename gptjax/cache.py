@@ -4,7 +4,7 @@
 canonical URL on first use and checked against its sha256:
 
     the-verdict.txt
-    instruction-data.json
+    instruction-data.json, instruction-data-with-preference.json
     sms-spam/SMSSpamCollection
     gpt2-bpe/encoder.json, gpt2-bpe/vocab.bpe
 """
@@ -36,6 +36,10 @@ FILES: dict[str, Remote] = {
     "instruction-data.json": Remote(
         f"{_BOOK}/ch07/01_main-chapter-code/instruction-data.json",
         "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+    ),
+    "instruction-data-with-preference.json": Remote(
+        f"{_BOOK}/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
+        "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
     ),
     "sms-spam/SMSSpamCollection": Remote(
         "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",

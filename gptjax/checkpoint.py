@@ -27,13 +27,21 @@ CONFIG = "config.json"
 PARAMS = "params"
 CLASSIFIER = "classifier.json"
 CHECKSUMS = "checksums.json"
+TASK = "task.json"
 
 
 def save_model(
-    directory: str | Path, cfg: GPTConfig, params, *, extra_files=(), classifier: dict | None = None
+    directory: str | Path,
+    cfg: GPTConfig,
+    params,
+    *,
+    extra_files=(),
+    classifier: dict | None = None,
+    task: dict | None = None,
 ) -> Path:
     """Write cfg and params (and copies of `extra_files`, e.g. tokenizer files) to `directory`;
-    `classifier` ({"labels", "pad_id", "pooling"}) marks a GPTClassifier's params."""
+    `classifier` ({"labels", "pad_id", "pooling"}) marks a GPTClassifier's params, `task`
+    (e.g. {"kind": "instruct", "template": "alpaca"}) what a language model was tuned for."""
     directory = Path(directory).absolute()
     with atomic_dir(directory) as tmp:
         (tmp / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -41,6 +49,8 @@ def save_model(
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
         if classifier is not None:
             (tmp / CLASSIFIER).write_text(json.dumps(classifier, indent=2) + "\n")
+        if task is not None:
+            (tmp / TASK).write_text(json.dumps(task, indent=2) + "\n")
         # Bound what orbax holds in flight so a large model saves at about 1x its size.
         handler = ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, use_compression=False)
         with ocp.Checkpointer(handler) as ckptr:
@@ -103,10 +113,13 @@ def read_classifier(directory: str | Path) -> dict | None:
 
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
     """(cfg, params) from a gptjax model directory or a training run directory (its latest
-    checkpoint). A classifier's params include `score`."""
+    checkpoint; for a finished finetuning run, the model it saved in RUN/model). A
+    classifier's params include `score`."""
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory")
+    if (directory / "checkpoints").is_dir() and is_model_dir(directory / "model"):
+        directory = directory / "model"
     if (directory / "checkpoints").is_dir() and not is_model_dir(directory):
         return _load_from_run(directory)
     if not is_model_dir(directory):
@@ -139,8 +152,8 @@ def _load_from_run(directory: Path) -> tuple[GPTConfig, dict]:
         raise ValueError(f"{directory}/checkpoints: no complete checkpoint yet")
     meta = ckpts.meta(step)
     if "task" in meta:  # a finetuning run: its checkpoints hold more than a GPT's params
-        raise ValueError(f"{directory}: a {meta['task']} run; load the model it saved at the "
-                         f"end ({directory}/model) instead")  # fmt: skip
+        raise ValueError(f"{directory}: this {meta['task']} run has not saved its final model "
+                         f"(in {directory}/model) yet; finish it with --resume")  # fmt: skip
     cfg = GPTConfig.from_dict(meta["model"])
     params = ckpts.restore_params(step, abstract_params(cfg))
     verify(params, PARAMS, meta.get("checksums", {}), f"{ckpts.directory}/{step}")

@@ -4,7 +4,8 @@
 
 prints the prompt, then each new token as it is decoded (random weights from `--preset` until a
 `--ckpt` is given: a gptjax checkpoint or a Hugging Face GPT-2 folder), then one line on stderr
-with the tokens/s.
+with the tokens/s. With `--instruction "..." [--input "..."]` the prompt is the Alpaca template
+of instruction-tuned models (`python -m train.instruct`) and only the response is printed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 
 # An entry point, not a library module: it opens any folder `convert` reads (HF, OpenAI).
 from convert.load import load_model
-from gptjax import generation, tokenizer
+from gptjax import generation, instruct, tokenizer
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.model import init_params
 from gptjax.options import option, parse, run_cli
@@ -38,6 +39,8 @@ class Options:
     seed: int = option(0, "random seed for weights and sampling")
     dtype: str = option("float32", "compute dtype", choices=["float32", "bfloat16"])
     stop_at_eos: bool = option(True, "stop when the model emits <|endoftext|>")
+    instruction: str | None = option(None, "ask an instruction-tuned model (replaces --prompt)")
+    input: str = option("", "the instruction's input, if any")
 
 
 def load(opts: Options) -> tuple[GPTConfig, dict]:
@@ -49,17 +52,21 @@ def load(opts: Options) -> tuple[GPTConfig, dict]:
 
 def stream(opts: Options, cfg: GPTConfig, params, enc) -> int:
     """Decode token by token, writing each token's text to stdout; return the count."""
-    prompt = generation.prepare_prompt(cfg, enc.encode(opts.prompt), opts.max_new_tokens)
+    text = opts.prompt
+    if opts.instruction is not None:
+        entry = {"instruction": opts.instruction, "input": opts.input}
+        text = instruct.format_prompt(entry) + instruct.RESPONSE
+    prompt = generation.prepare_prompt(cfg, enc.encode(text), opts.max_new_tokens)
     sampling = generation.check_sampling(cfg, opts.temperature, opts.top_k, opts.top_p)
     eos = tokenizer.EOT_ID if opts.stop_at_eos and cfg.vocab_size > tokenizer.EOT_ID else -1
     dtype = jnp.dtype(opts.dtype)
     temperature, top_p = jnp.float32(opts.temperature or 1.0), jnp.float32(opts.top_p or 1.0)
     total = prompt.shape[1] + opts.max_new_tokens
-    state = generation.prefill(
-        cfg, params, prompt, jax.random.key(opts.seed), jnp.int32(eos), total=total, dtype=dtype
-    )
+    keys = generation.row_keys(jax.random.key(opts.seed), 1)
+    state = generation.prefill(cfg, params, prompt, keys, jnp.int32(eos), total=total, dtype=dtype)
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    sys.stdout.write(enc.decode(prompt[0].tolist()))
+    if opts.instruction is None:  # an instruction's answer is printed alone
+        sys.stdout.write(enc.decode(prompt[0].tolist()))
     for n in range(opts.max_new_tokens):
         pos = int(state.pos)
         state = generation.decode_step(

@@ -85,29 +85,36 @@ class Block(nn.Module):
         return x + drop(m, deterministic=deterministic), cache
 
 
-def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, mask=None):
+def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, mask=None,
+          offset=None):  # fmt: skip
     """Embeddings, the L blocks and the final LayerNorm: tokens [B, T] -> x [B, T, D].
 
     Called inside a compact `__call__` (GPT's, GPTClassifier's), so `wte`, `wpe`, `h_i` and
     `ln_f` are created in the caller's scope: every model built on it has OpenAI's names at the
-    top of its tree. `mask` [B, T] bool marks real tokens: padded positions are hidden from
-    attention and each row's positions count its real tokens only, so a left- or right-padded
-    row computes exactly what the row alone would. Returns (x, new_cache, wte).
+    top of its tree. Padded rows compute exactly what the row alone would, told either way:
+    `mask` [B, T] bool (no cache) marks real tokens anywhere in the row; `offset` [B] int
+    counts the pads at the start of each row (left padding, with or without a cache). Pads are
+    hidden from attention and do not count as positions. Returns (x, new_cache, wte).
     """
     T = tokens.shape[1]
+    key_mask = None
     wte = nn.Embed(cfg.vocab_size, cfg.emb_dim, embedding_init=nn.initializers.normal(0.02),
                    dtype=dtype, name="wte")  # fmt: skip
     wpe = nn.Embed(cfg.context_length, cfg.emb_dim, embedding_init=nn.initializers.normal(0.01),
                    dtype=dtype, name="wpe")  # fmt: skip
     positions = pos + jnp.arange(T)
     if mask is not None:
-        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)  # [B, T]
+        positions, key_mask = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0), mask  # [B, T]
+    if offset is not None:
+        S = T if cache is None else cache[0].k.shape[1]
+        positions = jnp.maximum(positions[None, :] - offset[:, None], 0)  # [B, T]
+        key_mask = jnp.arange(S)[None, :] >= offset[:, None]  # [B, S]
     x = wte(tokens) + wpe(positions)
     x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
     new_cache = []
     for i in range(cfg.n_layers):
         block = Block(cfg, dtype, name=f"h_{i}")
-        x, c = block(x, deterministic=deterministic, pos=pos, key_mask=mask,
+        x, c = block(x, deterministic=deterministic, pos=pos, key_mask=key_mask,
                      cache=None if cache is None else cache[i])  # fmt: skip
         new_cache.append(c)
     return LayerNorm(dtype=dtype, name="ln_f")(x), tuple(new_cache), wte
@@ -119,8 +126,8 @@ class GPT(nn.Module):
     `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32 and the softmax,
     LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
     each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 and the call returns
-    (logits, new_cache) for incremental decoding. `mask` [B, T] bool (no cache) marks real
-    tokens of padded rows (see `trunk`).
+    (logits, new_cache) for incremental decoding. Padded rows: `mask` [B, T] bool (no cache)
+    or `offset` [B] left pads (see `trunk`).
     """
 
     cfg: GPTConfig
@@ -128,10 +135,10 @@ class GPT(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, *, deterministic=True, cache: Cache | None = None, pos=0,
-                 mask=None):  # fmt: skip
+                 mask=None, offset=None):  # fmt: skip
         cfg = self.cfg
         x, new_cache, wte = trunk(cfg, self.dtype, tokens, deterministic=deterministic,
-                                  cache=cache, pos=pos, mask=mask)  # fmt: skip
+                                  cache=cache, pos=pos, mask=mask, offset=offset)  # fmt: skip
         if cfg.tie_embeddings:
             head = wte.embedding  # [V, D]
         else:

@@ -19,15 +19,17 @@ def params():
 
 
 def naive_generate(params, prompt, n, rng, temperature=0.0, top_k=None, top_p=None, eos=None):
-    """The reference: recompute the whole sequence for every new token, no cache."""
+    """The reference: recompute the whole sequence for every new token, no cache. Row b's n-th
+    token is drawn with fold_in(fold_in(rng, b), n), as documented by `generate`."""
     sampling = check_sampling(CFG, temperature, top_k, top_p)
     seq = jnp.asarray(prompt, jnp.int32)
     done = jnp.zeros(seq.shape[0], bool)
     eos_id = -1 if eos is None else eos
-    for _ in range(n):
+    rows = [jax.random.fold_in(rng, b) for b in range(seq.shape[0])]
+    for i in range(n):
         logits = GPT(CFG).apply({"params": params}, seq)[:, -1]
-        rng, key = jax.random.split(rng)
-        tok = next_token(logits, key, sampling, jnp.float32(temperature or 1.0),
+        keys = jnp.stack([jax.random.fold_in(k, i) for k in rows])
+        tok = next_token(logits, keys, sampling, jnp.float32(temperature or 1.0),
                          jnp.float32(top_p or 1.0))  # fmt: skip
         tok = jnp.where(done, eos_id, tok)
         done = done | (tok == eos_id)
@@ -98,3 +100,25 @@ def test_bad_requests_are_clear_errors(params):
         generate(CFG, params, PROMPT, max_new_tokens=2, temperature=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="prompt"):
         generate(CFG, params, np.zeros((1, 0), np.int32), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(temperature=1.0, top_k=8)], ids=["greedy", "sampled"])
+def test_ragged_prompts_equal_each_prompt_alone(params, kw):
+    prompts = [[3, 14, 15, 9, 2, 6], [5], [35, 8, 9]]
+    keys = jax.random.split(jax.random.key(3), 3)
+    out = generate(CFG, params, prompts, max_new_tokens=9, rng=keys, eos_id=7, **kw)
+    assert isinstance(out, list) and [len(r) for r in out] == [15, 10, 12]
+    for i, p in enumerate(prompts):
+        alone = generate(CFG, params, [p], max_new_tokens=9, rng=keys[i : i + 1], eos_id=7, **kw)
+        np.testing.assert_array_equal(out[i], alone[0])
+        assert out[i][: len(p)].tolist() == p
+    if not kw:  # greedy needs no key: the rows also equal the naive loop on each prompt alone
+        for i, p in enumerate(prompts):
+            ref = naive_generate(params, [p], 9, jax.random.key(0), eos=7)
+            np.testing.assert_array_equal(out[i], ref[0])
+
+
+def test_ragged_long_prompt_is_cut_per_row(params):
+    long, short = list(np.arange(30) % CFG.vocab_size), [4, 5]
+    out = generate(CFG, params, [long, short], max_new_tokens=6)
+    assert out[0][:18].tolist() == long[-18:] and len(out[0]) == 24 and len(out[1]) == 8

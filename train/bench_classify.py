@@ -17,10 +17,11 @@ import jax
 import numpy as np
 
 from gptjax.config import PRESETS
+from gptjax.finetune import MODES
 from gptjax.model import count_params
 from gptjax.options import option, parse, run_cli
 from gptjax.training import OptimConfig, init_state, make_optimizer, make_train_step, split
-from train.classify import MODES, Classify
+from train.classify import Classify
 from train.classify import Options as ClassifyOptions
 
 

@@ -25,18 +25,17 @@ import numpy as np
 
 from convert.load import load_model
 from convert.peft import to_peft
-from gptjax import lora, parallel, textdata, tokenizer
+from gptjax import parallel, textdata, tokenizer
 from gptjax.checkpoint import save_model
 from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
+from gptjax.finetune import MODES, lora_config, merged, trainable_paths, with_adapters
 from gptjax.model import count_params
 from gptjax.options import option, parse, run_cli
 from gptjax.training import IGNORE, split
 from train import loop
 from train.classify_predict import predict
 from train.evaluate import Evaluator
-
-MODES = ("head", "last-block", "all", "lora")
 
 
 @dataclass(frozen=True)
@@ -59,18 +58,6 @@ class Options(loop.RunOptions):
     eval_every: int = option(50, "steps between evaluations")
 
 
-def trainable_paths(mode: str, cfg: GPTConfig, lcfg: lora.LoRAConfig | None):
-    """The path predicate of a --trainable mode (None: everything trains)."""
-    if mode == "all":
-        return None
-    if mode == "head":
-        return lambda p: p.startswith("score/")
-    if mode == "last-block":
-        return lambda p: p.split("/")[0] in (f"h_{cfg.n_layers - 1}", "ln_f", "score")
-    whole_score = "score" not in lcfg.targets  # else the head trains through its adapter only
-    return lambda p: p.startswith("lora/") or (whole_score and p.startswith("model/score/"))
-
-
 class Classify:
     """Cross entropy of the classifier's logits against the labels (the loop's `Task`)."""
 
@@ -86,10 +73,7 @@ class Classify:
         self.data = {s: textdata.Examples(textdata.encode(sp.texts, self.enc, L), sp.labels)
                      for s, sp in splits.items()}  # fmt: skip
         self.train, self.cfg, C = self.data["train"], cfg, len(self.names)
-        self.lcfg = None
-        if opts.trainable == "lora":
-            targets = tuple(t for t in opts.lora_targets.split(",") if t)
-            self.lcfg = lora.LoRAConfig(opts.lora_rank, opts.lora_alpha, targets)
+        self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
         self.head = {"labels": self.names, "pad_id": tokenizer.EOT_ID, "pooling": opts.pooling,
                      "max_length": L}  # fmt: skip
         run = {"trainable": opts.trainable, "lora": self.lcfg and dataclasses.asdict(self.lcfg)}
@@ -122,18 +106,13 @@ class Classify:
         base = self.base
         if base is None or "score" not in base:
             base = init_classifier(self.cfg, len(self.names), key, base=base)
-        if self.lcfg is None:
-            return base
-        return {"model": base, "lora": lora.init(self.lcfg, base, jax.random.fold_in(key, 1))}
+        return with_adapters(base, self.lcfg, jax.random.fold_in(key, 1))
 
     def abstract_params(self):
         return jax.eval_shape(self.init_params)
 
     def merged(self, params):
-        """The classifier's own params (LoRA folded in)."""
-        if self.lcfg is None:
-            return params
-        return lora.merge(self.lcfg, params["model"], params["lora"])
+        return merged(params, self.lcfg)
 
     def logits(self, params, inputs, rng=None):
         rngs = {"dropout": rng} if rng is not None else {}

@@ -10,14 +10,17 @@ import numpy as np
 from gptjax import parallel
 from gptjax.training import IGNORE
 
+COUNTED = ("targets", "labels", "valid")  # the keys whose IGNORE rows count for nothing
+
 
 class Evaluator:
     """`sums(params, data, n_batches)`: the eval step's outputs summed over the first n_batches
     batches of B rows of `data` (anything with `len` and `batch(rows)`, e.g. `Windows`); all of
     it when n_batches is None.
 
-    A short last batch is filled with rows whose labels are IGNORE (inputs 0), which every eval
-    step counts as nothing, so any split size and device count work with one compiled step.
+    A short last batch is filled with rows whose `targets`, `labels` or `valid` are IGNORE
+    (everything else 0), which every eval step counts as nothing, so any split size and device
+    count work with one compiled step.
     """
 
     def __init__(self, eval_step: Callable[..., dict], mesh, B: int, n_batches: int):
@@ -32,7 +35,7 @@ class Evaluator:
             pad = self.B - len(chunk)
             batch = {
                 k: np.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1),
-                          constant_values=0 if k == "inputs" else IGNORE)
+                          constant_values=IGNORE if k in COUNTED else 0)
                 for k, v in data.batch(chunk).items()
             }  # fmt: skip
             local = {k: v[parallel.local_rows(self.B)] for k, v in batch.items()}

@@ -1,0 +1,218 @@
+"""Finetune GPT-2 to follow instructions (the book's chapter 7), then answer the test split.
+
+    python -m train.instruct --init-from runs/gpt2-355M --data instruction-data --out runs/instruct
+    python -m train.instruct --preset tiny --max-steps 40 --out runs/instruct-tiny
+    python -m train.instruct answer --ckpt runs/instruct [--answer-batch 8]
+
+Training prints the trainable parameter count and the step programs an epoch compiles (one per
+bucket length), a progress bar and train/val loss at each evaluation; at the end it answers the
+test split in batches (greedy, up to --max-new-tokens, stopping at <|endoftext|>) and writes
+OUT/test-responses.json (each test entry with its `model_response`), OUT/metrics.jsonl,
+OUT/loss.png, checkpoints (--resume) and the model in OUT/model (LoRA merged; adapters in
+OUT/peft). Score the answers with `python -m train.judge OUT/test-responses.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from convert.load import load_model
+from convert.peft import to_peft
+from gptjax import generate, instruct, parallel, tokenizer
+from gptjax.checkpoint import save_model
+from gptjax.config import PRESETS, GPTConfig
+from gptjax.finetune import lora_config, merged, trainable_paths, with_adapters
+from gptjax.model import count_params, init_params
+from gptjax.options import option, parse, run_cli
+from gptjax.training import loss_sum, make_eval_step, split
+from train import loop
+from train.evaluate import Evaluator
+
+TASK = {"kind": "instruct", "template": "alpaca"}
+
+
+@dataclass(frozen=True)
+class Options(loop.RunOptions):
+    data: str = option("instruction-data", "instruction-data, or a JSON/JSONL list of records")
+    preset: str = option("355M", "model size when no --init-from is given", choices=list(PRESETS))
+    trainable: str = option("all", "what trains", choices=["all", "lora"])
+    lora_rank: int = option(16, "LoRA rank r (--trainable lora)")
+    lora_alpha: float = option(16.0, "LoRA alpha; the update is scaled by alpha / r")
+    lora_targets: str = option("c_attn,c_proj,c_fc", "Dense modules LoRA adapts")
+    mask_instruction: bool = option(False, "train on the responses only (the book's ex. 7.2)")
+    max_length: int | None = option(None, "tokens per example (default: the context)")
+    drop_rate: float = option(0.0, "dropout rate while finetuning")
+    train_ratio: float = option(0.85, "leading fraction of the records for training")
+    test_ratio: float = option(0.1, "the next fraction for testing; the rest validates")
+    max_new_tokens: int = option(256, "longest answer to the test split")
+    answer_batch: int = option(8, "test prompts answered together")
+    # The book's recipe: AdamW 5e-5, weight decay 0.1, batch 8, 2 epochs, eval every 5 steps.
+    lr: float = option(5e-5, "learning rate (constant unless --min-lr-ratio < 1)")
+    min_lr_ratio: float = option(1.0, "cosine decay ends at this fraction of --lr")
+    grad_clip: float = option(0.0, "global-norm clip; 0 disables")
+    epochs: int = option(2, "passes over the training records when --max-steps is not given")
+    eval_every: int = option(5, "steps between evaluations")
+
+
+class Instruct:
+    """Next-token loss on Alpaca-formatted records (the loop's `Task`)."""
+
+    def __init__(self, opts: Options):
+        self.opts, self.enc = opts, tokenizer.gpt2()
+        self.splits = instruct.split(instruct.load_entries(opts.data), opts.train_ratio,
+                                     opts.test_ratio)  # fmt: skip
+        if opts.init_from:
+            cfg, self.base = load_model(opts.init_from)
+            tokenizer.check_vocab(cfg.vocab_size, opts.init_from)
+        else:
+            cfg, self.base = GPTConfig.preset(opts.preset), None
+        self.cfg = cfg = dataclasses.replace(cfg, drop_rate=opts.drop_rate)
+        L = opts.max_length or cfg.context_length
+        if cfg.context_length < L:
+            raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
+        self.data = {s: self.sequences(entries, L) for s, entries in self.splits.items()}
+        self.train = self.data["train"]
+        self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
+        self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
+        run = {"trainable": opts.trainable, "mask_instruction": opts.mask_instruction,
+               "lora": self.lcfg and dataclasses.asdict(self.lcfg), "max_length": L}  # fmt: skip
+        self.identity = {"task": "instruct", "model": cfg.to_dict(), "instruct": run}
+        self.seen = ("examples_seen", 1)
+        self.plots = {"loss.png": ("cross entropy", {"train_loss": "train loss",
+                                                     "val_loss": "val loss"})}  # fmt: skip
+        self.dtype = jnp.dtype(opts.dtype)
+        step = make_eval_step(cfg, dtype=self.dtype)
+        self.evaluator = Evaluator(lambda p, b: step(self.merged(p), b), parallel.make_mesh(),
+                                   opts.batch_size, opts.eval_batches)  # fmt: skip
+
+    def sequences(self, entries: list[dict], L: int) -> instruct.Sequences:
+        encode = self.enc.encode_ordinary
+        tokens = [encode(instruct.training_text(e)) for e in entries]
+        prompts = None
+        if self.opts.mask_instruction:
+            prompts = [len(encode(instruct.format_prompt(e))) for e in entries]
+        return instruct.Sequences(tokens, L, prompts)
+
+    def merged(self, params):
+        return merged(params, self.lcfg)
+
+    def loss_fn(self, params, batch, rng, train):
+        return loss_sum(self.merged(params), self.cfg, batch, rng, train=train, dtype=self.dtype)
+
+    def init_params(self):
+        key = jax.random.key(self.opts.seed)
+        base = self.base if self.base is not None else init_params(self.cfg, key)
+        return with_adapters(base, self.lcfg, jax.random.fold_in(key, 1))
+
+    def abstract_params(self):
+        return jax.eval_shape(self.init_params)
+
+    def describe(self, params) -> str:
+        trained, _ = split(params, self.trainable)
+        buckets = self.train.buckets(self.opts.batch_size, seed=self.opts.seed)
+        return (f"trainable parameters: {count_params(trained):,} of "
+                f"{count_params(self.merged(params)):,} ({self.opts.trainable}); an epoch "
+                f"compiles {len(buckets)} step programs, batches per length {buckets}")  # fmt: skip
+
+    def loss(self, params, data) -> float:
+        sums = self.evaluator.sums(params, data)
+        return sums["loss_sum"] / sums["tokens"]
+
+    def evaluate(self, params, step: int) -> tuple[dict, str]:
+        tl, vl = self.loss(params, self.train), self.loss(params, self.data["validation"])
+        return ({"eval_train_loss": tl, "val_loss": vl},
+                f"step {step}: train loss {tl:.3f}, val loss {vl:.3f}")  # fmt: skip
+
+    def finish(self, params) -> None:
+        own = jax.tree.map(np.asarray, self.merged(params))
+        if jax.process_index() != 0:
+            return
+        out = Path(self.opts.out)
+        save_model(out / "model", self.cfg, own, task=TASK)
+        if self.lcfg is not None:
+            to_peft(self.lcfg, jax.tree.map(np.asarray, params["lora"]), out / "peft")
+        write_answers(self.cfg, own, self.splits["test"], out / "test-responses.json",
+                      self.opts.answer_batch, self.opts.max_new_tokens,
+                      self.opts.progress)  # fmt: skip
+
+
+def answer(cfg: GPTConfig, params, entries: list[dict], *, batch: int, max_new_tokens: int,
+           progress: bool = True):  # fmt: skip
+    """The model's response to each entry, `batch` prompts at a time (greedy, stopping at
+    <|endoftext|>), with a progress bar."""
+    enc = tokenizer.gpt2()
+    prompts = [enc.encode_ordinary(instruct.format_prompt(e) + instruct.RESPONSE) for e in entries]
+    # One answer length for the whole run, so every batch reuses the same few programs; a model
+    # with a short context answers at least a quarter of it, cutting the longest prompts.
+    room = cfg.context_length - max(len(p) for p in prompts)
+    n = min(max_new_tokens, max(room, cfg.context_length // 4))
+    responses = []
+    bar = tqdm(range(0, len(prompts), batch), desc="answering", unit="batch", disable=not progress)
+    for start in bar:
+        chunk = prompts[start : start + batch]
+        # A short last batch is filled up with copies, keeping the batch shape (and program).
+        out = generate(cfg, params, chunk + [chunk[-1]] * (batch - len(chunk)),
+                       max_new_tokens=n, eos_id=tokenizer.EOT_ID)  # fmt: skip
+        for row in out[: len(chunk)]:
+            new = np.asarray(row[-n:]).tolist()
+            new = new[: new.index(tokenizer.EOT_ID)] if tokenizer.EOT_ID in new else new
+            responses.append(instruct.response_of(enc.decode(new)))
+    return responses
+
+
+def write_answers(cfg, params, entries, path: Path, batch: int, max_new_tokens: int,
+                  progress: bool = True) -> None:  # fmt: skip
+    start = time.perf_counter()
+    responses = answer(cfg, params, entries, batch=batch, max_new_tokens=max_new_tokens,
+                       progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - start
+    rows = [{**e, "model_response": r} for e, r in zip(entries, responses, strict=True)]
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    tmp.replace(path)
+    print(f"answered {len(rows)} test prompts in {seconds:.1f} s ({batch} at a time): {path}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    ckpt: str = option("runs/default", "an instruct run or an instruction-tuned model folder")
+    data: str = option("instruction-data", "records whose test split is answered")
+    train_ratio: float = option(0.85, "as in training: records before the test split")
+    test_ratio: float = option(0.1, "as in training: the test split's fraction")
+    answer_batch: int = option(8, "prompts answered together")
+    max_new_tokens: int = option(256, "longest answer")
+    out: str | None = option(None, "output file (default: test-responses.json beside the run)")
+
+
+def answer_main(argv) -> None:
+    opts = parse(Answer, argv, description="answer the test split with a trained model")
+    run = Path(opts.ckpt)
+    cfg, params = load_model(run / "model" if (run / "model").is_dir() else run)
+    entries = instruct.split(instruct.load_entries(opts.data), opts.train_ratio,
+                             opts.test_ratio)["test"]  # fmt: skip
+    out = Path(opts.out) if opts.out else run / "test-responses.json"
+    write_answers(cfg, jax.device_put(params), entries, out, opts.answer_batch,
+                  opts.max_new_tokens)  # fmt: skip
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["answer"]:
+        return answer_main(argv[1:])
+    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
+    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
+    loop.run(opts, Instruct(opts))
+
+
+if __name__ == "__main__":
+    run_cli(main)
