@@ -1,6 +1,6 @@
 """gptjax: GPT-2 rebuilt from scratch as pure-functional JAX."""
 
-from gptjax import classifier, lora, textdata, tokenizer
+from gptjax import classifier, dpo, finetune, instruct, lora, textdata, tokenizer
 from gptjax.classifier import GPTClassifier, init_classifier
 from gptjax.config import GPTConfig
 from gptjax.generation import generate
@@ -12,9 +12,12 @@ __all__ = [
     "GPTConfig",
     "classifier",
     "count_params",
+    "dpo",
+    "finetune",
     "generate",
     "init_classifier",
     "init_params",
+    "instruct",
     "lora",
     "textdata",
     "tokenizer",

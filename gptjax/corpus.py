@@ -88,8 +88,20 @@ def load_tokens(source: str, *, progress: bool = True) -> np.memmap:
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
+class Shuffled:
+    """A dataset of `len(self)` examples read in a fresh order each epoch; subclasses give
+    `__len__` and `batch(rows)`."""
+
+    def batches_per_epoch(self, B: int) -> int:
+        return len(self) // B  # the last partial batch is dropped
+
+    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
+        """Row indices of batch `index` of `epoch`: a function of (seed, epoch) only."""
+        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
+
+
 @dataclass
-class Windows:
+class Windows(Shuffled):
     """Sliding windows of T tokens over a token array, read lazily, shuffled per epoch."""
 
     tokens: np.ndarray  # [n] (usually a memmap)
@@ -110,18 +122,11 @@ class Windows:
     def __len__(self) -> int:
         return len(self.starts)
 
-    def batches_per_epoch(self, B: int) -> int:
-        return len(self) // B
-
     def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Windows at `rows` (indices into starts) as {"inputs", "targets"}: int32 [B, T]."""
         idx = self.starts[rows][:, None] + np.arange(self.T + 1)[None, :]
         ids = np.asarray(self.tokens[idx], np.int32)
         return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
-
-    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
-        """Row indices of batch `index` of `epoch`: a function of (seed, epoch) only."""
-        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
 
 @functools.lru_cache(maxsize=4)

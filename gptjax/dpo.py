@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gptjax.corpus import epoch_rows
+from gptjax.corpus import Shuffled
 from gptjax.instruct import bucket
 from gptjax.tokenizer import EOT_ID
 
@@ -46,7 +46,7 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
     return jnp.mean(losses), chosen, rejected
 
 
-class Pairs:
+class Pairs(Shuffled):
     """Preference pairs as a training dataset: chosen and rejected token sequences with their
     response masks (the prompt and padding out), padded to a bucket length, and the reference
     model's log-probabilities of each (`ref`, filled once before training)."""
@@ -58,12 +58,6 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.chosen)
-
-    def batches_per_epoch(self, B: int) -> int:
-        return len(self) // B
-
-    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
-        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
     def batch(self, rows) -> dict[str, np.ndarray]:
         """{"chosen", "rejected"}: int32 [B, T]; {"chosen_mask", "rejected_mask"}: bool [B, T]

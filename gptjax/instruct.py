@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.cache import fetch
-from gptjax.corpus import epoch_rows
+from gptjax.corpus import Shuffled
 from gptjax.tokenizer import EOT_ID
 
 IGNORE = -100
@@ -130,7 +130,7 @@ def split(entries: list, train_ratio=0.85, test_ratio=0.1) -> dict[str, list]:
             "validation": entries[n_train + n_test :]}  # fmt: skip
 
 
-class Sequences:
+class Sequences(Shuffled):
     """Tokenized examples as a training dataset: batches are collated like the book's and padded
     on the right up to a bucket length, so an epoch compiles a handful of step programs."""
 
@@ -139,12 +139,6 @@ class Sequences:
 
     def __len__(self) -> int:
         return len(self.tokens)
-
-    def batches_per_epoch(self, B: int) -> int:
-        return len(self) // B
-
-    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
-        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
     def batch(self, rows) -> dict[str, np.ndarray]:
         """{"inputs", "targets"}: int32 [B, T], T a bucket length <= max_length."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.cache import fetch
-from gptjax.corpus import epoch_rows
+from gptjax.corpus import Shuffled
 from gptjax.tokenizer import EOT_ID
 
 NAMED = {"sms-spam": "sms-spam/SMSSpamCollection"}
@@ -163,7 +163,7 @@ def encode(texts: list[str], enc, max_length: int | None, pad_id: int = EOT_ID) 
 
 
 @dataclass
-class Examples:
+class Examples(Shuffled):
     """Encoded texts and labels as a training dataset: every batch has the same shape [B, L],
     so one compiled step serves them all."""
 
@@ -172,12 +172,6 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def batches_per_epoch(self, B: int) -> int:
-        return len(self) // B  # the last partial batch is dropped, as the book's loader does
-
-    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
-        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
     def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """{"inputs": int32 [B, L], "labels": int32 [B]}."""

@@ -57,3 +57,12 @@ def test_dict_round_trip():
     assert GPTConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="n_embd"):
         GPTConfig.from_dict({**cfg.to_dict(), "n_embd": 3})
+
+
+def test_import_gptjax_gives_its_modules():
+    import subprocess
+    import sys
+
+    code = ("import gptjax; gptjax.tokenizer.gpt2; gptjax.lora.LoRAConfig; gptjax.textdata.load; "
+            "gptjax.instruct.collate; gptjax.dpo.dpo_loss; gptjax.GPTClassifier")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

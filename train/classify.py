@@ -31,7 +31,7 @@ from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.finetune import MODES, lora_config, merged, trainable_paths, with_adapters
 from gptjax.model import count_params
-from gptjax.options import option, parse, run_cli
+from gptjax.options import option, run_cli
 from gptjax.training import IGNORE, split
 from train import loop
 from train.classify_predict import predict
@@ -169,10 +169,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:
         return predict(argv[1:])
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
-    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    task = Classify(opts)
-    loop.run(opts, task)
+    loop.main(Options, Classify, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from convert.load import load_model
 from gptjax import GPT, dpo, instruct, parallel, tokenizer
 from gptjax.checkpoint import save_model
 from gptjax.model import count_params
-from gptjax.options import option, parse, run_cli
+from gptjax.options import option, run_cli
 from train import loop
 from train.evaluate import Evaluator
 from train.instruct import TASK
@@ -166,9 +166,7 @@ class DPO:
 
 
 def main(argv=None) -> None:
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
-    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    loop.run(opts, DPO(opts))
+    loop.main(Options, DPO, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -209,9 +209,7 @@ def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["answer"]:
         return answer_main(argv[1:])
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
-    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    loop.run(opts, Instruct(opts))
+    loop.main(Options, Instruct, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 from gptjax import parallel
 from gptjax.checkpoint import RunCheckpoints
 from gptjax.checksum import ChecksumError
-from gptjax.options import option
+from gptjax.options import option, parse
 from gptjax.training import (
     LossFn,
     OptimConfig,
@@ -88,6 +88,14 @@ class Task(Protocol):
     def abstract_params(self) -> Any: ...  # their shapes (jax.eval_shape), for --resume
     def evaluate(self, params, step: int) -> tuple[dict, str]: ...  # metrics, line to print
     def finish(self, params) -> None: ...  # after the last step: results, exports
+
+
+def main(options: type, make_task, argv, doc: str) -> None:
+    """A training script's entry point: parse its options, join a multi-host run if asked,
+    build its task and run it."""
+    opts = parse(options, argv, description=doc.split("\n\n")[0])
+    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
+    run(opts, make_task(opts))
 
 
 def run(opts: RunOptions, task: Task) -> None:

@@ -23,7 +23,7 @@ from gptjax.config import PRESETS, GPTConfig
 from gptjax.corpus import Windows, load_tokens
 from gptjax.data import train_val_split
 from gptjax.model import INITS, abstract_params, count_params, init_params
-from gptjax.options import option, parse, run_cli
+from gptjax.options import option, run_cli
 from gptjax.training import lm_loss, make_eval_step, perplexity
 from train import loop
 from train.evaluate import Evaluator
@@ -112,9 +112,7 @@ class Pretrain:
 
 
 def main(argv=None) -> None:
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
-    parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    loop.run(opts, Pretrain(opts))
+    loop.main(Options, Pretrain, argv, __doc__)
 
 
 if __name__ == "__main__":
