@@ -143,7 +143,8 @@ def test_cli_converts_and_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "out"
     res = run_convert("openai", str(FIXTURE), str(out))
     assert res.returncode == 0, res.stderr
-    assert {p.name for p in out.iterdir()} == {"config.json", "params", "encoder.json", "vocab.bpe"}
+    files = {"config.json", "params", "checksums.json", "encoder.json", "vocab.bpe"}
+    assert {p.name for p in out.iterdir()} == files
     res = run_convert("export-hf", str(out), str(tmp_path / "hf"))
     assert res.returncode == 0 and (tmp_path / "hf" / "model.safetensors").is_file()
 
