@@ -108,6 +108,9 @@ def test_lora_run_exports_peft_and_predicts(labelled, tmp_path):
     assert pred.returncode == 0, pred.stderr
     label, prob, text = pred.stdout.strip().split("\t")
     assert label in ("neg", "pos") and 0.5 <= float(prob) <= 1 and text == "lovely movie"
+    again = run(out, "--data", str(labelled), "--trainable", "lora", "--lora-rank", "4",
+                "--max-steps", "4", "--eval-every", "2", "--resume")  # fmt: skip
+    assert again.returncode == 0 and "already finished (step 4 of 4)" in again.stderr
 
 
 def test_user_errors_are_one_line(tmp_path):

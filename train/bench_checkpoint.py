@@ -48,10 +48,10 @@ def main(argv=None) -> None:
     sums, saves, restores = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = RunCheckpoints(tmp, keep=2)
-        for step in range(1, opts.repeats + 1):
+        for n in range(1, opts.repeats + 1):
             sums.append(timed(lambda: {**checksums(state.params, "p"), **checksums(train, "t")}))
-            saves.append(timed(lambda s=step: (ckpts.save(s, state, {}), ckpts.wait())))
-            restores.append(timed(lambda s=step: ckpts.restore(s, abstract)))
+            saves.append(timed(lambda s=n: (ckpts.save(s, state, {}), ckpts.wait())))
+            restores.append(timed(lambda s=n: ckpts.restore(s, abstract)))
         ckpts.close()
     med = lambda xs: float(np.median(xs))
     print(f"{opts.preset} train state: {size / 2**30:.2f} GiB; median of {opts.repeats}")

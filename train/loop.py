@@ -8,6 +8,7 @@ evaluations and checkpoints on schedule, OUT/metrics.jsonl, plots and a progress
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import sys
@@ -138,7 +139,8 @@ def start_state(opts: RunOptions, task: Task, optimizer, ckpts: RunCheckpoints, 
     if not opts.resume:
         return jax.jit(fresh, out_shardings=shardings)(params), shardings
     saved = ckpts.meta(latest)
-    for key, value in task.identity.items():
+    # Compared as JSON sees them: the meta was saved as JSON (tuples come back as lists).
+    for key, value in json.loads(json.dumps(task.identity)).items():
         if saved.get(key) != value:
             diff = _diff(saved.get(key), value)
             what = "model config" if key == "model" else key
