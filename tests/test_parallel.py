@@ -66,3 +66,26 @@ def test_two_processes_equal_one(tmp_path):
         finish(p)
     np.testing.assert_allclose(curve(tmp_path / "multi"), curve(tmp_path / "single"), rtol=1e-5)
     assert (tmp_path / "multi" / "checkpoints" / "4").is_dir()
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
+    import signal
+    import time
+
+    coordinator = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "multi"
+    procs = [
+        pretrain(out, "--coordinator", coordinator, "--num-processes", "2", "--process-id",
+                 str(i), "--max-steps", "2000", "--eval-every", "1000", "--ckpt-every", "1000")
+        for i in range(2)
+    ]  # fmt: skip
+    metrics, deadline = out / "metrics.jsonl", time.time() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert all(p.poll() is None for p in procs) and time.time() < deadline
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # only the second process is preempted
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs
+    stopped = int(errs[0].split("after step ")[1].split(" ")[0])
+    assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [stopped]
+    assert len(metrics.read_text().splitlines()) == stopped
