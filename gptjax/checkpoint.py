@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,6 +59,15 @@ def save_model(
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
     return directory
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write `obj` as indented JSON under a temporary name, then rename: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ format in OUT/peft). `predict` prints label, probability and text for each text 
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from convert.load import load_model
 from convert.peft import to_peft
 from gptjax import parallel, textdata, tokenizer
-from gptjax.checkpoint import save_model
+from gptjax.checkpoint import save_model, write_json
 from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.finetune import MODES, lora_config, merged, trainable_paths, with_adapters
@@ -155,7 +154,7 @@ class Classify:
         out = Path(self.opts.out)
         results = {f"{s}_accuracy": a for s, a in acc.items()}
         results["examples"] = {s: len(d) for s, d in self.data.items()}
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_json(out / "results.json", results)
         merged = jax.tree.map(np.asarray, self.merged(params))
         save_model(out / "model", self.cfg, merged, classifier=self.head)
         if self.lcfg is not None:

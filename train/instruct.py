@@ -15,7 +15,6 @@ OUT/peft). Score the answers with `python -m train.judge OUT/test-responses.json
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from convert.load import load_model
 from convert.peft import to_peft
 from gptjax import generate, instruct, parallel, tokenizer
-from gptjax.checkpoint import save_model
+from gptjax.checkpoint import save_model, write_json
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.finetune import lora_config, merged, trainable_paths, with_adapters
 from gptjax.model import count_params, init_params
@@ -177,9 +176,7 @@ def write_answers(cfg, params, entries, path: Path, batch: int, max_new_tokens: 
                        progress=progress)  # fmt: skip
     seconds = time.perf_counter() - start
     rows = [{**e, "model_response": r} for e, r in zip(entries, responses, strict=True)]
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(rows, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, rows)
     print(f"answered {len(rows)} test prompts in {seconds:.1f} s ({batch} at a time): {path}")
 
 

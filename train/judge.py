@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gptjax.checkpoint import write_json
 from gptjax.instruct import format_prompt
 from gptjax.options import argument, option, parse, run_cli
 
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
         "scores": scores,
         "replies": replies,
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"mean score {mean:.2f} over {len(valid)} of {len(scores)} answers "
           f"({len(scores) - len(valid)} replies held no score): {out}")  # fmt: skip
 
