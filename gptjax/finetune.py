@@ -7,6 +7,8 @@ import jax
 
 from gptjax import lora
 from gptjax.config import GPTConfig
+from gptjax.model import count_params
+from gptjax.training import split
 
 MODES = ("head", "last-block", "all", "lora")
 
@@ -39,6 +41,13 @@ def with_adapters(params: dict, lcfg: lora.LoRAConfig | None, rng: jax.Array) ->
     if lcfg is None:
         return params
     return {"model": params, "lora": lora.init(lcfg, params, rng)}
+
+
+def counts(params: dict, trainable, lcfg: lora.LoRAConfig | None) -> tuple[int, int]:
+    """(trainable numbers, numbers in the model itself): no merge needed to count."""
+    trained, _ = split(params, trainable)
+    model = params if lcfg is None else params["model"]
+    return count_params(trained), count_params(model)
 
 
 def merged(params: dict, lcfg: lora.LoRAConfig | None) -> dict:

@@ -73,13 +73,8 @@ def next_token(logits, keys, sampling: Sampling, temperature, top_p) -> jax.Arra
 
 def row_keys(rng: jax.Array, B: int) -> jax.Array:
     """[B] keys for B rows: `rng` itself when it is already [B] keys, else fold_in(rng, b)."""
-    if (
-        rng.ndim == 1
-        and rng.shape[0] == B
-        and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
-    ):
-        return rng
-    if rng.ndim == 2 and rng.shape[0] == B:  # raw uint32 keys
+    typed = jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)
+    if rng.ndim == (1 if typed else 2) and rng.shape[0] == B:  # typed [B] or raw uint32 [B, 2]
         return rng
     return jax.vmap(lambda b: jax.random.fold_in(rng, b))(jnp.arange(B))
 
@@ -146,7 +141,7 @@ def is_ragged(prompt) -> bool:
     """A list of token lists that are not all the same length."""
     if isinstance(prompt, (np.ndarray, jax.Array)) or not len(prompt):
         return False
-    return not all(np.ndim(p) == 1 for p in prompt) or len({len(p) for p in prompt}) > 1
+    return len({len(p) for p in prompt}) > 1
 
 
 def prepare_prompt(cfg: GPTConfig, prompt, max_new_tokens: int) -> jax.Array:

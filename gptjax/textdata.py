@@ -154,7 +154,11 @@ def _as_split(rows: list[tuple[str, str]], names: list[str]) -> Split:
 def encode(texts: list[str], enc, max_length: int | None, pad_id: int = EOT_ID) -> np.ndarray:
     """Token ids [n, L]: each text's first L tokens, right-padded with pad_id. L = max_length,
     or the longest text's length when None."""
-    ids = [enc.encode_ordinary(t) for t in texts]
+    return pad([enc.encode_ordinary(t) for t in texts], max_length, pad_id)
+
+
+def pad(ids: list[list[int]], max_length: int | None, pad_id: int = EOT_ID) -> np.ndarray:
+    """Token lists -> [n, L] as `encode` does, for texts already tokenized."""
     L = max_length or max(len(x) for x in ids)
     out = np.full((len(ids), L), pad_id, np.int32)
     for i, x in enumerate(ids):

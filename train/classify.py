@@ -22,37 +22,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convert.load import load_model
 from convert.peft import to_peft
 from gptjax import parallel, textdata, tokenizer
 from gptjax.checkpoint import save_model, write_json
 from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.finetune import MODES, lora_config, merged, trainable_paths, with_adapters
-from gptjax.model import count_params
+from gptjax.finetune import MODES, counts, lora_config, merged, trainable_paths, with_adapters
 from gptjax.options import option, run_cli
-from gptjax.training import IGNORE, split
+from gptjax.training import IGNORE
 from train import loop
 from train.classify_predict import predict
 from train.evaluate import Evaluator
+from train.options import LoRAOptions, starting_model
 
 
 @dataclass(frozen=True)
-class Options(loop.RunOptions):
+class Options(LoRAOptions):
     data: str = option("sms-spam", "sms-spam, a labelled TSV/CSV file, or a folder of splits")
     preset: str = option("124M", "model size when no --init-from is given", choices=list(PRESETS))
     trainable: str = option("last-block", "what trains", choices=list(MODES))
-    lora_rank: int = option(16, "LoRA rank r (--trainable lora)")
-    lora_alpha: float = option(16.0, "LoRA alpha; the update is scaled by alpha / r")
-    lora_targets: str = option("c_attn,c_proj,c_fc", "Dense modules LoRA adapts (add score?)")
     pooling: str = option("last-non-pad", "where each row is read", choices=list(POOLINGS))
     max_length: int | None = option(None, "tokens per text (default: longest training text)")
-    drop_rate: float = option(0.0, "dropout rate while finetuning")
     split_seed: int = option(123, "seed that shuffles a single labelled file into splits")
-    # The book's recipe: AdamW 5e-5, weight decay 0.1, batch 8, 5 epochs, no clipping.
-    lr: float = option(5e-5, "learning rate (constant unless --min-lr-ratio < 1)")
-    min_lr_ratio: float = option(1.0, "cosine decay ends at this fraction of --lr")
-    grad_clip: float = option(0.0, "global-norm clip; 0 disables")
+    # The book's recipe (AdamW 5e-5, weight decay 0.1, batch 8, no clipping) over 5 epochs.
     epochs: int = option(5, "passes over the training texts when --max-steps is not given")
     eval_every: int = option(50, "steps between evaluations")
 
@@ -65,11 +57,11 @@ class Classify:
         self.names, splits = textdata.load(opts.data, seed=opts.split_seed)
         cfg, self.base = self._model()
         self.enc = tokenizer.gpt2()
-        L = opts.max_length or min(cfg.context_length, max(
-            len(self.enc.encode_ordinary(t)) for t in splits["train"].texts))  # fmt: skip
+        ids = {s: [self.enc.encode_ordinary(t) for t in sp.texts] for s, sp in splits.items()}
+        L = opts.max_length or min(cfg.context_length, max(len(x) for x in ids["train"]))
         if cfg.context_length < L:
             raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
-        self.data = {s: textdata.Examples(textdata.encode(sp.texts, self.enc, L), sp.labels)
+        self.data = {s: textdata.Examples(textdata.pad(ids[s], L), sp.labels)
                      for s, sp in splits.items()}  # fmt: skip
         self.train, self.cfg, C = self.data["train"], cfg, len(self.names)
         self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
@@ -90,15 +82,16 @@ class Classify:
 
     def _model(self) -> tuple[GPTConfig, dict | None]:
         opts = self.opts
-        if opts.init_from is None:
-            return GPTConfig.preset(opts.preset, drop_rate=opts.drop_rate), None
-        cfg, params = load_model(opts.init_from)
-        tokenizer.check_vocab(cfg.vocab_size, opts.init_from)
-        if "score" in params and params["score"]["kernel"].shape[1] != len(self.names):
+        cfg, params = starting_model(opts.init_from, opts.preset, opts.drop_rate)
+        if (
+            params is not None
+            and "score" in params
+            and (params["score"]["kernel"].shape[1] != len(self.names))
+        ):
             raise ValueError(f"{opts.init_from}: a classifier of "
                              f"{params['score']['kernel'].shape[1]} classes; {opts.data} has "
                              f"{len(self.names)}")  # fmt: skip
-        return dataclasses.replace(cfg, drop_rate=opts.drop_rate), params
+        return cfg, params
 
     def init_params(self):
         key = jax.random.key(self.opts.seed)
@@ -141,11 +134,8 @@ class Classify:
         return {"eval_train_loss": tl, "val_loss": vl, "train_acc": ta, "val_acc": va}, line
 
     def describe(self, params) -> str:
-        trained, _ = split(params, self.trainable)
-        total = count_params(self.merged(params))
-        return (
-            f"trainable parameters: {count_params(trained):,} of {total:,} ({self.opts.trainable})"
-        )
+        trained, total = counts(params, self.trainable, self.lcfg)
+        return f"trainable parameters: {trained:,} of {total:,} ({self.opts.trainable})"
 
     def finish(self, params) -> None:
         acc = {s: self.scores(params, s, None)[1] for s in textdata.SPLITS}

@@ -12,7 +12,6 @@ checkpoints (--resume) and the tuned model in OUT/model.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from convert.load import load_model
 from gptjax import GPT, dpo, instruct, parallel, tokenizer
 from gptjax.checkpoint import save_model
 from gptjax.model import count_params
@@ -29,25 +27,23 @@ from gptjax.options import option, run_cli
 from train import loop
 from train.evaluate import Evaluator
 from train.instruct import TASK
+from train.options import FinetuneOptions, starting_model
 
 STATS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "pref_acc")
 
 
 @dataclass(frozen=True)
-class Options(loop.RunOptions):
+class Options(FinetuneOptions):
     data: str = option("instruction-data-with-preference",
                        "named dataset or JSON list with chosen/rejected")  # fmt: skip
     beta: float = option(0.1, "how far the policy may move from the reference")
     sum_logprobs: bool = option(False, "sum response log-probs (DPO paper, TRL), not average")
     max_length: int | None = option(None, "tokens per sequence (default: the context)")
-    drop_rate: float = option(0.0, "dropout rate of the policy")
     train_ratio: float = option(0.85, "leading fraction of the pairs for training")
     test_ratio: float = option(0.1, "the next fraction held out; the rest validates")
     # The book's recipe: AdamW 5e-6, weight decay 0.01, batch 8, 1 epoch, eval every 5 steps.
     lr: float = option(5e-6, "learning rate (constant unless --min-lr-ratio < 1)")
     weight_decay: float = option(0.01, "AdamW weight decay (>= 2-D weights only)")
-    min_lr_ratio: float = option(1.0, "cosine decay ends at this fraction of --lr")
-    grad_clip: float = option(0.0, "global-norm clip; 0 disables")
     eval_every: int = option(5, "steps between evaluations")
 
 
@@ -70,9 +66,8 @@ class DPO:
         if not opts.init_from:
             raise ValueError("--init-from is required: DPO tunes a trained model (the reference)")
         self.opts = opts
-        cfg, self.ref_params = load_model(opts.init_from)
-        tokenizer.check_vocab(cfg.vocab_size, opts.init_from)
-        self.cfg = cfg = dataclasses.replace(cfg, drop_rate=opts.drop_rate)
+        cfg, self.ref_params = starting_model(opts.init_from, "", opts.drop_rate)
+        self.cfg = cfg
         L = opts.max_length or cfg.context_length
         entries = instruct.load_entries(opts.data, required=("chosen", "rejected"))
         for i, e in enumerate(entries):
@@ -95,6 +90,7 @@ class DPO:
         }  # fmt: skip
         self.evaluator = Evaluator(self.eval_step, parallel.make_mesh(), opts.batch_size,
                                    opts.eval_batches)  # fmt: skip
+        self.reference_step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
         for name, pairs in self.data.items():
             self.reference(pairs, name)
 
@@ -111,7 +107,7 @@ class DPO:
 
     def reference(self, pairs: dpo.Pairs, name: str) -> None:
         """The frozen reference's log-probabilities, computed once per pair before training."""
-        step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
+        step = self.reference_step
         B = self.opts.batch_size
         lead = jax.process_index() == 0 and self.opts.progress
         for start in tqdm(range(0, len(pairs), B), desc=f"reference log-probs ({name})",

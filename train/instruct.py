@@ -30,35 +30,29 @@ from convert.peft import to_peft
 from gptjax import generate, instruct, parallel, tokenizer
 from gptjax.checkpoint import save_model, write_json
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.finetune import lora_config, merged, trainable_paths, with_adapters
-from gptjax.model import count_params, init_params
+from gptjax.finetune import counts, lora_config, merged, trainable_paths, with_adapters
+from gptjax.model import init_params
 from gptjax.options import option, parse, run_cli
-from gptjax.training import loss_sum, make_eval_step, split
+from gptjax.training import loss_sum, make_eval_step
 from train import loop
 from train.evaluate import Evaluator
+from train.options import LoRAOptions, starting_model
 
 TASK = {"kind": "instruct", "template": "alpaca"}
 
 
 @dataclass(frozen=True)
-class Options(loop.RunOptions):
+class Options(LoRAOptions):
     data: str = option("instruction-data", "instruction-data, or a JSON/JSONL list of records")
     preset: str = option("355M", "model size when no --init-from is given", choices=list(PRESETS))
     trainable: str = option("all", "what trains", choices=["all", "lora"])
-    lora_rank: int = option(16, "LoRA rank r (--trainable lora)")
-    lora_alpha: float = option(16.0, "LoRA alpha; the update is scaled by alpha / r")
-    lora_targets: str = option("c_attn,c_proj,c_fc", "Dense modules LoRA adapts")
     mask_instruction: bool = option(False, "train on the responses only (the book's ex. 7.2)")
     max_length: int | None = option(None, "tokens per example (default: the context)")
-    drop_rate: float = option(0.0, "dropout rate while finetuning")
     train_ratio: float = option(0.85, "leading fraction of the records for training")
     test_ratio: float = option(0.1, "the next fraction for testing; the rest validates")
     max_new_tokens: int = option(256, "longest answer to the test split")
     answer_batch: int = option(8, "test prompts answered together")
-    # The book's recipe: AdamW 5e-5, weight decay 0.1, batch 8, 2 epochs, eval every 5 steps.
-    lr: float = option(5e-5, "learning rate (constant unless --min-lr-ratio < 1)")
-    min_lr_ratio: float = option(1.0, "cosine decay ends at this fraction of --lr")
-    grad_clip: float = option(0.0, "global-norm clip; 0 disables")
+    # The book's recipe (AdamW 5e-5, weight decay 0.1, batch 8) for 2 epochs, eval every 5.
     epochs: int = option(2, "passes over the training records when --max-steps is not given")
     eval_every: int = option(5, "steps between evaluations")
 
@@ -70,12 +64,8 @@ class Instruct:
         self.opts, self.enc = opts, tokenizer.gpt2()
         self.splits = instruct.split(instruct.load_entries(opts.data), opts.train_ratio,
                                      opts.test_ratio)  # fmt: skip
-        if opts.init_from:
-            cfg, self.base = load_model(opts.init_from)
-            tokenizer.check_vocab(cfg.vocab_size, opts.init_from)
-        else:
-            cfg, self.base = GPTConfig.preset(opts.preset), None
-        self.cfg = cfg = dataclasses.replace(cfg, drop_rate=opts.drop_rate)
+        cfg, self.base = starting_model(opts.init_from, opts.preset, opts.drop_rate)
+        self.cfg = cfg
         L = opts.max_length or cfg.context_length
         if cfg.context_length < L:
             raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
@@ -117,11 +107,11 @@ class Instruct:
         return jax.eval_shape(self.init_params)
 
     def describe(self, params) -> str:
-        trained, _ = split(params, self.trainable)
+        trained, total = counts(params, self.trainable, self.lcfg)
         buckets = self.train.buckets(self.opts.batch_size, seed=self.opts.seed)
-        return (f"trainable parameters: {count_params(trained):,} of "
-                f"{count_params(self.merged(params)):,} ({self.opts.trainable}); an epoch "
-                f"compiles {len(buckets)} step programs, batches per length {buckets}")  # fmt: skip
+        return (f"trainable parameters: {trained:,} of {total:,} ({self.opts.trainable}); an "
+                f"epoch compiles {len(buckets)} step programs, batches per length "
+                f"{buckets}")  # fmt: skip
 
     def loss(self, params, data) -> float:
         sums = self.evaluator.sums(params, data)

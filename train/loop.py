@@ -12,7 +12,6 @@ import json
 import math
 import signal
 import sys
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 from gptjax import parallel
 from gptjax.checkpoint import RunCheckpoints
 from gptjax.checksum import ChecksumError
-from gptjax.options import option, parse
+from gptjax.options import parse
 from gptjax.training import (
     LossFn,
     OptimConfig,
@@ -31,38 +30,8 @@ from gptjax.training import (
     make_train_step,
 )
 from train.guard import RunLock, StopSignals
+from train.options import RunOptions
 from train.runlog import RunLog
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What every training script shares; a script's Options subclass it (and may redeclare a
-    field to change its default)."""
-
-    batch_size: int = option(8, "global batch size B (all devices, all processes)")
-    max_steps: int | None = option(None, "total optimizer steps (default: --epochs of data)")
-    epochs: int = option(1, "passes over the training data when --max-steps is not given")
-    lr: float = option(4e-4, "peak learning rate")
-    min_lr_ratio: float = option(0.1, "cosine decay ends at this fraction of --lr")
-    warmup_steps: int = option(0, "linear warmup steps")
-    weight_decay: float = option(0.1, "AdamW weight decay (>= 2-D weights only)")
-    grad_clip: float = option(1.0, "global-norm clip; 0 disables")
-    grad_accum: int = option(1, "micro-batches per step")
-    eval_every: int = option(50, "steps between evaluations")
-    eval_batches: int = option(5, "batches per loss estimate")
-    ckpt_every: int = option(100, "steps between checkpoints")
-    keep: int = option(3, "checkpoints kept")
-    out: str = option("runs/default", "run directory")
-    resume: bool = option(False, "continue from the latest checkpoint in --out")
-    init_from: str | None = option(None, "start from a checkpoint, run or converted model")
-    seed: int = option(0, "seed for init, shuffling and dropout")
-    dtype: str = option("float32", "compute dtype", choices=["float32", "bfloat16"])
-    parallel: str = option("jit", "data-parallel formulation", choices=["jit", "pmap"])
-    fsdp: bool = option(False, "shard params and optimizer state over devices (jit only)")
-    coordinator: str | None = option(None, "multi-host: coordinator host:port")
-    num_processes: int | None = option(None, "multi-host: number of processes")
-    process_id: int | None = option(None, "multi-host: this process's index")
-    progress: bool = option(True, "show a progress bar")
 
 
 class Dataset(Protocol):
@@ -229,10 +198,10 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
                 record.update(evals)
                 log.say(line)
             log.write(record, plot=evaluated)
-            epoch, index = divmod(step, per_epoch)
-            meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
             signum = stop.requested()
             if done % opts.ckpt_every == 0 or done == total or signum:
+                epoch, index = divmod(step, per_epoch)
+                meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
                 # The last one (or one before stopping) must be on disk before we go on.
                 save(ckpts, done, single(state), meta, wait=bool(signum) or done == total)
             if signum:

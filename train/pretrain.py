@@ -10,14 +10,12 @@ OUT/checkpoints (continue with --resume). Sample afterwards with
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from convert.load import load_model
 from gptjax import generate, parallel, tokenizer
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.corpus import Windows, load_tokens
@@ -27,10 +25,11 @@ from gptjax.options import option, run_cli
 from gptjax.training import lm_loss, make_eval_step, perplexity
 from train import loop
 from train.evaluate import Evaluator
+from train.options import RunOptions, starting_model
 
 
 @dataclass(frozen=True)
-class Options(loop.RunOptions):
+class Options(RunOptions):
     data: str = option("the-verdict", "named dataset, .txt file or folder of .txt files")
     preset: str = option("tiny", "model size", choices=list(PRESETS))
     context_length: int | None = option(None, "tokens per window (default: the preset's)")
@@ -45,16 +44,12 @@ class Options(loop.RunOptions):
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
     arch = {k: v for k in ("qkv_bias", "tie_embeddings") if (v := getattr(opts, k)) is not None}
-    if opts.init_from:
-        if arch or opts.init != "gpt2":
-            raise ValueError("--init, --qkv-bias and --tie-embeddings shape a --preset model; "
-                             "--init-from brings its own weights")  # fmt: skip
-        cfg, params = load_model(opts.init_from)
-        return dataclasses.replace(cfg, drop_rate=opts.drop_rate), params
-    overrides = {"drop_rate": opts.drop_rate, **arch}
-    if opts.context_length:
-        overrides["context_length"] = opts.context_length
-    return GPTConfig.preset(opts.preset, **overrides), None
+    if opts.init_from and (arch or opts.init != "gpt2"):
+        raise ValueError("--init, --qkv-bias and --tie-embeddings shape a --preset model; "
+                         "--init-from brings its own weights")  # fmt: skip
+    if opts.context_length and not opts.init_from:
+        arch["context_length"] = opts.context_length
+    return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
 
 
 class Pretrain:
@@ -63,7 +58,6 @@ class Pretrain:
     def __init__(self, opts: Options):
         cfg, self.params = model_config(opts)
         T = opts.context_length or cfg.context_length
-        tokenizer.check_vocab(cfg.vocab_size, opts.init_from or f"preset {opts.preset}")
         if cfg.context_length < T:
             raise ValueError(f"--context-length {T} exceeds the model's {cfg.context_length}")
         lead = jax.process_index() == 0
