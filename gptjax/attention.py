@@ -29,8 +29,9 @@ def simple_attention(x: jax.Array) -> jax.Array:
 
 
 def causal_mask(T: int, S: int, offset: jax.Array | int = 0) -> jax.Array:
-    """[T, S] bool: query t, at absolute position offset + t, may see key s iff s <= offset + t."""
-    return jnp.arange(S)[None, :] <= (offset + jnp.arange(T))[:, None]
+    """[T, S] bool: query t, at absolute position offset + t, may see key s iff s <= offset + t.
+    With `offset` [B] (one position per row), [B, T, S]."""
+    return jnp.arange(S) <= (jnp.expand_dims(offset, -1) + jnp.arange(T))[..., None]
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -84,13 +85,23 @@ class KVCache(NamedTuple):
         return cls(jnp.zeros((B, S, N, H), dtype), jnp.zeros((B, S, N, H), dtype))
 
 
+def write_cache(cache: jax.Array, new: jax.Array, pos) -> jax.Array:
+    """Write new [B, T, N, H] into cache [B, S, N, H] at position pos (scalar, or [B] per row)."""
+    new = new.astype(cache.dtype)
+    if jnp.ndim(pos) == 0:
+        return lax.dynamic_update_slice(cache, new, (0, pos, 0, 0))
+    row = lambda c, x, p: lax.dynamic_update_slice(c, x, (p, 0, 0))
+    return jax.vmap(row)(cache, new, pos)
+
+
 class MultiHeadAttention(nn.Module):
     """(d) GPT-2's `attn`: causal multi-head attention with a fused qkv projection `c_attn`.
 
     x: [B, T, D] -> ([B, T, D], cache). With a cache of length S, x holds positions
     pos .. pos+T-1; its keys and values are written into the cache and queries attend to every
-    cached position up to their own. `key_mask` [B, S] bool, when given, also hides the keys
-    where it is False (padding).
+    cached position up to their own. `pos` is a scalar, or [B] when each row is at its own
+    position (the batched server's slots). `key_mask` [B, S] bool, when given, also hides the
+    keys where it is False (padding).
     """
 
     n_heads: int
@@ -111,12 +122,13 @@ class MultiHeadAttention(nn.Module):
         # c_attn's output is [q | k | v], each split into N heads of H contiguous columns.
         q, k, v = (qkv.reshape(B, T, 3, N, H)[:, :, i] for i in range(3))
         if cache is not None:
-            k = lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (0, pos, 0, 0))
-            v = lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (0, pos, 0, 0))
+            k, v = write_cache(cache.k, k, pos), write_cache(cache.v, v, pos)
             cache = KVCache(k, v)
         S = k.shape[1]
         scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
         mask = causal_mask(T, S, pos)
+        if mask.ndim == 3:  # one position per row: [B, T, S] -> [B, 1, T, S]
+            mask = mask[:, None]
         if key_mask is not None:
             mask = mask & key_mask[:, None, None, :]  # [B, 1, T, S]
         weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)

@@ -6,6 +6,7 @@ canonical URL on first use and checked against its sha256:
     the-verdict.txt
     instruction-data.json, instruction-data-with-preference.json
     sms-spam/SMSSpamCollection
+    hellaswag_val.jsonl (HellaSwag's validation set, 10,042 examples)
     gpt2-bpe/encoder.json, gpt2-bpe/vocab.bpe
 """
 
@@ -45,6 +46,10 @@ FILES: dict[str, Remote] = {
         "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
         "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
         member="SMSSpamCollection",
+    ),
+    "hellaswag_val.jsonl": Remote(
+        "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+        "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588",
     ),
     "gpt2-bpe/encoder.json": Remote(
         f"{_BPE}/encoder.json", "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"

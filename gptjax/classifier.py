@@ -12,9 +12,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gptjax.config import GPTConfig
 from gptjax.model import trunk
+from gptjax.textdata import pad
 from gptjax.tokenizer import EOT_ID
 
 POOLINGS = ("last-non-pad", "last")
@@ -63,3 +65,26 @@ def init_classifier(
     kernel = 0.02 * jax.random.normal(rng, (cfg.emb_dim, num_classes), jnp.float32)
     body = {k: v for k, v in base.items() if k != "lm_head"}
     return {**body, "score": {"kernel": kernel}}
+
+
+class Predictor:
+    """Class probabilities for token lists, `batch_size` rows per call of one compiled program.
+
+    head: the classifier's `labels`, `pad_id` and `max_length` (texts keep their first
+    max_length tokens and are padded to it, as in training).
+    """
+
+    def __init__(self, module: GPTClassifier, params, head: dict, batch_size: int = 32):
+        self.head, self.batch_size = head, batch_size
+        self._apply = jax.jit(lambda ids: jax.nn.softmax(module.apply({"params": params}, ids)))
+
+    def __call__(self, token_lists: list[list[int]]) -> np.ndarray:
+        """n token lists -> probabilities [n, C] float32."""
+        B, pad_id = self.batch_size, self.head["pad_id"]
+        out = []
+        for start in range(0, len(token_lists), B):
+            ids = pad(token_lists[start : start + B], self.head["max_length"], pad_id)
+            # Pad the batch itself to B rows, so one compiled program serves every chunk.
+            ids = np.pad(ids, ((0, B - len(ids)), (0, 0)), constant_values=pad_id)
+            out.append(np.asarray(self._apply(ids))[: len(token_lists) - start])
+        return np.concatenate(out) if out else np.zeros((0, len(self.head["labels"])), np.float32)

@@ -102,12 +102,12 @@ def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, ma
                    dtype=dtype, name="wte")  # fmt: skip
     wpe = nn.Embed(cfg.context_length, cfg.emb_dim, embedding_init=nn.initializers.normal(0.01),
                    dtype=dtype, name="wpe")  # fmt: skip
-    positions = pos + jnp.arange(T)
+    positions = jnp.expand_dims(pos, -1) + jnp.arange(T)  # [T], or [B, T] for pos [B]
     if mask is not None:
         positions, key_mask = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0), mask  # [B, T]
     if offset is not None:
         S = T if cache is None else cache[0].k.shape[1]
-        positions = jnp.maximum(positions[None, :] - offset[:, None], 0)  # [B, T]
+        positions = jnp.maximum(positions - offset[:, None], 0)  # [B, T]
         key_mask = jnp.arange(S)[None, :] >= offset[:, None]  # [B, S]
     x = wte(tokens) + wpe(positions)
     x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
@@ -125,9 +125,9 @@ class GPT(nn.Module):
 
     `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32 and the softmax,
     LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
-    each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 and the call returns
-    (logits, new_cache) for incremental decoding. Padded rows: `mask` [B, T] bool (no cache)
-    or `offset` [B] left pads (see `trunk`).
+    each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 (`pos` a scalar, or [B]: one
+    per row) and the call returns (logits, new_cache) for incremental decoding. Padded rows:
+    `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`).
     """
 
     cfg: GPTConfig

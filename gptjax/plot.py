@@ -7,25 +7,28 @@ import os
 from pathlib import Path
 
 
-def plot_metrics(metrics_file: Path, out: Path, x: str, series: dict[str, str], ylabel: str):
-    """Write `out` (PNG): each key of `series` (-> its label) against `x`; keys logged every step
-    are drawn as lines, those logged at evaluations as points. Replaced atomically."""
+def plot_metrics(metrics_file: Path, out: Path, x: str, panels: list[tuple[str, dict[str, str]]]):
+    """Write `out` (PNG): one panel per (y label, {metric key: label}) that has data, side by
+    side, each key against `x`; keys logged every step are drawn as lines, those logged at
+    evaluations as points. Replaced atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in series.items():
-        points = [(r[x], r[key]) for r in records if key in r]
-        if points:
-            every_step = len(points) == len(records)
-            ax.plot(*zip(*points, strict=True), "-" if every_step else "o-", label=label,
-                    lw=1 if every_step else 1.5)  # fmt: skip
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(ylabel)
-    ax.legend()
+    panels = [(y, s) for y, s in panels if any(k in r for r in records for k in s)] or panels[:1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (ylabel, series) in zip(axes[0], panels, strict=True):
+        for key, label in series.items():
+            points = [(r[x], r[key]) for r in records if key in r]
+            if points:
+                every_step = len(points) == len(records)
+                ax.plot(*zip(*points, strict=True), "-" if every_step else "o-", label=label,
+                        lw=1 if every_step else 1.5)  # fmt: skip
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(ylabel)
+        ax.legend()
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.png")
     fig.savefig(tmp, dpi=100)
@@ -37,4 +40,4 @@ def plot_metrics(metrics_file: Path, out: Path, x: str, series: dict[str, str], 
 def plot_losses(metrics_file: Path, out: Path) -> Path:
     """The pretraining plot: train and validation loss against tokens seen."""
     series = {"train_loss": "train loss", "val_loss": "val loss"}
-    return plot_metrics(metrics_file, out, "tokens_seen", series, "cross entropy")
+    return plot_metrics(metrics_file, out, "tokens_seen", [("cross entropy", series)])

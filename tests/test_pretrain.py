@@ -92,8 +92,11 @@ def test_generate_samples_from_a_run(tmp_path):
         (lambda d: ((d / "bin.txt").write_bytes(b"\xff\xfe\x00bad") and None) or d / "bin.txt",
          "unreadable as UTF-8"),
         (lambda d: (d / "folder").mkdir() or d / "folder", "no .txt files"),
+        (lambda d: [(d / f"x_{s}.bin").write_bytes(b"\0" * 1100) for s in ("train_000001",
+                                                                            "val_000000")] and d,
+         "x_train_000001.bin: not an llm.c token shard (magic 0"),
     ],
-    ids=["missing", "empty", "too-short", "not-text", "empty-folder"],
+    ids=["missing", "empty", "too-short", "not-text", "empty-folder", "bad-shard"],
 )  # fmt: skip
 def test_bad_data_is_one_line(tmp_path, setup, needle):
     out = run(tmp_path / "run", "--data", str(setup(tmp_path)))

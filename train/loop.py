@@ -51,7 +51,8 @@ class Task(Protocol):
     loss_fn: LossFn  # (params, batch, rng, train) -> (loss_sum, count)
     trainable: Trainable | None  # path predicate; None trains everything
     seen: tuple[str, int]  # x axis of the log: ("tokens_seen", tokens per row), ...
-    plots: dict[str, tuple[str, dict[str, str]]]  # file -> (y label, {metric key: label})
+    # file -> (y label, {metric key: label}), or a list of those: panels side by side
+    plots: dict[str, tuple[str, dict[str, str]] | list[tuple[str, dict[str, str]]]]
 
     def describe(self, params) -> str: ...  # a line printed at the start (parameter counts)
     def init_params(self) -> Any: ...  # the starting params (not called on --resume)
@@ -75,8 +76,9 @@ def run(opts: RunOptions, task: Task) -> None:
         raise ValueError(f"{len(task.train)} training examples, fewer than one batch of "
                          f"--batch-size {opts.batch_size}")  # fmt: skip
     total = opts.max_steps or opts.epochs * per_epoch
+    ratio = opts.min_lr_ratio if opts.min_lr is None else opts.min_lr / opts.lr
     oc = OptimConfig(lr=opts.lr, weight_decay=opts.weight_decay, warmup_steps=opts.warmup_steps,
-                     decay_steps=total, min_lr_ratio=opts.min_lr_ratio,
+                     decay_steps=total, min_lr_ratio=ratio, b1=opts.b1, b2=opts.b2,
                      grad_clip=opts.grad_clip or None)  # fmt: skip
     optimizer = make_optimizer(oc)
     mesh = parallel.make_mesh()

@@ -22,15 +22,21 @@ from gptjax.corpus import Windows, load_tokens
 from gptjax.data import train_val_split
 from gptjax.model import INITS, abstract_params, count_params, init_params
 from gptjax.options import option, run_cli
+from gptjax.shards import is_shard_dir, shard_windows
 from gptjax.training import lm_loss, make_eval_step, perplexity
 from train import loop
 from train.evaluate import Evaluator
+from train.hellaswag import HellaSwag
 from train.options import RunOptions, starting_model
 
 
 @dataclass(frozen=True)
 class Options(RunOptions):
-    data: str = option("the-verdict", "named dataset, .txt file or folder of .txt files")
+    data: str = option(
+        "the-verdict",
+        "named dataset, .txt file, folder of .txt files, or folder "
+        "of llm.c .bin shards (python -m train.prepare)",
+    )
     preset: str = option("tiny", "model size", choices=list(PRESETS))
     context_length: int | None = option(None, "tokens per window (default: the preset's)")
     init: str = option("gpt2", "initialisation of a --preset model", choices=list(INITS))
@@ -40,6 +46,20 @@ class Options(RunOptions):
     train_ratio: float = option(0.9, "leading fraction of the tokens used for training")
     prompt: str = option("Every effort moves you", "prompt for the eval samples")
     sample_tokens: int = option(30, "tokens per eval sample")
+    hellaswag_every: int = option(0, "steps between HellaSwag evals (a multiple of --eval-every)")
+    hellaswag_limit: int | None = option(None, "HellaSwag examples per eval (default: all)")
+    hellaswag_data: str | None = option(None, "HellaSwag .jsonl (default: validation, cached)")
+
+
+def corpus(data: str, T: int, train_ratio: float) -> tuple:
+    """(train, val) windows of T tokens: a folder of llm.c shards brings its own val shard;
+    text is tokenized once (cached) and split at train_ratio."""
+    if is_shard_dir(data):
+        return shard_windows(data, T)
+    tokens = load_tokens(data, progress=jax.process_index() == 0)
+    train_tok, val_tok = train_val_split(tokens, train_ratio)
+    return (Windows(train_tok, T, T, name=f"{data} (train split)"),
+            Windows(val_tok, T, T, name=f"{data} (validation split)"))  # fmt: skip
 
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
@@ -60,18 +80,23 @@ class Pretrain:
         T = opts.context_length or cfg.context_length
         if cfg.context_length < T:
             raise ValueError(f"--context-length {T} exceeds the model's {cfg.context_length}")
-        lead = jax.process_index() == 0
-        tokens = load_tokens(opts.data, progress=lead)
-        train_tok, val_tok = train_val_split(tokens, opts.train_ratio)
-        self.train = Windows(train_tok, T, T, name=f"{opts.data} (train split)")
-        self.val = Windows(val_tok, T, T, name=f"{opts.data} (validation split)")
+        self.train, self.val = corpus(opts.data, T, opts.train_ratio)
         self.opts, self.cfg = opts, cfg
         self.identity = {"model": cfg.to_dict()}
         dtype = jnp.dtype(opts.dtype)
         self.loss_fn, self.trainable = lm_loss(cfg, dtype), None
         self.seen = ("tokens_seen", T)
-        self.plots = {"loss.png": ("cross entropy", {"train_loss": "train loss",
-                                                     "val_loss": "val loss"})}  # fmt: skip
+        self.plots = {"loss.png": [
+            ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
+            ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
+        ]}  # fmt: skip
+        self.hellaswag = None
+        if opts.hellaswag_every:
+            if opts.hellaswag_every % opts.eval_every:
+                raise ValueError(f"--hellaswag-every {opts.hellaswag_every} must be a multiple "
+                                 f"of --eval-every {opts.eval_every}")  # fmt: skip
+            self.hellaswag = HellaSwag(cfg, opts.hellaswag_data, opts.hellaswag_limit,
+                                       opts.batch_size, opts.dtype)  # fmt: skip
         self.evaluator = Evaluator(make_eval_step(cfg, dtype=dtype), parallel.make_mesh(),
                                    opts.batch_size, opts.eval_batches)  # fmt: skip
         self.enc = tokenizer.gpt2()
@@ -96,6 +121,10 @@ class Pretrain:
         line = f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f} | {text!r}"
         metrics = {"eval_train_loss": train_loss, "val_loss": val_loss,
                    "val_perplexity": perplexity(val_loss)}  # fmt: skip
+        if self.hellaswag is not None and step % self.opts.hellaswag_every == 0:
+            scores = self.hellaswag.scores(params)
+            metrics |= {f"hellaswag_{k}": v for k, v in scores.items()}
+            line += f"\n  hellaswag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f}"
         return metrics, line
 
     def describe(self, params) -> str:

@@ -62,8 +62,9 @@ class RunLog:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
         if plot:
-            for name, (ylabel, series) in self.plots.items():
-                plot_metrics(self.metrics, self.out / name, self.seen_key, series, ylabel)
+            for name, spec in self.plots.items():
+                panels = spec if isinstance(spec, list) else [spec]
+                plot_metrics(self.metrics, self.out / name, self.seen_key, panels)
 
     def close(self) -> None:
         self.bar.close()
