@@ -1,6 +1,7 @@
 # `make demo` and `make test` each create .venv and install from pyproject.toml, pinned by
 # constraints.txt. Nothing relies on packages installed by hand.
 PYTHON ?= python3
+comma := ,
 VENV := .venv
 BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
@@ -12,12 +13,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The accelerator build of jaxlib: cuda where nvidia-smi sees a GPU, tpu where TPU devices exist,
+# else the CPU build of constraints.txt. Override with `make demo ACCEL=cpu` (or cuda, tpu).
+ACCEL ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo cuda; \
+	elif ls /dev/accel0 /dev/vfio/0 >/dev/null 2>&1; then echo tpu; else echo cpu; fi)
+EXTRA := $(if $(filter cuda tpu,$(ACCEL)),$(ACCEL),)
+
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e .
+	$(BIN)/pip install -q -c constraints.txt -e '.$(if $(EXTRA),[$(EXTRA)])'
 	touch $@
 
 $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test$(if $(EXTRA),$(comma)$(EXTRA))]'
 	touch $@ $(VENV)/.runtime
 
 # Where an offline copy of the downloads sits beside the project, seed the cache from it

@@ -22,6 +22,7 @@ import numpy as np
 from gptjax import generate, init_params
 from gptjax.config import GPTConfig
 from gptjax.options import option, parse, run_cli
+from gptjax.profile import StepTrace
 from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 
 
@@ -35,6 +36,7 @@ class Options:
     repeats: int = option(5, "timed runs; the median is reported")
     hf: bool = option(True, "also time Hugging Face transformers (PyTorch)")
     json: bool = option(False, "print JSON lines instead of a table")
+    profile: str | None = option(None, "write a jax.profiler trace of 3 train steps (per preset)")
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -66,6 +68,12 @@ def bench_train_jax(cfg, opts, batch):
         jax.block_until_ready(metrics)
 
     _, median = timed(run, opts.repeats)
+    if opts.profile:  # after the timed runs, so tracing never touches the figures
+        trace = StepTrace(f"{opts.profile}/{cfg.n_layers}x{cfg.emb_dim}", 0)
+        for i in range(3):
+            trace.before(i)
+            run()
+            trace.after(i, box[0].params)
     return compile_s, median
 
 

@@ -41,6 +41,17 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     )
 
 
+def describe_devices() -> str:
+    """e.g. "8 x NVIDIA H100 80GB HBM3 (gpu), 1 process" or "1 x cpu (cpu), 1 process"."""
+    kinds: dict[str, int] = {}
+    for d in jax.devices():
+        name = f"{d.device_kind} ({d.platform})"
+        kinds[name] = kinds.get(name, 0) + 1
+    procs = jax.process_count()
+    shown = ", ".join(f"{n} x {k}" for k, n in kinds.items())
+    return f"{shown}, {procs} process{'es' if procs > 1 else ''}"
+
+
 def make_mesh() -> Mesh:
     """All devices of all processes on one "data" axis."""
     return Mesh(np.array(jax.devices()), (AXIS,))

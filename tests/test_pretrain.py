@@ -121,9 +121,11 @@ def test_folder_of_text_files_is_tokenized_once(tmp_path):
     verdict = (Path(os.environ["GPTJAX_CACHE"]) / "the-verdict.txt").read_text()
     for i in range(3):
         (data / f"part{i}.txt").write_text(verdict[i * 6000 : (i + 1) * 6000])
-    first = run(tmp_path / "a", "--data", str(data), "--max-steps", "1", "--progress")
+    first = run(tmp_path / "a", "--data", str(data), "--max-steps", "1", "--progress",
+                "--profile", str(tmp_path / "trace"))  # fmt: skip
     assert first.returncode == 0, first.stderr
-    assert "tokenizing" in first.stderr
+    assert "tokenizing" in first.stderr and "devices: " in first.stderr + first.stdout
+    assert list((tmp_path / "trace").rglob("*.xplane.pb"))  # --profile wrote a trace
     second = run(tmp_path / "b", "--data", str(data), "--max-steps", "1")
     assert second.returncode == 0 and "tokenizing" not in second.stderr
     assert list((Path(os.environ["GPTJAX_CACHE"]) / "tokens").glob("*.bin"))

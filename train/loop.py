@@ -21,6 +21,7 @@ from gptjax import parallel
 from gptjax.checkpoint import RunCheckpoints
 from gptjax.checksum import ChecksumError
 from gptjax.options import parse
+from gptjax.profile import StepTrace
 from gptjax.training import (
     LossFn,
     OptimConfig,
@@ -182,12 +183,16 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
     start, pmap = int(state.step), opts.parallel == "pmap"
     log = RunLog(opts, task, start, total)
     log.say(task.describe(state.params))
+    log.say(f"devices: {parallel.describe_devices()}")
+    trace = StepTrace(opts.profile, start + 3, end=total - 1)  # past compilation and warm-up
     # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
     single = parallel.unreplicate if pmap else lambda s: s
     state = parallel.replicate(state) if pmap else state
     with StopSignals() as stop:
         for step in range(start, total):
+            trace.before(step)
             state, metrics = step_fn(state, next_batch(opts, task.train, mesh, step, per_epoch))
+            trace.after(step, metrics, log.say)
             done = step + 1
             record = log.step_record(done, metrics, pmap)
             if not math.isfinite(record["train_loss"]):

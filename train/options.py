@@ -45,6 +45,7 @@ class RunOptions:
     num_processes: int | None = option(None, "multi-host: number of processes")
     process_id: int | None = option(None, "multi-host: this process's index")
     progress: bool = option(True, "show a progress bar")
+    profile: str | None = option(None, "write a jax.profiler trace of 3 steady steps here")
 
 
 @dataclass(frozen=True)

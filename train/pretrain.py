@@ -20,6 +20,7 @@ from gptjax import generate, parallel, tokenizer
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.corpus import Windows, load_tokens
 from gptjax.data import train_val_split
+from gptjax.flops import flops_per_token
 from gptjax.model import INITS, abstract_params, count_params, init_params
 from gptjax.options import option, run_cli
 from gptjax.shards import is_shard_dir, shard_windows
@@ -86,6 +87,7 @@ class Pretrain:
         dtype = jnp.dtype(opts.dtype)
         self.loss_fn, self.trainable = lm_loss(cfg, dtype), None
         self.seen = ("tokens_seen", T)
+        self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
         self.plots = {"loss.png": [
             ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
             ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),

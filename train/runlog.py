@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import jax
 from tqdm import tqdm
 
+from gptjax.flops import peak_flops
 from gptjax.plot import plot_metrics
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ class RunLog:
         self.seen_per_step = opts.batch_size * per_row
         self.bar = tqdm(total=total, initial=start, unit="step",
                         disable=not (self.lead and opts.progress))  # fmt: skip
+        # MFU where the task knows its FLOPs per seen token and the devices' peak is known.
+        flops, peak = getattr(task, "flops_per_token", None), peak_flops()
+        self.flops_share = flops / peak if flops and peak else None
         if not self.lead:
             return
         out.mkdir(parents=True, exist_ok=True)
@@ -44,13 +48,19 @@ class RunLog:
     def step_record(self, step: int, metrics, replicated: bool) -> dict:
         metrics = {k: float(v[0] if replicated else v) for k, v in metrics.items()}
         rate = (step - self.start) * self.seen_per_step / (time.perf_counter() - self.t0)
-        unit = self.seen_key.removesuffix("_seen")[:3]
-        self.bar.update(1)
-        self.bar.set_postfix({"loss": f"{metrics['loss']:.3f}", f"{unit}/s": f"{rate:,.0f}"})
-        return {
+        unit = self.seen_key.removesuffix("_seen")
+        shown = {"loss": f"{metrics['loss']:.3f}", f"{unit[:3]}/s": f"{rate:,.0f}"}
+        record = {
             "step": step, "train_loss": metrics["loss"], "lr": metrics["lr"],
             "grad_norm": metrics["grad_norm"], self.seen_key: step * self.seen_per_step,
+            f"{unit}_per_s": rate,
         }  # fmt: skip
+        if self.flops_share is not None:
+            record["mfu"] = rate * self.flops_share
+            shown["mfu"] = f"{100 * record['mfu']:.1f}%"
+        self.bar.update(1)
+        self.bar.set_postfix(shown)
+        return record
 
     def say(self, line: str) -> None:
         if self.lead and line:
