@@ -12,6 +12,7 @@ from convert.names import flatten
 from gptjax.training import OptimConfig, init_state, make_optimizer, make_train_step, split
 from tests.conftest import ROOT
 from train.classify import Classify, Options
+from train.runlog import read_metrics
 
 FAST = ["--preset", "tiny", "--max-length", "24", "--batch-size", "4", "--eval-batches", "1",
         "--lr", "1e-3", "--no-progress"]  # fmt: skip
@@ -67,7 +68,7 @@ def run(out, *args):
 
 
 def records(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(out, timing=False)
 
 
 def test_resume_continues_exactly(labelled, tmp_path):

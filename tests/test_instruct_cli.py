@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import ROOT
+from train.runlog import read_metrics
 
 FAST = ["--preset", "tiny", "--max-length", "64", "--batch-size", "4", "--eval-batches", "1",
         "--no-progress"]  # fmt: skip
@@ -36,7 +37,7 @@ def run(module, out, *args):
 
 
 def records_of(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(out, timing=False)
 
 
 @pytest.fixture(scope="module")

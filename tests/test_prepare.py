@@ -125,14 +125,6 @@ def test_windows_never_cross_a_shard(tmp_path):
         np.testing.assert_array_equal(np.diff(np.append(row, target[-1])), 1)
 
 
-def train(data, out):
-    pretrain.main(["--data", str(data), "--out", str(out), "--preset", "tiny", "--context-length",
-                   "16", "--batch-size", "2", "--max-steps", "2", "--eval-every", "2",
-                   "--eval-batches", "1", "--sample-tokens", "2", "--no-progress", "--b2",
-                   "0.95", "--min-lr", "1e-5"])  # fmt: skip
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_pretrain_on_our_shards_and_an_llmc_shard(prepared, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

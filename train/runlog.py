@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from train.loop import RunOptions, Task
 
 
+def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
+    """OUT/metrics.jsonl as records; timing=False drops what depends on the clock (rates, MFU),
+    leaving what a resumed run must reproduce exactly."""
+    lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line]
+    if timing:
+        return records
+    return [{k: v for k, v in r.items() if not (k.endswith("_per_s") or k == "mfu")}
+            for r in records]  # fmt: skip
+
+
 class RunLog:
     """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
     writes."""
