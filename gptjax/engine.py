@@ -209,7 +209,7 @@ class Engine:
                 tell(r, None, "cancelled")
                 continue
             try:  # a request the engine cannot take fails alone
-                r.key = row_keys(jax.random.key(r.seed), 1)[0]
+                r.key = jax.random.fold_in(jax.random.key(r.seed), 0)  # = row_keys(key, 1)[0]
             except (OverflowError, TypeError, ValueError):
                 tell(r, None, "error")
                 continue

@@ -10,7 +10,6 @@ of instruction-tuned models (`python -m train.instruct`) and only the response i
 
 from __future__ import annotations
 
-import codecs
 import sys
 import time
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ def stream(opts: Options, cfg: GPTConfig, params, enc) -> int:
     total = prompt.shape[1] + opts.max_new_tokens
     keys = generation.row_keys(jax.random.key(opts.seed), 1)
     state = generation.prefill(cfg, params, prompt, keys, jnp.int32(eos), total=total, dtype=dtype)
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = tokenizer.Detokenizer(enc)
     if opts.instruction is None:  # an instruction's answer is printed alone
         sys.stdout.write(enc.decode(prompt[0].tolist()))
     for n in range(opts.max_new_tokens):
@@ -75,9 +74,8 @@ def stream(opts: Options, cfg: GPTConfig, params, enc) -> int:
         tok = int(state.tokens[0, pos])
         if tok == eos:
             return n + 1
-        if tok < enc.n_vocab:
-            sys.stdout.write(text.decode(enc.decode_single_token_bytes(tok)))
-            sys.stdout.flush()
+        sys.stdout.write(text.push(tok)[0])
+        sys.stdout.flush()
     return opts.max_new_tokens
 
 

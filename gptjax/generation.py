@@ -229,3 +229,9 @@ def generate(
     if not ragged:
         return out
     return [out[b, int(offset[b]) :] for b in range(B)]
+
+
+def completion(row, n: int, eos_id: int | None = None) -> list[int]:
+    """A row of `generate`'s output -> its n new tokens, up to (not including) eos_id."""
+    new = np.asarray(row)[len(row) - n :].tolist()
+    return new[: new.index(eos_id)] if eos_id in new else new

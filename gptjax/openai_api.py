@@ -7,7 +7,6 @@ into OpenAI's error JSON ({"error": {"message", "type", "param", "code"}}) with 
 
 from __future__ import annotations
 
-import codecs
 import secrets
 import time
 import uuid
@@ -180,35 +179,6 @@ def classify_texts(body: dict) -> list[str]:
         raise APIError(400, f"'texts' must be a string or a list of 1 to {MAX_TEXTS} strings",
                        "texts")  # fmt: skip
     return texts
-
-
-class Detokenizer:
-    """Token ids -> text deltas: whole UTF-8 characters only, cut at the first stop string, and
-    holding back the tail that could still become a stop string."""
-
-    def __init__(self, enc, stop: tuple[str, ...] = ()):
-        self.enc, self.stop = enc, stop
-        self.hold = max((len(s) for s in stop), default=1) - 1
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text, self.sent = "", 0
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """(new text safe to send, whether a stop string ended the answer)."""
-        if token < self.enc.n_vocab:  # ids past the tokenizer's (a padded vocab) print nothing
-            self.text += self.utf8.decode(self.enc.decode_single_token_bytes(token))
-        cut = min((i for s in self.stop if (i := self.text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            self.text = self.text[:cut]
-            return self._send(len(self.text)), True
-        return self._send(max(self.sent, len(self.text) - self.hold)), False
-
-    def flush(self) -> str:
-        self.text += self.utf8.decode(b"", final=True)
-        return self._send(len(self.text))
-
-    def _send(self, upto: int) -> str:
-        delta, self.sent = self.text[self.sent : upto], max(self.sent, upto)
-        return delta
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

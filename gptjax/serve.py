@@ -104,11 +104,13 @@ def create_app(served: Served, *, api_key: str | None = None, max_body: int = MA
     app = FastAPI(title="gptjax", lifespan=lifespan, docs_url=None, redoc_url=None)
     errors(app, served, api_key)
 
+    info = json.dumps({"model": served.name, "kind": served.kind}).replace("<", "\\u003c")
+    html = resources.files("gptjax").joinpath("web/index.html").read_text()
+    html = html.replace("/*SERVED*/null", info)  # the page, filled in once
+
     @app.get("/")
     async def page():
-        html = resources.files("gptjax").joinpath("web/index.html").read_text()
-        info = json.dumps({"model": served.name, "kind": served.kind}).replace("<", "\\u003c")
-        return HTMLResponse(html.replace("/*SERVED*/null", info))
+        return HTMLResponse(html)
 
     @app.get("/health")
     async def health():

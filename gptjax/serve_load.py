@@ -22,6 +22,7 @@ import openai
 
 from gptjax import generation, tokenizer
 from gptjax.config import PRESETS
+from gptjax.engine import Engine
 from gptjax.options import option, parse, run_cli
 from gptjax.serve import Background, create_app, load
 from gptjax.serve import Options as ServeOptions
@@ -52,12 +53,8 @@ def expected(served, texts: list[str], max_tokens: int) -> list[str]:
     ids = [served.enc.encode(t) for t in texts]
     rows = generation.generate(served.cfg, served.engine.params, ids, max_new_tokens=max_tokens,
                                eos_id=tokenizer.EOT_ID)  # fmt: skip
-    out = []
-    for p, row in zip(ids, rows, strict=True):
-        new = np.asarray(row)[len(p) :].tolist()
-        eot = new.index(tokenizer.EOT_ID) if tokenizer.EOT_ID in new else len(new)
-        out.append(served.enc.decode(new[:eot]))
-    return out
+    return [served.enc.decode(generation.completion(row, max_tokens, tokenizer.EOT_ID))
+            for row in rows]  # fmt: skip
 
 
 def run(url: str, model: str, texts: list[str], opts: Options) -> tuple[list, float]:
@@ -91,9 +88,9 @@ def main(argv=None) -> None:
     print("slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s")
     ok = True
     for slots in [int(s) for s in opts.slots.split(",")]:
-        served = replace(served, engine=type(served.engine)(
-            served.cfg, served.engine.params, slots=slots, eos_id=served.engine.eos_id,
-            dtype=served.engine.dtype))  # fmt: skip
+        old = served.engine
+        engine = Engine(served.cfg, old.params, slots=slots, eos_id=old.eos_id, dtype=old.dtype)
+        served = replace(served, engine=engine)
         with Background(create_app(served)) as url:
             run(url, served.name, texts, replace(opts, requests=2 * opts.clients))  # compile
             results, wall = run(url, served.name, texts, opts)

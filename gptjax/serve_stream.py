@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from gptjax import openai_api as api
 from gptjax.engine import Request as Generation
+from gptjax.tokenizer import Detokenizer
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "error"}
 
@@ -22,7 +23,7 @@ async def events(served, prompts: list[list[int]], p: api.Params) -> AsyncIterat
     """Submit every prompt; yield (index, text delta, finish reason or None, tokens so far)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    detok = [api.Detokenizer(served.enc, p.stop) for _ in prompts]
+    detok = [Detokenizer(served.enc, p.stop) for _ in prompts]
     counts = [0] * len(prompts)
     live = []
     for i, prompt in enumerate(prompts):
@@ -41,7 +42,8 @@ async def events(served, prompts: list[list[int]], p: api.Params) -> AsyncIterat
             counts[i] += 1
             delta, stopped = detok[i].push(tok)
             if stopped:
-                live[i], _ = None, live[i].cancel()
+                live[i].cancel()
+                live[i] = None
                 yield i, delta, "stop", counts[i]
             elif delta:
                 yield i, delta, None, counts[i]

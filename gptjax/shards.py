@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptjax.corpus import Shuffled
+from gptjax.corpus import Shuffled, Windows
 
 MAGIC, VERSION, HEADER = 20240520, 1, 256  # HEADER int32 values before the tokens
 SHARD = re.compile(r"^(?P<name>.+)_(?P<split>train|val)_(?P<index>\d{6})\.bin$")
@@ -80,30 +80,31 @@ def is_shard_dir(folder: str | Path) -> bool:
 
 @dataclass
 class ShardWindows(Shuffled):
-    """Windows of T tokens (and their next-token targets) over several shards, none crossing
-    a shard's end; shuffled per epoch by `Shuffled`, so a batch is a function of seed and step."""
+    """`Windows` of T tokens (stride T) over several shards, none crossing a shard's end;
+    shuffled per epoch by `Shuffled`, so a batch is a function of seed and step."""
 
     shards: list  # [n_i] uint16 memmaps
     T: int
     name: str = "shards"
 
     def __post_init__(self):
-        counts = np.array([max(0, (len(s) - 1) // self.T) for s in self.shards], np.int64)
-        if counts.sum() == 0:
+        self.parts = [Windows(s, self.T, self.T) for s in self.shards if len(s) > self.T]
+        if not self.parts:
             raise ValueError(f"{self.name}: too short: no shard holds {self.T + 1} tokens")
-        self.first = np.concatenate([[0], np.cumsum(counts)])  # window index where shard i starts
+        self.first = np.cumsum([0] + [len(p) for p in self.parts])  # first window of each part
 
     def __len__(self) -> int:
         return int(self.first[-1])
 
     def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Windows `rows` as {"inputs", "targets"}: int32 [B, T]."""
-        shard = np.searchsorted(self.first, rows, side="right") - 1
-        ids = np.empty((len(rows), self.T + 1), np.int32)
-        for b, (s, r) in enumerate(zip(shard, rows, strict=True)):
-            start = (r - self.first[s]) * self.T
-            ids[b] = self.shards[s][start : start + self.T + 1]
-        return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+        """Windows `rows` as {"inputs", "targets"}: int32 [B, T], read shard by shard."""
+        part = np.searchsorted(self.first, rows, side="right") - 1
+        out = {k: np.empty((len(rows), self.T), np.int32) for k in ("inputs", "targets")}
+        for p in np.unique(part):
+            here = part == p
+            for k, v in self.parts[p].batch(rows[here] - self.first[p]).items():
+                out[k][here] = v
+        return out
 
 
 def shard_windows(folder: str | Path, T: int) -> tuple[ShardWindows, ShardWindows]:

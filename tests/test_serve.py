@@ -14,10 +14,11 @@ import numpy as np
 import openai
 import pytest
 
-from gptjax import GPTConfig, generate, init_params, instruct, tokenizer
+from gptjax import GPTConfig, init_params, instruct
 from gptjax.checkpoint import save_model
 from gptjax.classifier import init_classifier
 from gptjax.serve import Background, Options, create_app, load
+from gptjax.serve_load import expected  # greedy `generate` on each prompt alone
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2,
                 drop_rate=0.0)  # fmt: skip
@@ -44,18 +45,6 @@ def client(server):
     return openai.OpenAI(base_url=server[1] + "/v1", api_key="unused", max_retries=0)
 
 
-def reference(served, prompts: list[str], n: int) -> list[str]:
-    """Greedy `generate` on each prompt (a ragged batch: each row equals its prompt alone)."""
-    ids = [served.enc.encode(p) for p in prompts]
-    params = served.engine.params
-    rows = generate(CFG, params, ids, max_new_tokens=n, eos_id=tokenizer.EOT_ID)
-    out = []
-    for p, row in zip(ids, rows, strict=True):
-        new = np.asarray(row)[len(p) :].tolist()
-        out.append(served.enc.decode(new[: new.index(tokenizer.EOT_ID)] if 50256 in new else new))
-    return out
-
-
 def test_kind_is_read_from_the_checkpoint(server, client):
     served, _ = server
     assert served.kind == "instruct"
@@ -67,7 +56,7 @@ def test_completions_and_chat_equal_generate(server, client):
     served, _ = server
     prompt = "Every effort moves you"
     chat_prompt = instruct.format_prompt({"instruction": "Name a color."}) + instruct.RESPONSE
-    want, want_chat = reference(served, [prompt, chat_prompt], 10)
+    want, want_chat = expected(served, [prompt, chat_prompt], 10)
     kw = dict(model="tiny-instruct", max_tokens=10, temperature=0)
     r = client.completions.create(prompt=prompt, **kw)
     assert r.choices[0].text == want
@@ -91,7 +80,7 @@ def test_completions_and_chat_equal_generate(server, client):
 def test_concurrent_requests_equal_one_by_one(server, client):
     served, _ = server
     prompts = [f"Request number {i} asks:" + " more" * i for i in range(8)]
-    want = reference(served, prompts, 8)
+    want = expected(served, prompts, 8)
     ask = lambda p: client.completions.create(
         model="tiny-instruct", prompt=p, max_tokens=8, temperature=0
     )

@@ -14,7 +14,6 @@ format in OUT/peft). `predict` prints label, probability and text for each text 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,10 +154,7 @@ class Classify:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["predict"]:
-        return predict(argv[1:])
-    loop.main(Options, Classify, argv, __doc__)
+    loop.main(Options, Classify, argv, __doc__, commands={"predict": predict})
 
 
 if __name__ == "__main__":

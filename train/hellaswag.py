@@ -33,10 +33,12 @@ class Options:
 class HellaSwag:
     """Scores one model on a HellaSwag file: `scores(params)` -> {"acc", "acc_norm"}."""
 
-    def __init__(self, cfg, data: str | None, limit: int | None, batch_size: int, dtype):
+    def __init__(self, cfg, data: str | None, limit: int | None, batch_size: int, dtype,
+                 enc=None):  # fmt: skip
         path = data or fetch("hellaswag_val.jsonl")
         examples = hellaswag.load(path, limit)
-        self.data = hellaswag.Examples.build(examples, tokenizer.gpt2(), cfg.context_length)
+        enc = enc or tokenizer.gpt2()
+        self.data = hellaswag.Examples.build(examples, enc, cfg.context_length)
         step = hellaswag.make_score_step(cfg, jnp.dtype(dtype))
         self.evaluator = Evaluator(step, parallel.make_mesh(), batch_size, None)
 

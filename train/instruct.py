@@ -15,7 +15,6 @@ OUT/peft). Score the answers with `python -m train.judge OUT/test-responses.json
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from gptjax import generate, instruct, parallel, tokenizer
 from gptjax.checkpoint import save_model, write_json
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.finetune import counts, lora_config, merged, trainable_paths, with_adapters
+from gptjax.generation import completion
 from gptjax.model import init_params
 from gptjax.options import option, parse, run_cli
 from gptjax.training import loss_sum, make_eval_step
@@ -153,8 +153,7 @@ def answer(cfg: GPTConfig, params, entries: list[dict], *, batch: int, max_new_t
         out = generate(cfg, params, chunk + [chunk[-1]] * (batch - len(chunk)),
                        max_new_tokens=n, eos_id=tokenizer.EOT_ID)  # fmt: skip
         for row in out[: len(chunk)]:
-            new = np.asarray(row[-n:]).tolist()
-            new = new[: new.index(tokenizer.EOT_ID)] if tokenizer.EOT_ID in new else new
+            new = completion(row, n, tokenizer.EOT_ID)
             responses.append(instruct.response_of(enc.decode(new)))
     return responses
 
@@ -193,10 +192,7 @@ def answer_main(argv) -> None:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["answer"]:
-        return answer_main(argv[1:])
-    loop.main(Options, Instruct, argv, __doc__)
+    loop.main(Options, Instruct, argv, __doc__, commands={"answer": answer_main})
 
 
 if __name__ == "__main__":

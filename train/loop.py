@@ -62,9 +62,13 @@ class Task(Protocol):
     def finish(self, params) -> None: ...  # after the last step: results, exports
 
 
-def main(options: type, make_task, argv, doc: str) -> None:
+def main(options: type, make_task, argv, doc: str, commands: dict | None = None) -> None:
     """A training script's entry point: parse its options, join a multi-host run if asked,
-    build its task and run it."""
+    build its task and run it. `commands` ({"predict": fn(argv)}) are the script's other
+    subcommands, run instead when argv starts with one's name."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in (commands or {}):
+        return commands[argv[0]](argv[1:])
     opts = parse(options, argv, description=doc.split("\n\n")[0])
     parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
     run(opts, make_task(opts))

@@ -92,17 +92,17 @@ class Pretrain:
             ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
             ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
         ]}  # fmt: skip
+        self.evaluator = Evaluator(make_eval_step(cfg, dtype=dtype), parallel.make_mesh(),
+                                   opts.batch_size, opts.eval_batches)  # fmt: skip
+        self.enc = tokenizer.gpt2()
+        self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None
         if opts.hellaswag_every:
             if opts.hellaswag_every % opts.eval_every:
                 raise ValueError(f"--hellaswag-every {opts.hellaswag_every} must be a multiple "
                                  f"of --eval-every {opts.eval_every}")  # fmt: skip
             self.hellaswag = HellaSwag(cfg, opts.hellaswag_data, opts.hellaswag_limit,
-                                       opts.batch_size, opts.dtype)  # fmt: skip
-        self.evaluator = Evaluator(make_eval_step(cfg, dtype=dtype), parallel.make_mesh(),
-                                   opts.batch_size, opts.eval_batches)  # fmt: skip
-        self.enc = tokenizer.gpt2()
-        self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
+                                       opts.batch_size, opts.dtype, self.enc)  # fmt: skip
 
     def init_params(self):
         if self.params is not None:
