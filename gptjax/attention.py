@@ -8,12 +8,17 @@ under matching weights:
 (c) `CausalAttention`: a mask so position t sees only positions <= t, and dropout on the weights.
 (d) `MultiHeadAttention`: N heads of width H = D / N from one fused qkv projection, an output
     projection, and a KV cache for decoding. The model uses this one.
+(e) `fused_attention`: the same softmax(q k^T / sqrt(H)) v by a fused kernel (XLA's, cuDNN's
+    flash attention, or the Pallas Triton kernel) that never stores the [B, N, T, S] scores;
+    (d) picks one with `impl` and keeps its einsums as the readable reference.
 
 Shapes: B batch, T query length, S key length, D model width, N heads, H head width.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -109,6 +114,7 @@ class MultiHeadAttention(nn.Module):
     qkv_bias: bool = True
     dtype: Any = jnp.float32
     out_init: Any = nn.initializers.normal(0.02)
+    impl: str = "auto"  # see `resolve_impl`; dropout on the weights always uses the reference
 
     @nn.compact
     def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0,
@@ -125,14 +131,70 @@ class MultiHeadAttention(nn.Module):
             k, v = write_cache(cache.k, k, pos), write_cache(cache.v, v, pos)
             cache = KVCache(k, v)
         S = k.shape[1]
-        scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
         mask = causal_mask(T, S, pos)
         if mask.ndim == 3:  # one position per row: [B, T, S] -> [B, 1, T, S]
             mask = mask[:, None]
         if key_mask is not None:
             mask = mask & key_mask[:, None, None, :]  # [B, 1, T, S]
-        weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
-        weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
-        ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
+        dropping = self.drop_rate > 0 and not deterministic
+        impl = "reference" if dropping else resolve_impl(self.impl, self.dtype)
+        if impl == "reference":
+            scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
+            weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
+            weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
+            ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
+        else:
+            # Without a cache or padding the mask is plain causal: kernels that know it skip
+            # the blocks above the diagonal.
+            plain = cache is None and key_mask is None
+            ctx = fused_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, impl, plain)
         out = nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
         return out(ctx.reshape(B, T, D)), cache
+
+
+IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
+
+
+def fused_attention(q, k, v, mask, impl: str, causal: bool) -> jax.Array:
+    """(e) q [B, T, N, H], k and v [B, S, N, H], mask broadcastable to [B, N, T, S] ->
+    [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S)` with T = S (training,
+    a prefill from position 0), which cuDNN and Pallas compute without reading the mask; any
+    other mask (a cache, padding) goes through XLA's kernel."""
+    if impl == "pallas" and causal:
+        from jax.experimental.pallas.ops.gpu.attention import mha
+
+        interpret = jax.default_backend() == "cpu"  # the kernel's own interpreter: for tests
+        return mha(q, k, v, None, sm_scale=q.shape[-1] ** -0.5, causal=True, interpret=interpret)
+    if impl == "cudnn" and causal:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+
+def resolve_impl(impl: str, dtype) -> str:
+    """The attention implementation `impl` means here. "auto": cuDNN's flash attention on a
+    GPU in bfloat16/float16 if it works on this machine (probed once), else the reference
+    einsums (on CPU they are as fast as XLA's kernel, and TPUs fuse them). "cudnn" asked for
+    in float32 (which cuDNN lacks) gets XLA's kernel."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention implementation {impl!r}; expected one of: "
+                         f"{', '.join(IMPLS)}")  # fmt: skip
+    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    if impl == "auto":
+        return "cudnn" if half and jax.default_backend() == "gpu" and cudnn_works() else "reference"
+    return "xla" if impl == "cudnn" and not half else impl
+
+
+@functools.cache
+def cudnn_works() -> bool:
+    """Whether cuDNN attention compiles and runs here (it fails on some CUDA 13 set-ups,
+    jax-ml/jax#32430); asked once per process, and a failure is said on stderr."""
+    try:
+        q = jnp.ones((1, 128, 1, 64), jnp.bfloat16)
+        f = lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True, implementation="cudnn")
+        jax.block_until_ready(jax.grad(lambda q: f(q).astype(jnp.float32).sum())(q))
+        return True
+    except Exception as e:  # any failure means: use the reference path
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"attention: cuDNN attention unavailable ({first}); using XLA einsums",
+              file=sys.stderr)  # fmt: skip
+        return False

@@ -1,11 +1,15 @@
 """Benchmark: tokens/s of one jitted forward+backward+AdamW step and of KV-cache generation, with
-Hugging Face transformers (PyTorch, same config, same machine, same run) beside each figure.
+Hugging Face transformers (PyTorch, same config, same device, same run) beside each figure.
 
     python -m gptjax.bench [--presets tiny,124M] [--json]
 
-prints one table row per (preset, what, impl) with steady-state tokens/s (median of --repeats
-timed runs after a warm-up) and compile time, then our speed as a multiple of HF's. With --json,
-one JSON object per line instead: impl, what, preset, tok_per_s, compile_s, median_s, ...
+prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
+runs after a warm-up), MFU on GPUs/TPUs and compile time, then our speed as a multiple of HF's.
+Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
+on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
+`torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
+and 1558M at batch 1 and 8. `--compile-only` just times compiling each preset's train step
+(from shapes: no memory). With --json, one JSON object per line instead.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gptjax import generate, init_params
+from gptjax import bench_hf, generate, init_params, parallel
 from gptjax.config import GPTConfig
+from gptjax.flops import flops_per_token, peak_flops
+from gptjax.model import REMAT
 from gptjax.options import option, parse, run_cli
 from gptjax.profile import StepTrace
 from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
@@ -28,15 +34,33 @@ from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, ma
 
 @dataclass(frozen=True)
 class Options:
-    presets: str = option("tiny,124M", "comma-separated presets")
-    batch_size: int = option(4, "training batch size B")
-    seq_len: int = option(128, "training sequence length T")
-    prompt_len: int = option(8, "generation prompt length (batch 1)")
-    new_tokens: int = option(128, "tokens generated per run")
+    presets: str | None = option(None, "presets to train (default: tiny,124M; GPU 124M,355M)")
+    decode_presets: str | None = option(None, "presets to decode (default: --presets; GPU "
+                                        "124M,1558M)")  # fmt: skip
+    batch_size: int | None = option(None, "training batch B (default: 4; GPU: largest that fits)")
+    seq_len: int | None = option(None, "training sequence length T (default: 128; GPU 1024)")
+    decode_batches: str | None = option(None, "decoding batch sizes (default: 1; GPU 1,8)")
+    prompt_len: int = option(8, "generation prompt length")
+    new_tokens: int = option(128, "tokens generated per run (per row)")
+    dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU)",
+                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+    remat: str = option("none", "remat of the train step's blocks", choices=list(REMAT))
     repeats: int = option(5, "timed runs; the median is reported")
     hf: bool = option(True, "also time Hugging Face transformers (PyTorch)")
+    compile_only: bool = option(False, "only time compiling each preset's train step")
     json: bool = option(False, "print JSON lines instead of a table")
     profile: str | None = option(None, "write a jax.profiler trace of 3 train steps (per preset)")
+
+
+def resolved(opts: Options) -> Options:
+    """`opts` with the device's defaults filled in."""
+    gpu = jax.default_backend() == "gpu"
+    presets = opts.presets or ("124M,355M" if gpu else "tiny,124M")
+    return replace(
+        opts, presets=presets, seq_len=opts.seq_len or (1024 if gpu else 128),
+        decode_presets=opts.decode_presets or ("124M,1558M" if gpu else presets),
+        decode_batches=opts.decode_batches or ("1,8" if gpu else "1"),
+    )  # fmt: skip
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -53,11 +77,22 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return max(first - median, 0.0), median
 
 
-def bench_train_jax(cfg, opts, batch):
+def train_step_for(cfg, opts: Options):
     oc = OptimConfig(lr=1e-4)
     opt = make_optimizer(oc)
-    state = init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
-    step = jax.jit(make_train_step(lm_loss(cfg), opt, oc), donate_argnums=0)
+    loss = lm_loss(cfg, parallel.compute_dtype(opts.dtype), remat=opts.remat)
+    fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
+    return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
+
+
+def random_batch(cfg, B: int, T: int) -> dict:
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (B, T + 1)).astype(np.int32)
+    return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+
+
+def bench_train_jax(cfg, opts, batch):
+    step, fresh = train_step_for(cfg, opts)
+    state = jax.jit(fresh)()
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
@@ -77,94 +112,120 @@ def bench_train_jax(cfg, opts, batch):
     return compile_s, median
 
 
+def compile_seconds(cfg, opts: Options) -> float:
+    """Seconds to compile the train step of `cfg` for batch B x T, from shapes alone."""
+    step, fresh = train_step_for(cfg, opts)
+    state = jax.eval_shape(fresh)
+    batch = jax.eval_shape(lambda: random_batch(cfg, opts.batch_size or 4, opts.seq_len))
+    start = time.perf_counter()
+    step.lower(state, batch).compile()
+    return time.perf_counter() - start
+
+
+def largest_batch(cfg, opts: Options) -> int:
+    """The largest power-of-two batch (up to 64) whose train step compiles and runs here."""
+    for B in (64, 32, 16, 8, 4, 2, 1):
+        try:
+            bench_train_jax(cfg, replace(opts, repeats=1, profile=None),
+                            random_batch(cfg, B, opts.seq_len))  # fmt: skip
+            return B
+        except Exception as e:  # out of memory: XlaRuntimeError RESOURCE_EXHAUSTED
+            if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                raise
+    raise ValueError(f"preset {cfg}: not even batch 1 fits on {jax.devices()[0].device_kind}")
+
+
 def bench_generate_jax(cfg, opts, prompt):
+    dtype = parallel.compute_dtype(opts.dtype)
     params = jax.device_put(init_params(cfg, jax.random.key(0)))
-    run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens).block_until_ready()
-    return timed(run, opts.repeats)
+    run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens, dtype=dtype)
+    return timed(lambda: run().block_until_ready(), opts.repeats)
 
 
-def hf_model(cfg: GPTConfig):
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-        n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
-    )  # fmt: skip
-    return transformers.GPT2LMHeadModel(config)
-
-
-def bench_train_hf(cfg, opts, batch):
-    import torch
-
-    model = hf_model(cfg).train()
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-    inputs, targets = (torch.tensor(batch[k], dtype=torch.long) for k in ("inputs", "targets"))
-
-    def run():
-        logits = model(inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        optim.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optim.step()
-
-    return timed(run, opts.repeats)
+def cases(opts: Options):
+    """(preset, what, tokens per call, ours, theirs, data): the rows to time."""
+    for preset in opts.presets.split(","):
+        cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
+        B = opts.batch_size or (largest_batch(cfg, opts) if jax.default_backend() == "gpu" else 4)
+        batch = random_batch(cfg, B, opts.seq_len)
+        yield cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train, batch
+    for preset in opts.decode_presets.split(","):
+        cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
+        for B in map(int, opts.decode_batches.split(",")):
+            rng = np.random.default_rng(0)
+            prompt = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)), jnp.int32)
+            what = "generate" if B == 1 else f"generate_b{B}"
+            yield (
+                cfg,
+                preset,
+                what,
+                B * opts.new_tokens,
+                bench_generate_jax,
+                bench_hf.generate,
+                prompt,
+            )
 
 
-def bench_generate_hf(cfg, opts, prompt):
-    import torch
-
-    model = hf_model(cfg).eval()
-    ids = torch.tensor(np.asarray(prompt), dtype=torch.long)
-
-    def run():
-        with torch.no_grad():
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=opts.new_tokens,
-                           do_sample=False, use_cache=True, pad_token_id=0)  # fmt: skip
-
-    return timed(run, opts.repeats)
+def measure(case, impl: str, compiled: bool, opts: Options) -> tuple[float, float]:
+    """(compile or warm-up seconds, median seconds) of one case by one implementation."""
+    cfg, _, _, _, ours, theirs, data = case
+    if impl == "gptjax":
+        return ours(cfg, opts, data)
+    return timed(theirs(cfg, opts, data, compiled=compiled), opts.repeats)
 
 
-def rows_for(preset: str, opts: Options):
-    cfg = GPTConfig.preset(preset, drop_rate=0.0)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, cfg.vocab_size, (opts.batch_size, opts.seq_len + 1)).astype(np.int32)
-    batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
-    prompt = jnp.asarray(rng.integers(0, cfg.vocab_size, (1, opts.prompt_len)), jnp.int32)
-    cases = [
-        ("train_step", opts.batch_size * opts.seq_len, bench_train_jax, bench_train_hf, batch),
-        ("generate", opts.new_tokens, bench_generate_jax, bench_generate_hf, prompt),
-    ]
-    for what, tokens, ours, theirs, data in cases:
-        for impl, fn in [("gptjax", ours), ("hf-torch", theirs)][: 2 if opts.hf else 1]:
-            compile_s, median = fn(cfg, opts, data)
-            yield {
-                "impl": impl, "what": what, "preset": preset, "tok_per_s": tokens / median,
-                "median_s": median, "compile_s": compile_s, "tokens": tokens,
-                "device": jax.devices()[0].device_kind if impl == "gptjax" else "cpu",
-            }  # fmt: skip
+def rows(opts: Options):
+    peak, kind = peak_flops(), jax.devices()[0].device_kind
+    impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
+    for case in cases(opts):
+        cfg, preset, what, tokens = case[:4]
+        for impl, compiled in impls:
+            try:
+                compile_s, median = measure(case, impl, compiled, opts)
+            except Exception as e:  # torch.compile does not take every model everywhere
+                if impl == "gptjax":
+                    raise
+                print(f"{preset} {what} {impl}: failed ({type(e).__name__}: {e})", flush=True)
+                continue
+            row = {
+                "impl": impl,
+                "what": what,
+                "preset": preset.strip(),
+                "tok_per_s": tokens / median,
+                "median_s": median,
+                "compile_s": compile_s,
+                "tokens": tokens,
+                "device": kind if impl == "gptjax" else bench_hf.device(),
+            }
+            if what == "train_step" and peak:
+                row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
+            yield row
 
 
 def main(argv=None) -> None:
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
+    opts = resolved(parse(Options, argv, description=__doc__.split("\n\n")[0]))
+    if opts.compile_only:
+        for preset in opts.presets.split(","):
+            cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
+            print(f"{preset.strip():>6} train step compiles in {compile_seconds(cfg, opts):.1f} s "
+                  f"(B {opts.batch_size or 4}, T {opts.seq_len}, remat {opts.remat}, "
+                  f"{jax.devices()[0].device_kind})", flush=True)  # fmt: skip
+        return
     if not opts.json:
-        print(
-            f"{'preset':>6} {'what':>10} {'impl':>9} {'tok/s':>10} {'compile s':>10} {'ours/HF':>8}"
-        )
+        print(f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} "
+              f"{'compile s':>10} {'ours/HF':>8}")  # fmt: skip
     ours = None
-    for preset in opts.presets.split(","):
-        for row in rows_for(preset.strip(), opts):
-            # HF's row follows ours for the same (preset, what): the ratio goes on HF's row.
-            ratio = "" if row["impl"] == "gptjax" else f"{ours / row['tok_per_s']:.2f}"
-            ours = row["tok_per_s"]
-            if opts.json:
-                print(json.dumps(row), flush=True)
-            else:
-                print(f"{row['preset']:>6} {row['what']:>10} {row['impl']:>9} {ours:>10.1f} "
-                      f"{row['compile_s']:>10.2f} {ratio:>8}", flush=True)  # fmt: skip
+    for row in rows(opts):
+        # HF's rows follow ours for the same (preset, what): the ratio goes on HF's rows.
+        ours = row["tok_per_s"] if row["impl"] == "gptjax" else ours
+        ratio = "" if row["impl"] == "gptjax" else f"{ours / row['tok_per_s']:.2f}"
+        if opts.json:
+            print(json.dumps(row), flush=True)
+        else:
+            mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else ""
+            print(f"{row['preset']:>6} {row['what']:>12} {row['impl']:>16} "
+                  f"{row['tok_per_s']:>10.1f} {mfu:>6} {row['compile_s']:>10.2f} {ratio:>8}",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ decode_step.__doc__ = "Pick the token at `state.pos`, write it, and run it throu
 @partial(jax.jit, static_argnames=("cfg", "total", "sampling", "dtype"))
 def _generate(cfg, params, prompt, keys, offset, temperature, top_p, eos_id, *, total, sampling,
               dtype):  # fmt: skip
+    # Decoding reads every weight once per token: bound by memory bandwidth, so matrices are
+    # cast to the compute dtype once, before the loop (norms and biases stay float32).
+    params = jax.tree.map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)
     state = prefill(cfg, params, prompt, keys, eos_id, offset, total=total, dtype=dtype)
     state = lax.while_loop(
         lambda s: (s.pos < total) & ~jnp.all(s.done),

@@ -65,17 +65,17 @@ class Block(nn.Module):
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
+    attention: str = "auto"  # attention implementation (attention.resolve_impl)
 
     @nn.compact
-    def __call__(self, x, *, deterministic=True, cache: KVCache | None = None, pos=0,
+    def __call__(self, x, deterministic=True, cache: KVCache | None = None, pos=0,
                  key_mask=None):  # fmt: skip
         cfg = self.cfg
         # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2L).
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
         drop = nn.Dropout(cfg.drop_rate)
-        attn = MultiHeadAttention(
-            cfg.n_heads, cfg.drop_rate, cfg.qkv_bias, self.dtype, out_init, name="attn"
-        )
+        attn = MultiHeadAttention(cfg.n_heads, cfg.drop_rate, cfg.qkv_bias, self.dtype, out_init,
+                                  self.attention, name="attn")  # fmt: skip
         a, cache = attn(LayerNorm(dtype=self.dtype, name="ln_1")(x), deterministic=deterministic,
                         cache=cache, pos=pos, key_mask=key_mask)  # fmt: skip
         x = x + drop(a, deterministic=deterministic)
@@ -85,8 +85,17 @@ class Block(nn.Module):
         return x + drop(m, deterministic=deterministic), cache
 
 
+# What a rematerialised block keeps for the backward pass: "block" nothing (all recomputed),
+# "dots" the matmul outputs (recomputes only the cheap elementwise work).
+REMAT = {
+    "none": None,
+    "block": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, mask=None,
-          offset=None):  # fmt: skip
+          offset=None, attention="auto", remat="none"):  # fmt: skip
     """Embeddings, the L blocks and the final LayerNorm: tokens [B, T] -> x [B, T, D].
 
     Called inside a compact `__call__` (GPT's, GPTClassifier's), so `wte`, `wpe`, `h_i` and
@@ -94,7 +103,9 @@ def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, ma
     top of its tree. Padded rows compute exactly what the row alone would, told either way:
     `mask` [B, T] bool (no cache) marks real tokens anywhere in the row; `offset` [B] int
     counts the pads at the start of each row (left padding, with or without a cache). Pads are
-    hidden from attention and do not count as positions. Returns (x, new_cache, wte).
+    hidden from attention and do not count as positions. `remat` (a key of REMAT) recomputes
+    each block's activations in the backward pass instead of storing them. Returns
+    (x, new_cache, wte).
     """
     T = tokens.shape[1]
     key_mask = None
@@ -111,13 +122,45 @@ def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, ma
         key_mask = jnp.arange(S)[None, :] >= offset[:, None]  # [B, S]
     x = wte(tokens) + wpe(positions)
     x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
+    if remat not in REMAT:
+        raise ValueError(f"unknown remat {remat!r}; expected one of: {', '.join(REMAT)}")
+    layer = Block
+    if REMAT[remat] is not None:  # `deterministic` (argument 2, self is 0) picks code: static
+        layer = nn.remat(Block, policy=REMAT[remat], static_argnums=(2,))
     new_cache = []
     for i in range(cfg.n_layers):
-        block = Block(cfg, dtype, name=f"h_{i}")
-        x, c = block(x, deterministic=deterministic, pos=pos, key_mask=key_mask,
-                     cache=None if cache is None else cache[i])  # fmt: skip
+        block = layer(cfg, dtype, attention, name=f"h_{i}")
+        x, c = block(x, deterministic, None if cache is None else cache[i], pos, key_mask)
         new_cache.append(c)
     return LayerNorm(dtype=dtype, name="ln_f")(x), tuple(new_cache), wte
+
+
+VOCAB_MULTIPLE = 128  # matmul tiles on GPUs and TPUs: 50,257 columns compute as 50,304
+
+
+def padded_vocab(V: int) -> int:
+    return -(-V // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def lm_logits(x: jax.Array, head: jax.Array, dtype) -> jax.Array:
+    """x [..., D] times the output head [V, D] -> float32 logits [..., V'], V' = padded_vocab(V).
+
+    The head is padded with zero rows in compute only (checkpoints keep V rows) and the padded
+    columns are -inf, so softmax, losses and samples are those of the V real tokens. Only a
+    matmul of many rows (training, prefill) gains from even tiles; a decode step's few rows
+    would pay for a padded copy of the head, so there the logits are padded instead.
+    """
+    V, Vp = head.shape[0], padded_vocab(head.shape[0])
+    head = head.astype(dtype)
+    many = math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
+    if many:
+        head = jnp.pad(head, ((0, Vp - V), (0, 0)))
+    logits = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+    if Vp == V:
+        return logits
+    if not many:
+        return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
+    return jnp.where(jnp.arange(Vp) < V, logits, -jnp.inf)
 
 
 class GPT(nn.Module):
@@ -127,27 +170,35 @@ class GPT(nn.Module):
     LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
     each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 (`pos` a scalar, or [B]: one
     per row) and the call returns (logits, new_cache) for incremental decoding. Padded rows:
-    `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`).
+    `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`). `attention` picks the
+    attention kernel (`attention.resolve_impl`), `remat` what blocks recompute (`REMAT`).
+    `padded_logits`: return [B, T, V'] with V' = V rounded up to a multiple of 128, the extra
+    columns -inf (see `lm_logits`), which the loss can take as they are.
     """
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
+    attention: str = "auto"
+    remat: str = "none"
+    padded_logits: bool = False
 
     @nn.compact
     def __call__(self, tokens, *, deterministic=True, cache: Cache | None = None, pos=0,
-                 mask=None, offset=None):  # fmt: skip
+                 mask=None, offset=None, head=True):  # fmt: skip
+        """`head=False`: the final hidden states [B, T, D] instead of logits (chunked losses)."""
         cfg = self.cfg
         x, new_cache, wte = trunk(cfg, self.dtype, tokens, deterministic=deterministic,
-                                  cache=cache, pos=pos, mask=mask, offset=offset)  # fmt: skip
+                                  cache=cache, pos=pos, mask=mask, offset=offset,
+                                  attention=self.attention, remat=self.remat)  # fmt: skip
         if cfg.tie_embeddings:
-            head = wte.embedding  # [V, D]
+            out = wte.embedding  # [V, D]
         else:
-            head = self.param(
-                "lm_head", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.emb_dim)
-            )
-        logits = jnp.einsum(
-            "btd,vd->btv", x, head.astype(self.dtype), preferred_element_type=jnp.float32
-        )
+            out = self.param("lm_head", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.emb_dim))
+        if not head:
+            return x
+        logits = lm_logits(x, out, self.dtype)
+        if not self.padded_logits:
+            logits = logits[..., : cfg.vocab_size]
         return logits if cache is None else (logits, new_cache)
 
     def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:
@@ -157,6 +208,11 @@ class GPT(nn.Module):
         return tuple(
             KVCache.zeros(B, S, cfg.n_heads, cfg.head_dim, dtype) for _ in range(cfg.n_layers)
         )
+
+
+def output_head(cfg: GPTConfig, params: dict) -> jax.Array:
+    """The output projection [V, D] of `params`: `wte` when tied, else `lm_head`."""
+    return params["wte"]["embedding"] if cfg.tie_embeddings else params["lm_head"]
 
 
 INITS = ("gpt2", "torch")

@@ -52,6 +52,14 @@ def describe_devices() -> str:
     return f"{shown}, {procs} process{'es' if procs > 1 else ''}"
 
 
+def compute_dtype(name: str):
+    """The compute dtype a `--dtype` names; "auto": bfloat16 on GPUs and TPUs (parameters stay
+    float32, see `model.GPT`), float32 on CPUs, where bfloat16 matmuls are not faster."""
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return jnp.dtype(name)
+
+
 def make_mesh() -> Mesh:
     """All devices of all processes on one "data" axis."""
     return Mesh(np.array(jax.devices()), (AXIS,))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from gptjax.config import GPTConfig
-from gptjax.model import GPT
+from gptjax.model import GPT, lm_logits, output_head, padded_vocab
 
 IGNORE = -100  # target label that counts for nothing, as in PyTorch's cross_entropy
 # loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
@@ -126,20 +126,53 @@ def perplexity(mean_loss: float) -> float:
     return float(jnp.exp(jnp.float32(mean_loss)))
 
 
-def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32):
-    """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each."""
+def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32, **compute):
+    """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
+    `compute`: `attention`, `remat`, `ce_chunks` (see `lm_loss`)."""
+    chunks = compute.pop("ce_chunks", 1)
+    model = GPT(cfg, dtype, padded_logits=True, **compute)
     rngs = {"dropout": rng} if train else {}
-    logits = GPT(cfg, dtype).apply(
-        {"params": params}, batch["inputs"], deterministic=not train, rngs=rngs
-    )
-    return cross_entropy_sum(logits, batch["targets"])
+    run = lambda head: model.apply({"params": params}, batch["inputs"], deterministic=not train,
+                                   rngs=rngs, head=head)  # fmt: skip
+    if chunks == 1:
+        return cross_entropy_sum(run(True), batch["targets"])
+    return chunked_cross_entropy_sum(run(False), output_head(cfg, params), batch["targets"],
+                                     dtype, chunks)  # fmt: skip
 
 
-def lm_loss(cfg: GPTConfig, dtype=None) -> LossFn:
-    """The language-model loss of `cfg` as a LossFn for `make_train_step`."""
+def chunked_cross_entropy_sum(x, head, targets, dtype, chunks: int):
+    """`cross_entropy_sum(lm_logits(x, head, dtype), targets)` for x [B, T, D] and head [V, D],
+    computed over `chunks` slices of T in turn: the logits of one slice, [B, T/chunks, V], are
+    the only ones alive at a time, and the backward pass recomputes them slice by slice."""
+    B, T = x.shape[:2]
+    if T % chunks:
+        raise ValueError(f"ce_chunks {chunks} must divide the sequence length {T}")
+    per = lambda a: a.reshape(B, chunks, T // chunks, *a.shape[2:]).swapaxes(0, 1)
+    piece = jax.checkpoint(lambda x, t: cross_entropy_sum(lm_logits(x, head, dtype), t))
+
+    def body(carry, xt):
+        s, n = piece(*xt)
+        return (carry[0] + s, carry[1] + n), None
+
+    (s, n), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (per(x), per(targets)))
+    return s, n
+
+
+def ce_chunks_for(rows: int, T: int, V: int, budget: int = 2**30) -> int:
+    """The fewest slices of T (a divisor) whose float32 logits, rows x T/k x V', fit `budget`
+    bytes; `rows` is the batch one device holds at a time (micro-batch / data shards)."""
+    size = rows * T * padded_vocab(V) * 4
+    return next((k for k in range(1, T + 1) if T % k == 0 and size / k <= budget), T)
+
+
+def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
+    """The language-model loss of `cfg` as a LossFn for `make_train_step`. `compute` (all
+    optional, none changes the result beyond rounding): `attention` (kernel, see
+    `attention.resolve_impl`), `remat` (a key of `model.REMAT`), `ce_chunks` (slices of T the
+    cross entropy is computed in, see `chunked_cross_entropy_sum`)."""
     dtype = dtype or jnp.float32
     return lambda params, batch, rng, train: loss_sum(
-        params, cfg, batch, rng, train=train, dtype=dtype
+        params, cfg, batch, rng, train=train, dtype=dtype, **compute
     )
 
 
@@ -201,12 +234,13 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(cfg: GPTConfig, *, dtype=None):
-    """eval_step(params, batch) -> {"loss_sum", "tokens"} with dropout off."""
+def make_eval_step(cfg: GPTConfig, *, dtype=None, **compute):
+    """eval_step(params, batch) -> {"loss_sum", "tokens"} with dropout off (`compute`: see
+    `lm_loss`)."""
     dtype = dtype or jnp.float32
 
     def eval_step(params, batch) -> dict:
-        s, n = loss_sum(params, cfg, batch, None, train=False, dtype=dtype)
+        s, n = loss_sum(params, cfg, batch, None, train=False, dtype=dtype, **compute)
         return {"loss_sum": s, "tokens": n}
 
     return eval_step

@@ -119,3 +119,49 @@ def test_cached_decoding_equals_full_attention(x):
         o, cache = mha.apply(params, x[:, t : t + 1], cache=cache, pos=t)
         outs.append(o)
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full[:, 3:], rtol=1e-5, atol=1e-6)
+
+
+# Every kernel this backend can run: XLA's; Pallas's Triton kernel (interpreted on CPU); cuDNN
+# (float32 asks fall back to XLA's). Each must equal the reference einsums.
+KERNELS = ["xla", "cudnn", "pallas"]
+
+
+def mha_with(impl):
+    return MultiHeadAttention(n_heads=2, impl=impl)
+
+
+@pytest.mark.parametrize("impl", KERNELS)
+def test_fused_kernels_equal_the_reference_in_training(impl):
+    x = jax.random.normal(jax.random.key(7), (B, 16, D))
+    params = mha_with("reference").init(jax.random.key(8), x)
+    loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)[0]))
+    ref, ref_grads = jax.value_and_grad(loss(mha_with("reference")), argnums=(0, 1))(params, x)
+    out, grads = jax.value_and_grad(loss(mha_with(impl)), argnums=(0, 1))(params, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", KERNELS)
+def test_fused_kernels_equal_the_reference_in_prefill_and_decode(impl, x):
+    modules = [mha_with("reference"), mha_with(impl)]
+    params = modules[0].init(jax.random.key(9), x)
+    pads = jnp.array([0, 2])  # row 1 is left-padded: its first two keys are hidden
+    key_mask = jnp.arange(T)[None, :] >= pads[:, None]
+    for pos in (0, jnp.array([0, 1])):  # one position for all rows, or one per row
+
+        def decode(m, pos=pos):
+            cache, outs = KVCache.zeros(B, T, 2, D // 2), []
+            for t0, t1 in ((0, 3), (3, 4), (4, 5)):  # a prefill, then one token at a time
+                o, cache = m.apply(params, x[:, t0:t1], cache=cache, pos=pos + t0,
+                                   key_mask=key_mask)  # fmt: skip
+                outs.append(o)
+            return jnp.concatenate(outs, 1)
+
+        ref, out = (decode(m) for m in modules)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_implementation_is_named():
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+        mha_with("flash").init(jax.random.key(0), jnp.zeros((1, 4, D)))

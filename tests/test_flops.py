@@ -1,12 +1,16 @@
-"""MFU bookkeeping: GPT-2's FLOPs per token and the devices' peak."""
+"""MFU bookkeeping (GPT-2's FLOPs per token, the devices' peak) and the benchmark script."""
 
+import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import jax
 
 from gptjax import GPTConfig
 from gptjax.flops import flops_per_token, peak_flops
-from gptjax.parallel import describe_devices
+from gptjax.parallel import compute_dtype, describe_devices
+from tests.conftest import ROOT
 
 
 def test_124m_at_half_an_h100_is_578k_tokens_per_second():
@@ -20,3 +24,24 @@ def test_peak_by_device_kind_and_none_on_cpu():
     assert peak_flops([SimpleNamespace(device_kind=k) for k in kinds]) == 989e12 + 197e12
     assert peak_flops(jax.devices()) is None  # the CPUs of the test machines
     assert describe_devices().endswith("(cpu), 1 process")
+
+
+def test_bench_prints_a_row_per_case_with_the_ratio_to_hf():
+    args = ["--presets", "tiny", "--seq-len", "16", "--new-tokens", "4", "--repeats", "1"]
+    out = subprocess.run([sys.executable, "-m", "gptjax.bench", *args, "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["what"], r["impl"]) for r in rows] == [
+        ("train_step", "gptjax"), ("train_step", "hf-torch"),
+        ("generate", "gptjax"), ("generate", "hf-torch"),
+    ]  # fmt: skip
+    assert all(r["tok_per_s"] > 0 and r["device"] for r in rows)
+    compiled = subprocess.run([sys.executable, "-m", "gptjax.bench", *args, "--compile-only"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert compiled.returncode == 0 and "tiny train step compiles in" in compiled.stdout
+
+
+def test_auto_dtype_is_float32_on_cpu():
+    assert compute_dtype("auto") == jax.numpy.float32  # bfloat16 only on GPUs and TPUs
+    assert compute_dtype("bfloat16") == jax.numpy.bfloat16

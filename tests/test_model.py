@@ -5,6 +5,7 @@ import pytest
 
 from gptjax import GPT, GPTConfig, init_params
 from gptjax.model import LayerNorm, gelu
+from gptjax.training import cross_entropy_sum
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
@@ -99,3 +100,35 @@ def test_torch_init_draws_like_pytorch_defaults():
     np.testing.assert_array_equal(p["h_1"]["ln_2"]["scale"], np.ones(64))
     with pytest.raises(ValueError, match="unknown init 'xavier'"):
         init_params(cfg, jax.random.key(0), init="xavier")
+
+
+@pytest.mark.parametrize("B", [2, 8], ids=["few-rows", "many-rows"])  # logits / head padded
+def test_padded_vocabulary_changes_no_logit_and_no_loss(params, B):
+    """V = 97 computes as 128 columns; the extra 31 are -inf, and checkpoints keep 97 rows."""
+    x, y = tokens(B=B, T=16), tokens(B=B, T=16, seed=2)
+    logits = GPT(CFG).apply({"params": params}, x)
+    padded = GPT(CFG, padded_logits=True).apply({"params": params}, x)
+    assert params["wte"]["embedding"].shape == (97, 32) and padded.shape == (B, 16, 128)
+    np.testing.assert_allclose(padded[..., :97], logits, rtol=1e-6, atol=1e-6)
+    assert np.all(padded[..., 97:] == -np.inf)
+    want = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1).sum()
+    np.testing.assert_allclose(cross_entropy_sum(padded, y)[0], want, rtol=1e-6)
+    grads = jax.grad(loss_of)(params, GPT(CFG, padded_logits=True), x, y)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def loss_of(params, model, x=None, y=None, **kw):
+    x = tokens(T=16) if x is None else x
+    y = tokens(T=16, seed=3) if y is None else y
+    return cross_entropy_sum(model.apply({"params": params}, x, **kw), y)[0]
+
+
+@pytest.mark.parametrize("remat", ["block", "dots"])
+def test_remat_equals_no_remat(params, remat):
+    rng = {"dropout": jax.random.key(4)}  # with dropout: remat must redraw the same masks
+    grad = lambda m: jax.value_and_grad(loss_of)(params, m, deterministic=False, rngs=rng)
+    (want, want_g), (got, got_g) = grad(GPT(CFG)), grad(GPT(CFG, remat=remat))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Gradients differ only by the summation order of the recomputed fusions.
+    for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
+        assert np.max(np.abs(a - b)) <= 1e-6 * max(1.0, np.max(np.abs(b)))

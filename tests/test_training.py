@@ -9,6 +9,7 @@ from gptjax import GPTConfig, init_params
 from gptjax.training import (
     IGNORE,
     OptimConfig,
+    ce_chunks_for,
     cross_entropy_sum,
     init_state,
     lm_loss,
@@ -136,3 +137,23 @@ def test_bfloat16_steps_keep_float32_master_params():
         losses.append(float(m["loss"]))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
     assert m["loss"].dtype == jnp.float32 and losses[-1] < losses[0] - 0.3
+
+
+def test_chunked_cross_entropy_equals_the_whole():
+    params, batch = init_params(CFG, jax.random.key(0)), random_batch(5)
+    batch["targets"][0, :3] = IGNORE
+    summed = lambda **kw: lambda p: lm_loss(CFG, **kw)(p, batch, None, False)[0]
+    want, want_g = jax.value_and_grad(summed())(params)
+    got, got_g = jax.value_and_grad(summed(ce_chunks=4))(params)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="ce_chunks 5 must divide the sequence length 16"):
+        lm_loss(CFG, ce_chunks=5)(params, batch, None, False)
+
+
+def test_cross_entropy_chunks_keep_logits_under_the_budget():
+    # 8 rows x 1024 tokens x 50,304 padded columns x 4 bytes = 1.54 GiB: two slices of 1 GiB
+    assert ce_chunks_for(8, 1024, 50257) == 2
+    assert ce_chunks_for(1, 128, 50257) == 1
+    assert ce_chunks_for(64, 1024, 50257, budget=2**20) == 1024  # never more than T

@@ -69,7 +69,9 @@ class Classify:
         run = {"trainable": opts.trainable, "lora": self.lcfg and dataclasses.asdict(self.lcfg)}
         self.identity = {"task": "classify", "model": cfg.to_dict(),
                          "classifier": {**self.head, **run}}  # fmt: skip
-        self.model = GPTClassifier(cfg, C, tokenizer.EOT_ID, opts.pooling, jnp.dtype(opts.dtype))
+        self.model = GPTClassifier(
+            cfg, C, tokenizer.EOT_ID, opts.pooling, parallel.compute_dtype(opts.dtype)
+        )
         self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
         self.seen = ("examples_seen", 1)
         self.plots = {

@@ -76,7 +76,7 @@ class DPO:
         parts = instruct.split(entries, opts.train_ratio, opts.test_ratio)
         enc = tokenizer.gpt2()  # the test split stays held out: DPO neither trains nor tunes on it
         self.data = {s: encode_pairs(parts[s], enc, L) for s in ("train", "validation")}
-        self.train, self.dtype = self.data["train"], jnp.dtype(opts.dtype)
+        self.train, self.dtype = self.data["train"], parallel.compute_dtype(opts.dtype)
         self.identity = {
             "task": "dpo",
             "model": cfg.to_dict(),

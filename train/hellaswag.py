@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import jax.numpy as jnp
-
 from convert.load import load_model
 from gptjax import hellaswag, parallel, tokenizer
 from gptjax.cache import fetch
@@ -39,7 +37,7 @@ class HellaSwag:
         examples = hellaswag.load(path, limit)
         enc = enc or tokenizer.gpt2()
         self.data = hellaswag.Examples.build(examples, enc, cfg.context_length)
-        step = hellaswag.make_score_step(cfg, jnp.dtype(dtype))
+        step = hellaswag.make_score_step(cfg, parallel.compute_dtype(dtype))
         self.evaluator = Evaluator(step, parallel.make_mesh(), batch_size, None)
 
     def scores(self, params) -> dict[str, float]:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -79,7 +78,7 @@ class Instruct:
         self.seen = ("examples_seen", 1)
         self.plots = {"loss.png": ("cross entropy", {"train_loss": "train loss",
                                                      "val_loss": "val loss"})}  # fmt: skip
-        self.dtype = jnp.dtype(opts.dtype)
+        self.dtype = parallel.compute_dtype(opts.dtype)
         step = make_eval_step(cfg, dtype=self.dtype)
         self.evaluator = Evaluator(lambda p, b: step(self.merged(p), b), parallel.make_mesh(),
                                    opts.batch_size, opts.eval_batches)  # fmt: skip

@@ -183,7 +183,12 @@ def next_batch(opts: RunOptions, train: Dataset, mesh, step: int, per_epoch: int
 
 
 def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, per_epoch: int):
-    """Steps from state.step to `total`: log each, evaluate and checkpoint on schedule."""
+    """Steps from state.step to `total`: log each, evaluate and checkpoint on schedule.
+
+    The host never waits for a step it has just dispatched: the next batch goes onto the
+    devices while the current step runs, and metrics stay there until `--log-every` steps have
+    queued, or an eval, a checkpoint or the end needs them (so a checkpoint never holds a state
+    whose loss has not been checked)."""
     start, pmap = int(state.step), opts.parallel == "pmap"
     log = RunLog(opts, task, start, total)
     log.say(task.describe(state.params))
@@ -192,25 +197,30 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
     # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
     single = parallel.unreplicate if pmap else lambda s: s
     state = parallel.replicate(state) if pmap else state
+    pending = Pending(log, ckpts, pmap)
+    batch = next_batch(opts, task.train, mesh, start, per_epoch)
     with StopSignals() as stop:
         for step in range(start, total):
             trace.before(step)
-            state, metrics = step_fn(state, next_batch(opts, task.train, mesh, step, per_epoch))
+            state, metrics = step_fn(state, batch)
             trace.after(step, metrics, log.say)
             done = step + 1
-            record = log.step_record(done, metrics, pmap)
-            if not math.isfinite(record["train_loss"]):
-                raise ValueError(f"non-finite loss ({record['train_loss']}) at step {done}; "
-                                 f"stopped, the last good checkpoint is step "
-                                 f"{ckpts.latest_step()} in {ckpts.directory}")  # fmt: skip
+            if done < total:  # built and sent while the devices run this step
+                batch = next_batch(opts, task.train, mesh, done, per_epoch)
             evaluated = done % opts.eval_every == 0 or done == total
+            signum = stop.requested()
+            saving = done % opts.ckpt_every == 0 or done == total or signum
+            pending.add(done, metrics)
+            if not (evaluated or saving or len(pending) >= opts.log_every):
+                continue
+            records = pending.fetch()
             if evaluated:
                 evals, line = task.evaluate(single(state).params, done)
-                record.update(evals)
+                records[-1].update(evals)
                 log.say(line)
-            log.write(record, plot=evaluated)
-            signum = stop.requested()
-            if done % opts.ckpt_every == 0 or done == total or signum:
+            for record in records:
+                log.write(record, plot=evaluated and record is records[-1])
+            if saving:
                 epoch, index = divmod(step, per_epoch)
                 meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
                 # The last one (or one before stopping) must be on disk before we go on.
@@ -223,3 +233,31 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
                 raise SystemExit(128 + signum)
     log.close()
     task.finish(single(state).params)
+
+
+class Pending:
+    """Metrics of dispatched steps, still on the devices; `fetch` brings them over in one
+    transfer and turns them into log records, stopping the run at a non-finite loss."""
+
+    def __init__(self, log: RunLog, ckpts: RunCheckpoints, replicated: bool):
+        self.log, self.ckpts, self.replicated, self.steps = log, ckpts, replicated, []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.steps.append((step, metrics))
+
+    def fetch(self) -> list[dict]:
+        fetched = jax.device_get([m for _, m in self.steps])
+        records = self.log.step_records([s for s, _ in self.steps], fetched, self.replicated)
+        self.steps = []
+        for i, record in enumerate(records):
+            if not math.isfinite(record["train_loss"]):
+                for good in records[:i]:
+                    self.log.write(good, plot=False)
+                ckpts = self.ckpts
+                raise ValueError(f"non-finite loss ({record['train_loss']}) at step "
+                                 f"{record['step']}; stopped, the last good checkpoint is step "
+                                 f"{ckpts.latest_step()} in {ckpts.directory}")  # fmt: skip
+        return records

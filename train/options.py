@@ -38,7 +38,10 @@ class RunOptions:
     resume: bool = option(False, "continue from the latest checkpoint in --out")
     init_from: str | None = option(None, "start from a checkpoint, run or converted model")
     seed: int = option(0, "seed for init, shuffling and dropout")
-    dtype: str = option("float32", "compute dtype", choices=["float32", "bfloat16"])
+    dtype: str = option("float32", "compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)",
+                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+    log_every: int = option(10, "steps between fetches of the metrics from the devices (each "
+                            "step is still logged; checkpoints and evals fetch first)")  # fmt: skip
     parallel: str = option("jit", "data-parallel formulation", choices=["jit", "pmap"])
     fsdp: bool = option(False, "shard params and optimizer state over devices (jit only)")
     coordinator: str | None = option(None, "multi-host: coordinator host:port")

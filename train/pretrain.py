@@ -13,18 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gptjax import generate, parallel, tokenizer
+from gptjax.attention import IMPLS
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.corpus import Windows, load_tokens
 from gptjax.data import train_val_split
 from gptjax.flops import flops_per_token
-from gptjax.model import INITS, abstract_params, count_params, init_params
+from gptjax.model import INITS, REMAT, abstract_params, count_params, init_params
 from gptjax.options import option, run_cli
 from gptjax.shards import is_shard_dir, shard_windows
-from gptjax.training import lm_loss, make_eval_step, perplexity
+from gptjax.training import ce_chunks_for, lm_loss, make_eval_step, perplexity
 from train import loop
 from train.evaluate import Evaluator
 from train.hellaswag import HellaSwag
@@ -43,7 +43,15 @@ class Options(RunOptions):
     init: str = option("gpt2", "initialisation of a --preset model", choices=list(INITS))
     qkv_bias: bool | None = option(None, "biases on the q/k/v projection (default: the preset's)")
     tie_embeddings: bool | None = option(None, "output head shares wte (default: the preset's)")
-    drop_rate: float = option(0.1, "dropout rate")
+    drop_rate: float = option(0.1, "dropout rate (0, as nanoGPT: fused attention on GPUs)")
+    dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)",
+                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+    attention: str = option("auto", "attention kernel (auto: cuDNN on GPU in bf16, else "
+                            "reference einsums)", choices=list(IMPLS))  # fmt: skip
+    remat: str = option("none", "recompute block activations in the backward pass (block: all, "
+                        "dots: all but matmul outputs)", choices=list(REMAT))  # fmt: skip
+    ce_chunks: int = option(0, "slices of T for the cross entropy (0: as few as keep each "
+                            "slice's float32 logits under 1 GiB)")  # fmt: skip
     train_ratio: float = option(0.9, "leading fraction of the tokens used for training")
     prompt: str = option("Every effort moves you", "prompt for the eval samples")
     sample_tokens: int = option(30, "tokens per eval sample")
@@ -84,16 +92,24 @@ class Pretrain:
         self.train, self.val = corpus(opts.data, T, opts.train_ratio)
         self.opts, self.cfg = opts, cfg
         self.identity = {"model": cfg.to_dict()}
-        dtype = jnp.dtype(opts.dtype)
-        self.loss_fn, self.trainable = lm_loss(cfg, dtype), None
+        dtype = parallel.compute_dtype(opts.dtype)
+        rows = opts.batch_size // opts.grad_accum // max(1, len(jax.devices()))
+        compute = dict(
+            attention=opts.attention,
+            remat=opts.remat,
+            ce_chunks=opts.ce_chunks or ce_chunks_for(rows or 1, T, cfg.vocab_size),
+        )
+        self.loss_fn, self.trainable = lm_loss(cfg, dtype, **compute), None
         self.seen = ("tokens_seen", T)
         self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
         self.plots = {"loss.png": [
             ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
             ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
         ]}  # fmt: skip
-        self.evaluator = Evaluator(make_eval_step(cfg, dtype=dtype), parallel.make_mesh(),
-                                   opts.batch_size, opts.eval_batches)  # fmt: skip
+        compute.pop("remat")  # evaluation keeps no activations for a backward pass
+        eval_step = make_eval_step(cfg, dtype=dtype, **compute)
+        self.evaluator = Evaluator(eval_step, parallel.make_mesh(), opts.batch_size,
+                                   opts.eval_batches)  # fmt: skip
         self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None

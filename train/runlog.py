@@ -38,7 +38,7 @@ class RunLog:
         out = Path(opts.out)
         self.lead = jax.process_index() == 0
         self.metrics, self.plots = out / "metrics.jsonl", task.plots
-        self.out, self.start, self.t0 = out, start, time.perf_counter()
+        self.out, self.t0 = out, time.perf_counter()
         self.seen_key, per_row = task.seen
         self.seen_per_step = opts.batch_size * per_row
         self.bar = tqdm(total=total, initial=start, unit="step",
@@ -56,22 +56,28 @@ class RunLog:
         kept = [line for line in old if line and json.loads(line)["step"] <= start]
         self.metrics.write_text("".join(line + "\n" for line in kept))
 
-    def step_record(self, step: int, metrics, replicated: bool) -> dict:
-        metrics = {k: float(v[0] if replicated else v) for k, v in metrics.items()}
-        rate = (step - self.start) * self.seen_per_step / (time.perf_counter() - self.t0)
+    def step_records(self, steps: list[int], metrics: list[dict], replicated: bool) -> list[dict]:
+        """Records of `steps` from their fetched metrics; tokens/s (and MFU) over the time since
+        the previous fetch, which is when these steps ran."""
+        now = time.perf_counter()
+        rate = len(steps) * self.seen_per_step / max(now - self.t0, 1e-9)
+        self.t0 = now
         unit = self.seen_key.removesuffix("_seen")
-        shown = {"loss": f"{metrics['loss']:.3f}", f"{unit[:3]}/s": f"{rate:,.0f}"}
-        record = {
-            "step": step, "train_loss": metrics["loss"], "lr": metrics["lr"],
-            "grad_norm": metrics["grad_norm"], self.seen_key: step * self.seen_per_step,
-            f"{unit}_per_s": rate,
-        }  # fmt: skip
-        if self.flops_share is not None:
-            record["mfu"] = rate * self.flops_share
-            shown["mfu"] = f"{100 * record['mfu']:.1f}%"
-        self.bar.update(1)
-        self.bar.set_postfix(shown)
-        return record
+        records = []
+        for step, m in zip(steps, metrics, strict=True):
+            m = {k: float(v[0] if replicated else v) for k, v in m.items()}
+            records.append({
+                "step": step, "train_loss": m["loss"], "lr": m["lr"],
+                "grad_norm": m["grad_norm"], self.seen_key: step * self.seen_per_step,
+                f"{unit}_per_s": rate,
+            })  # fmt: skip
+            shown = {"loss": f"{m['loss']:.3f}", f"{unit[:3]}/s": f"{rate:,.0f}"}
+            if self.flops_share is not None:
+                records[-1]["mfu"] = rate * self.flops_share
+                shown["mfu"] = f"{100 * records[-1]['mfu']:.1f}%"
+            self.bar.update(1)
+            self.bar.set_postfix(shown)
+        return records
 
     def say(self, line: str) -> None:
         if self.lead and line:
