@@ -129,7 +129,9 @@ def perplexity(mean_loss: float) -> float:
 def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32, **compute):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
     `compute`: `attention`, `remat`, `ce_chunks` (see `lm_loss`)."""
-    chunks = compute.pop("ce_chunks", 1)
+    chunks, T = compute.pop("ce_chunks", 1), batch["inputs"].shape[1]
+    if T % chunks:
+        raise ValueError(f"ce_chunks {chunks} must divide the sequence length {T}")
     model = GPT(cfg, dtype, padded_logits=True, **compute)
     rngs = {"dropout": rng} if train else {}
     run = lambda head: model.apply({"params": params}, batch["inputs"], deterministic=not train,
@@ -145,8 +147,6 @@ def chunked_cross_entropy_sum(x, head, targets, dtype, chunks: int):
     computed over `chunks` slices of T in turn: the logits of one slice, [B, T/chunks, V], are
     the only ones alive at a time, and the backward pass recomputes them slice by slice."""
     B, T = x.shape[:2]
-    if T % chunks:
-        raise ValueError(f"ce_chunks {chunks} must divide the sequence length {T}")
     per = lambda a: a.reshape(B, chunks, T // chunks, *a.shape[2:]).swapaxes(0, 1)
     piece = jax.checkpoint(lambda x, t: cross_entropy_sum(lm_logits(x, head, dtype), t))
 

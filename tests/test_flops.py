@@ -1,16 +1,13 @@
 """MFU bookkeeping (GPT-2's FLOPs per token, the devices' peak) and the benchmark script."""
 
 import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import jax
 
-from gptjax import GPTConfig
+from gptjax import GPTConfig, bench
 from gptjax.flops import flops_per_token, peak_flops
 from gptjax.parallel import compute_dtype, describe_devices
-from tests.conftest import ROOT
 
 
 def test_124m_at_half_an_h100_is_578k_tokens_per_second():
@@ -26,20 +23,17 @@ def test_peak_by_device_kind_and_none_on_cpu():
     assert describe_devices().endswith("(cpu), 1 process")
 
 
-def test_bench_prints_a_row_per_case_with_the_ratio_to_hf():
+def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
     args = ["--presets", "tiny", "--seq-len", "16", "--new-tokens", "4", "--repeats", "1"]
-    out = subprocess.run([sys.executable, "-m", "gptjax.bench", *args, "--json"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    bench.main([*args, "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["what"], r["impl"]) for r in rows] == [
         ("train_step", "gptjax"), ("train_step", "hf-torch"),
         ("generate", "gptjax"), ("generate", "hf-torch"),
     ]  # fmt: skip
     assert all(r["tok_per_s"] > 0 and r["device"] for r in rows)
-    compiled = subprocess.run([sys.executable, "-m", "gptjax.bench", *args, "--compile-only"],
-                              capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
-    assert compiled.returncode == 0 and "tiny train step compiles in" in compiled.stdout
+    bench.main([*args, "--compile-only"])
+    assert "tiny train step compiles in" in capsys.readouterr().out
 
 
 def test_auto_dtype_is_float32_on_cpu():
