@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -142,43 +144,47 @@ def bench_generate_jax(cfg, opts, prompt):
     return timed(lambda: run().block_until_ready(), opts.repeats)
 
 
+class Case(NamedTuple):
+    """One row group: `ours(cfg, opts, data)` and HF's `theirs` on the same work."""
+
+    cfg: GPTConfig
+    preset: str
+    what: str
+    tokens: int  # per call
+    ours: Callable
+    theirs: Callable
+    data: Any
+
+
 def cases(opts: Options):
-    """(preset, what, tokens per call, ours, theirs, data): the rows to time."""
-    for preset in opts.presets.split(","):
-        cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
+    for preset in (p.strip() for p in opts.presets.split(",")):
+        cfg = GPTConfig.preset(preset, drop_rate=0.0)
         B = opts.batch_size or (largest_batch(cfg, opts) if jax.default_backend() == "gpu" else 4)
         batch = random_batch(cfg, B, opts.seq_len)
-        yield cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train, batch
-    for preset in opts.decode_presets.split(","):
-        cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
+        yield Case(cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train,
+                   batch)  # fmt: skip
+    for preset in (p.strip() for p in opts.decode_presets.split(",")):
+        cfg = GPTConfig.preset(preset, drop_rate=0.0)
         for B in map(int, opts.decode_batches.split(",")):
             rng = np.random.default_rng(0)
             prompt = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)), jnp.int32)
             what = "generate" if B == 1 else f"generate_b{B}"
-            yield (
-                cfg,
-                preset,
-                what,
-                B * opts.new_tokens,
-                bench_generate_jax,
-                bench_hf.generate,
-                prompt,
-            )
+            yield Case(cfg, preset, what, B * opts.new_tokens, bench_generate_jax,
+                       bench_hf.generate, prompt)  # fmt: skip
 
 
-def measure(case, impl: str, compiled: bool, opts: Options) -> tuple[float, float]:
+def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float, float]:
     """(compile or warm-up seconds, median seconds) of one case by one implementation."""
-    cfg, _, _, _, ours, theirs, data = case
     if impl == "gptjax":
-        return ours(cfg, opts, data)
-    return timed(theirs(cfg, opts, data, compiled=compiled), opts.repeats)
+        return case.ours(case.cfg, opts, case.data)
+    return timed(case.theirs(case.cfg, opts, case.data, compiled=compiled), opts.repeats)
 
 
 def rows(opts: Options):
     peak, kind = peak_flops(), jax.devices()[0].device_kind
     impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
     for case in cases(opts):
-        cfg, preset, what, tokens = case[:4]
+        cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
         for impl, compiled in impls:
             try:
                 compile_s, median = measure(case, impl, compiled, opts)
@@ -190,7 +196,7 @@ def rows(opts: Options):
             row = {
                 "impl": impl,
                 "what": what,
-                "preset": preset.strip(),
+                "preset": preset,
                 "tok_per_s": tokens / median,
                 "median_s": median,
                 "compile_s": compile_s,

@@ -27,7 +27,7 @@ import numpy as np
 
 from gptjax.config import GPTConfig
 from gptjax.generation import ROUND, Sampling, filter_logits, row_keys
-from gptjax.model import GPT, Cache
+from gptjax.model import GPT, Cache, compute_params
 
 
 class Slots(NamedTuple):
@@ -128,7 +128,7 @@ class Engine:
                  dtype=jnp.float32):  # fmt: skip
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
-        self.cfg, self.params, self.dtype = cfg, params, dtype
+        self.cfg, self.params, self.dtype = cfg, compute_params(params, dtype), dtype
         self.eos_id = -1 if eos_id is None else eos_id
         self.busy: list[Request | None] = [None] * slots
         self.waiting: queue.Queue[Request] = queue.Queue()

@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 
 from gptjax.config import GPTConfig
-from gptjax.model import GPT, Cache
+from gptjax.model import GPT, Cache, compute_params
 
 ROUND = 32  # ragged prompts are left-padded to a multiple of this many tokens
 
@@ -117,9 +117,7 @@ decode_step.__doc__ = "Pick the token at `state.pos`, write it, and run it throu
 @partial(jax.jit, static_argnames=("cfg", "total", "sampling", "dtype"))
 def _generate(cfg, params, prompt, keys, offset, temperature, top_p, eos_id, *, total, sampling,
               dtype):  # fmt: skip
-    # Decoding reads every weight once per token: bound by memory bandwidth, so matrices are
-    # cast to the compute dtype once, before the loop (norms and biases stay float32).
-    params = jax.tree.map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)
+    params = compute_params(params, dtype)  # once, before the loop
     state = prefill(cfg, params, prompt, keys, eos_id, offset, total=total, dtype=dtype)
     state = lax.while_loop(
         lambda s: (s.pos < total) & ~jnp.all(s.done),

@@ -142,13 +142,13 @@ def padded_vocab(V: int) -> int:
     return -(-V // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-def lm_logits(x: jax.Array, head: jax.Array, dtype) -> jax.Array:
-    """x [..., D] times the output head [V, D] -> float32 logits [..., V'], V' = padded_vocab(V).
+def lm_logits(x: jax.Array, head: jax.Array, dtype, *, padded: bool = False) -> jax.Array:
+    """x [..., D] times the output head [V, D] -> float32 logits [..., V].
 
-    The head is padded with zero rows in compute only (checkpoints keep V rows) and the padded
-    columns are -inf, so softmax, losses and samples are those of the V real tokens. Only a
-    matmul of many rows (training, prefill) gains from even tiles; a decode step's few rows
-    would pay for a padded copy of the head, so there the logits are padded instead.
+    A matmul of many rows (training, prefill) runs on the head padded with zero rows to
+    V' = padded_vocab(V), in compute only (checkpoints keep V rows), for even tiles; a decode
+    step's few rows would only pay for a padded copy of the head. `padded`: return [..., V']
+    with the extra columns -inf, so softmax, losses and samples are those of the V real tokens.
     """
     V, Vp = head.shape[0], padded_vocab(head.shape[0])
     head = head.astype(dtype)
@@ -156,11 +156,11 @@ def lm_logits(x: jax.Array, head: jax.Array, dtype) -> jax.Array:
     if many:
         head = jnp.pad(head, ((0, Vp - V), (0, 0)))
     logits = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
-    if Vp == V:
-        return logits
-    if not many:
-        return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
-    return jnp.where(jnp.arange(Vp) < V, logits, -jnp.inf)
+    if not padded or Vp == V:
+        return logits[..., :V]
+    if many:
+        return jnp.where(jnp.arange(Vp) < V, logits, -jnp.inf)
+    return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
 
 
 class GPT(nn.Module):
@@ -196,9 +196,7 @@ class GPT(nn.Module):
             out = self.param("lm_head", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.emb_dim))
         if not head:
             return x
-        logits = lm_logits(x, out, self.dtype)
-        if not self.padded_logits:
-            logits = logits[..., : cfg.vocab_size]
+        logits = lm_logits(x, out, self.dtype, padded=self.padded_logits)
         return logits if cache is None else (logits, new_cache)
 
     def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:
@@ -208,6 +206,13 @@ class GPT(nn.Module):
         return tuple(
             KVCache.zeros(B, S, cfg.n_heads, cfg.head_dim, dtype) for _ in range(cfg.n_layers)
         )
+
+
+def compute_params(params, dtype):
+    """`params` with every matrix (>= 2-D) cast to the compute dtype; norms and biases stay
+    float32. For decoding, which reads every weight once per token and so is bound by memory
+    bandwidth: cast once, not at every step."""
+    return jax.tree.map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)
 
 
 def output_head(cfg: GPTConfig, params: dict) -> jax.Array:

@@ -126,29 +126,31 @@ def perplexity(mean_loss: float) -> float:
     return float(jnp.exp(jnp.float32(mean_loss)))
 
 
-def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32, **compute):
+def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float32,
+             ce_chunks: int = 1, **compute):  # fmt: skip
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
-    `compute`: `attention`, `remat`, `ce_chunks` (see `lm_loss`)."""
-    chunks, T = compute.pop("ce_chunks", 1), batch["inputs"].shape[1]
-    if T % chunks:
-        raise ValueError(f"ce_chunks {chunks} must divide the sequence length {T}")
+    `ce_chunks`, `compute` (`attention`, `remat`): see `lm_loss`."""
+    T = batch["inputs"].shape[1]
+    if T % ce_chunks:
+        raise ValueError(f"ce_chunks {ce_chunks} must divide the sequence length {T}")
     model = GPT(cfg, dtype, padded_logits=True, **compute)
     rngs = {"dropout": rng} if train else {}
     run = lambda head: model.apply({"params": params}, batch["inputs"], deterministic=not train,
                                    rngs=rngs, head=head)  # fmt: skip
-    if chunks == 1:
+    if ce_chunks == 1:
         return cross_entropy_sum(run(True), batch["targets"])
     return chunked_cross_entropy_sum(run(False), output_head(cfg, params), batch["targets"],
-                                     dtype, chunks)  # fmt: skip
+                                     dtype, ce_chunks)  # fmt: skip
 
 
 def chunked_cross_entropy_sum(x, head, targets, dtype, chunks: int):
-    """`cross_entropy_sum(lm_logits(x, head, dtype), targets)` for x [B, T, D] and head [V, D],
-    computed over `chunks` slices of T in turn: the logits of one slice, [B, T/chunks, V], are
-    the only ones alive at a time, and the backward pass recomputes them slice by slice."""
+    """`cross_entropy_sum` of the logits of x [B, T, D] through head [V, D], computed over
+    `chunks` slices of T in turn: the logits of one slice, [B, T/chunks, V], are the only ones
+    alive at a time, and the backward pass recomputes them slice by slice."""
     B, T = x.shape[:2]
     per = lambda a: a.reshape(B, chunks, T // chunks, *a.shape[2:]).swapaxes(0, 1)
-    piece = jax.checkpoint(lambda x, t: cross_entropy_sum(lm_logits(x, head, dtype), t))
+    logits = lambda x: lm_logits(x, head, dtype, padded=True)
+    piece = jax.checkpoint(lambda x, t: cross_entropy_sum(logits(x), t))
 
     def body(carry, xt):
         s, n = piece(*xt)

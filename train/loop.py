@@ -218,8 +218,7 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
                 evals, line = task.evaluate(single(state).params, done)
                 records[-1].update(evals)
                 log.say(line)
-            for record in records:
-                log.write(record, plot=evaluated and record is records[-1])
+            log.write(records, plot=evaluated)
             if saving:
                 epoch, index = divmod(step, per_epoch)
                 meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
@@ -254,8 +253,7 @@ class Pending:
         self.steps = []
         for i, record in enumerate(records):
             if not math.isfinite(record["train_loss"]):
-                for good in records[:i]:
-                    self.log.write(good, plot=False)
+                self.log.write(records[:i], plot=False)
                 ckpts = self.ckpts
                 raise ValueError(f"non-finite loss ({record['train_loss']}) at step "
                                  f"{record['step']}; stopped, the last good checkpoint is step "

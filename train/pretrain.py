@@ -92,24 +92,20 @@ class Pretrain:
         self.train, self.val = corpus(opts.data, T, opts.train_ratio)
         self.opts, self.cfg = opts, cfg
         self.identity = {"model": cfg.to_dict()}
-        dtype = parallel.compute_dtype(opts.dtype)
-        rows = opts.batch_size // opts.grad_accum // max(1, len(jax.devices()))
+        rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
+        chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size)
         compute = dict(
-            attention=opts.attention,
-            remat=opts.remat,
-            ce_chunks=opts.ce_chunks or ce_chunks_for(rows or 1, T, cfg.vocab_size),
+            dtype=parallel.compute_dtype(opts.dtype), attention=opts.attention, ce_chunks=chunks
         )
-        self.loss_fn, self.trainable = lm_loss(cfg, dtype, **compute), None
+        self.loss_fn, self.trainable = lm_loss(cfg, remat=opts.remat, **compute), None
         self.seen = ("tokens_seen", T)
         self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
         self.plots = {"loss.png": [
             ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
             ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
         ]}  # fmt: skip
-        compute.pop("remat")  # evaluation keeps no activations for a backward pass
-        eval_step = make_eval_step(cfg, dtype=dtype, **compute)
-        self.evaluator = Evaluator(eval_step, parallel.make_mesh(), opts.batch_size,
-                                   opts.eval_batches)  # fmt: skip
+        self.evaluator = Evaluator(make_eval_step(cfg, **compute), parallel.make_mesh(),
+                                   opts.batch_size, opts.eval_batches)  # fmt: skip
         self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None

@@ -83,11 +83,12 @@ class RunLog:
         if self.lead and line:
             self.bar.write(line)
 
-    def write(self, record: dict, *, plot: bool) -> None:
+    def write(self, records: list[dict], *, plot: bool) -> None:
+        """Append `records` to metrics.jsonl; `plot`: then redraw the task's plots."""
         if not self.lead:
             return
         with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.writelines(json.dumps(record) + "\n" for record in records)
         if plot:
             for name, spec in self.plots.items():
                 panels = spec if isinstance(spec, list) else [spec]
