@@ -10,6 +10,8 @@ from gptjax.attention import (
     KVCache,
     MultiHeadAttention,
     SelfAttention,
+    cudnn_works,
+    resolve_impl,
     simple_attention,
 )
 
@@ -165,3 +167,13 @@ def test_fused_kernels_equal_the_reference_in_prefill_and_decode(impl, x):
 def test_unknown_implementation_is_named():
     with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
         mha_with("flash").init(jax.random.key(0), jnp.zeros((1, 4, D)))
+
+
+def test_cudnn_probe_failure_falls_back_with_one_line(capsys):
+    cudnn_works.cache_clear()
+    if jax.default_backend() == "gpu":
+        pytest.skip("the probe's failure path needs a machine without cuDNN")
+    assert cudnn_works() is False
+    assert "cuDNN attention unavailable" in capsys.readouterr().err
+    assert resolve_impl("auto", jnp.bfloat16) == "reference"  # no GPU: the reference einsums
+    assert resolve_impl("cudnn", jnp.float32) == "xla"  # cuDNN has no float32 kernel
