@@ -27,6 +27,7 @@ import numpy as np
 
 from gptjax import bench_hf, generate, init_params, parallel
 from gptjax.config import GPTConfig
+from gptjax.cross_entropy import ce_chunks_for
 from gptjax.flops import flops_per_token, peak_flops
 from gptjax.model import REMAT
 from gptjax.options import option, parse, run_cli
@@ -79,10 +80,11 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return max(first - median, 0.0), median
 
 
-def train_step_for(cfg, opts: Options):
+def train_step_for(cfg, opts: Options, B: int):
     oc = OptimConfig(lr=1e-4)
     opt = make_optimizer(oc)
-    loss = lm_loss(cfg, parallel.compute_dtype(opts.dtype), remat=opts.remat)
+    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim)  # as pretrain's default
+    loss = lm_loss(cfg, parallel.compute_dtype(opts.dtype), remat=opts.remat, ce_chunks=chunks)
     fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
     return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
 
@@ -93,7 +95,7 @@ def random_batch(cfg, B: int, T: int) -> dict:
 
 
 def bench_train_jax(cfg, opts, batch):
-    step, fresh = train_step_for(cfg, opts)
+    step, fresh = train_step_for(cfg, opts, batch["inputs"].shape[0])
     state = jax.jit(fresh)()
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -116,7 +118,7 @@ def bench_train_jax(cfg, opts, batch):
 
 def compile_seconds(cfg, opts: Options) -> float:
     """Seconds to compile the train step of `cfg` for batch B x T, from shapes alone."""
-    step, fresh = train_step_for(cfg, opts)
+    step, fresh = train_step_for(cfg, opts, opts.batch_size or 4)
     state = jax.eval_shape(fresh)
     batch = jax.eval_shape(lambda: random_batch(cfg, opts.batch_size or 4, opts.seq_len))
     start = time.perf_counter()

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.config import GPTConfig
+from gptjax.cross_entropy import IGNORE  # the label of a padding example: counted as nothing
 from gptjax.model import GPT
-from gptjax.training import IGNORE  # the label of a padding example: counted as nothing
 
 K = 4
 

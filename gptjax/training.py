@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from gptjax.config import GPTConfig
-from gptjax.model import GPT, lm_logits, output_head, padded_vocab
+from gptjax.cross_entropy import cross_entropy_sum, sliced_cross_entropy_sum
+from gptjax.model import GPT, output_head
 
-IGNORE = -100  # target label that counts for nothing, as in PyTorch's cross_entropy
 # loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
 LossFn = Callable[[Any, dict, Any, bool], tuple[jax.Array, jax.Array]]
 
@@ -109,18 +109,6 @@ def init_state(
     return TrainState(params, optimizer.init(trained), jnp.zeros((), jnp.int32), rng)
 
 
-def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
-    """logits [B, T, V] float32, targets [B, T] -> (summed loss, count of counted targets)."""
-    counted = targets != IGNORE
-    safe = jnp.where(counted, targets, 0)
-    logits = logits.astype(jnp.float32)
-    # logsumexp minus the target's logit, not log_softmax: no second [B, T, V] array, and its
-    # gradient is one softmax (about 1.6x faster forward+backward over GPT-2's 50,257 columns).
-    picked = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - picked
-    return jnp.sum(nll * counted), jnp.sum(counted).astype(jnp.float32)
-
-
 def perplexity(mean_loss: float) -> float:
     """exp(mean token cross entropy): the effective number of equally likely next tokens."""
     return float(jnp.exp(jnp.float32(mean_loss)))
@@ -139,39 +127,15 @@ def loss_sum(params, cfg: GPTConfig, batch, rng, *, train: bool, dtype=jnp.float
                                    rngs=rngs, head=head)  # fmt: skip
     if ce_chunks == 1:
         return cross_entropy_sum(run(True), batch["targets"])
-    return chunked_cross_entropy_sum(run(False), output_head(cfg, params), batch["targets"],
-                                     dtype, ce_chunks)  # fmt: skip
-
-
-def chunked_cross_entropy_sum(x, head, targets, dtype, chunks: int):
-    """`cross_entropy_sum` of the logits of x [B, T, D] through head [V, D], computed over
-    `chunks` slices of T in turn: the logits of one slice, [B, T/chunks, V], are the only ones
-    alive at a time, and the backward pass recomputes them slice by slice."""
-    B, T = x.shape[:2]
-    per = lambda a: a.reshape(B, chunks, T // chunks, *a.shape[2:]).swapaxes(0, 1)
-    logits = lambda x: lm_logits(x, head, dtype, padded=True)
-    piece = jax.checkpoint(lambda x, t: cross_entropy_sum(logits(x), t))
-
-    def body(carry, xt):
-        s, n = piece(*xt)
-        return (carry[0] + s, carry[1] + n), None
-
-    (s, n), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0)), (per(x), per(targets)))
-    return s, n
-
-
-def ce_chunks_for(rows: int, T: int, V: int, budget: int = 2**30) -> int:
-    """The fewest slices of T (a divisor) whose float32 logits, rows x T/k x V', fit `budget`
-    bytes; `rows` is the batch one device holds at a time (micro-batch / data shards)."""
-    size = rows * T * padded_vocab(V) * 4
-    return next((k for k in range(1, T + 1) if T % k == 0 and size / k <= budget), T)
+    return sliced_cross_entropy_sum(run(False), output_head(cfg, params), batch["targets"],
+                                    dtype, ce_chunks)  # fmt: skip
 
 
 def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
     """The language-model loss of `cfg` as a LossFn for `make_train_step`. `compute` (all
     optional, none changes the result beyond rounding): `attention` (kernel, see
     `attention.resolve_impl`), `remat` (a key of `model.REMAT`), `ce_chunks` (slices of T the
-    cross entropy is computed in, see `chunked_cross_entropy_sum`)."""
+    cross entropy is computed in, see `cross_entropy.sliced_cross_entropy_sum`)."""
     dtype = dtype or jnp.float32
     return lambda params, batch, rng, train: loss_sum(
         params, cfg, batch, rng, train=train, dtype=dtype, **compute

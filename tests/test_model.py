@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gptjax import GPT, GPTConfig, init_params
+from gptjax.cross_entropy import cross_entropy_sum
 from gptjax.model import LayerNorm, gelu
-from gptjax.training import cross_entropy_sum
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 

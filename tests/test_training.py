@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 from gptjax import GPTConfig, init_params
+from gptjax.cross_entropy import IGNORE, ce_chunks_for, cross_entropy_sum
 from gptjax.training import (
-    IGNORE,
     OptimConfig,
-    ce_chunks_for,
-    cross_entropy_sum,
     init_state,
     lm_loss,
     lr_schedule,
@@ -139,14 +137,21 @@ def test_bfloat16_steps_keep_float32_master_params():
     assert m["loss"].dtype == jnp.float32 and losses[-1] < losses[0] - 0.3
 
 
-def test_chunked_cross_entropy_equals_the_whole():
+def test_sliced_cross_entropy_equals_the_whole():
     params, batch = init_params(CFG, jax.random.key(0)), random_batch(5)
     batch["targets"][0, :3] = IGNORE
     summed = lambda **kw: lambda p: lm_loss(CFG, **kw)(p, batch, None, False)[0]
     want, want_g = jax.jit(jax.value_and_grad(summed()))(params)
     got, got_g = jax.jit(jax.value_and_grad(summed(ce_chunks=4)))(params)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(summed(ce_chunks=4))(params), want, rtol=1e-6)  # eval
     for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # a frozen head (wte a constant, as in LoRA): no head gradient made, the rest unchanged
+    rest = {k: v for k, v in params.items() if k != "wte"}
+    frozen = lambda **kw: lambda r: summed(**kw)({**r, "wte": params["wte"]})
+    for a, b in zip(jax.tree.leaves(jax.grad(frozen(ce_chunks=2))(rest)),
+                    jax.tree.leaves(jax.grad(frozen())(rest)), strict=True):  # fmt: skip
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="ce_chunks 5 must divide the sequence length 16"):
         lm_loss(CFG, ce_chunks=5)(params, batch, None, False)
@@ -154,6 +159,10 @@ def test_chunked_cross_entropy_equals_the_whole():
 
 def test_cross_entropy_chunks_keep_logits_under_the_budget():
     # 8 rows x 1024 tokens x 50,304 padded columns x 4 bytes = 1.54 GiB: two slices of 1 GiB
-    assert ce_chunks_for(8, 1024, 50257) == 2
-    assert ce_chunks_for(1, 128, 50257) == 1
-    assert ce_chunks_for(64, 1024, 50257, budget=2**20) == 1024  # never more than T
+    assert ce_chunks_for(8, 1024, 50257, 768, budget=2**30) == 2
+    assert ce_chunks_for(1, 128, 50257, 768, budget=2**30) == 1
+    assert ce_chunks_for(64, 1024, 50257, 8, budget=2**20) == 1024  # never more than T
+    # on CPU (32 MiB): 4 x 128 x 50,304 x 4 = 98 MiB of logits; sliced in 4 at D 128, but not at
+    # D 768, where each slice would re-add a 147 MiB head gradient
+    assert ce_chunks_for(4, 128, 50257, 128, budget=2**25) == 4
+    assert ce_chunks_for(4, 128, 50257, 768, budget=2**25) == 1

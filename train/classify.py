@@ -26,9 +26,9 @@ from gptjax import parallel, textdata, tokenizer
 from gptjax.checkpoint import save_model, write_json
 from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
+from gptjax.cross_entropy import IGNORE
 from gptjax.finetune import MODES, counts, lora_config, merged, trainable_paths, with_adapters
 from gptjax.options import option, run_cli
-from gptjax.training import IGNORE
 from train import loop
 from train.classify_predict import predict
 from train.evaluate import Evaluator

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from gptjax import parallel
-from gptjax.training import IGNORE
+from gptjax.cross_entropy import IGNORE
 
 COUNTED = ("targets", "labels", "valid")  # the keys whose IGNORE rows count for nothing
 

@@ -19,12 +19,13 @@ from gptjax import generate, parallel, tokenizer
 from gptjax.attention import IMPLS
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.corpus import Windows, load_tokens
+from gptjax.cross_entropy import ce_chunks_for
 from gptjax.data import train_val_split
 from gptjax.flops import flops_per_token
 from gptjax.model import INITS, REMAT, abstract_params, count_params, init_params
 from gptjax.options import option, run_cli
 from gptjax.shards import is_shard_dir, shard_windows
-from gptjax.training import ce_chunks_for, lm_loss, make_eval_step, perplexity
+from gptjax.training import lm_loss, make_eval_step, perplexity
 from train import loop
 from train.evaluate import Evaluator
 from train.hellaswag import HellaSwag
@@ -51,7 +52,7 @@ class Options(RunOptions):
     remat: str = option("none", "recompute block activations in the backward pass (block: all, "
                         "dots: all but matmul outputs)", choices=list(REMAT))  # fmt: skip
     ce_chunks: int = option(0, "slices of T for the cross entropy (0: as few as keep each "
-                            "slice's float32 logits under 1 GiB)")  # fmt: skip
+                            "slice's logits under 1 GiB on GPU/TPU, 32 MiB on CPU)")  # fmt: skip
     train_ratio: float = option(0.9, "leading fraction of the tokens used for training")
     prompt: str = option("Every effort moves you", "prompt for the eval samples")
     sample_tokens: int = option(30, "tokens per eval sample")
@@ -93,7 +94,7 @@ class Pretrain:
         self.opts, self.cfg = opts, cfg
         self.identity = {"model": cfg.to_dict()}
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
-        chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size)
+        chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim)
         compute = dict(
             dtype=parallel.compute_dtype(opts.dtype), attention=opts.attention, ce_chunks=chunks
         )
