@@ -31,6 +31,7 @@ from gptjax.cross_entropy import ce_chunks_for
 from gptjax.flops import flops_per_token, peak_flops
 from gptjax.model import REMAT
 from gptjax.options import option, parse, run_cli
+from gptjax.parallel import DTYPES
 from gptjax.profile import StepTrace
 from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 
@@ -46,7 +47,7 @@ class Options:
     prompt_len: int = option(8, "generation prompt length")
     new_tokens: int = option(128, "tokens generated per run (per row)")
     dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU)",
-                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+                        choices=list(DTYPES))  # fmt: skip
     remat: str = option("none", "remat of the train step's blocks", choices=list(REMAT))
     repeats: int = option(5, "timed runs; the median is reported")
     hf: bool = option(True, "also time Hugging Face transformers (PyTorch)")

@@ -4,11 +4,11 @@ the gradients made in the same pass.
 The language-model loss ends in logits [B, T, V] float32: 50,257 columns per token, the largest
 array of a GPT-2 step. `sliced_cross_entropy_sum` never holds more than one slice of them,
 [B, T/K, V']. A backward pass that recomputed each slice's logits would pay a fourth head-sized
-matmul; instead, while a slice's softmax is at hand, its gradients are made right away
-(d logits = softmax - one_hot, then d x and d head): three matmuls, as the unsliced loss, and the
-backward pass only scales them by the incoming cotangent. On CPU the slices also keep the
-vocabulary-wide elementwise work in cache (the tiny preset's train step runs about 1.25x faster
-in 4 slices).
+matmul; instead, while a slice's logits are at hand, its gradients are made right away (d logits
+= softmax - one_hot, from `cross_entropy_sum`'s own VJP, then d x and d head): three matmuls, as
+the unsliced loss, and the backward pass only scales them by the incoming cotangent. On CPU the
+slices also keep the vocabulary-wide elementwise work in cache (the tiny preset's train step
+runs about 1.25x faster in 4 slices).
 
 Shapes: B batch, T tokens, D width, V vocabulary (V' padded to a multiple of 128), K slices.
 """
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from gptjax.model import padded_vocab
+from gptjax.model import mask_padding, padded_head, padded_vocab
 
 IGNORE = -100  # target label that counts for nothing, as in PyTorch's cross_entropy
 
@@ -39,22 +39,13 @@ def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
 
 
 def _slice_pass(x, w, V, targets, dtype, want_dx: bool, want_dw: bool):
-    """One slice: x [B, t, D], w [V', D] (compute dtype, zero rows past V) -> (loss sum, count,
+    """One slice: x [B, t, D], w [V', D] (`model.padded_head`) -> (loss sum, count,
     d x [B, t, D] or None, d w [V', D] float32 or None) for a cotangent of 1 on the loss sum."""
     logits = jnp.einsum("btd,vd->btv", x, w, preferred_element_type=jnp.float32)
-    logits = jnp.where(jnp.arange(w.shape[0]) < V, logits, -jnp.inf)
-    counted = targets != IGNORE
-    safe = jnp.where(counted, targets, 0)
-    top = logits.max(-1, keepdims=True)
-    e = jnp.exp(logits - top)
-    z = e.sum(-1, keepdims=True)
-    picked = jnp.take_along_axis(logits, safe[..., None], axis=-1)
-    nll = (jnp.log(z) + top - picked)[..., 0]
-    s, n = jnp.sum(nll * counted), jnp.sum(counted).astype(jnp.float32)
+    (s, n), back = jax.vjp(lambda z: cross_entropy_sum(z, targets), mask_padding(logits, V))
     if not (want_dx or want_dw):
         return s, n, None, None
-    d = (e / z - jax.nn.one_hot(safe, w.shape[0], dtype=e.dtype)) * counted[..., None]
-    d = d.astype(dtype)
+    d = back((jnp.float32(1), jnp.float32(0)))[0].astype(dtype)  # softmax - one_hot, counted
     dx = jnp.einsum("btv,vd->btd", d, w, preferred_element_type=jnp.float32) if want_dx else None
     dw = jnp.einsum("btv,btd->vd", d, x, preferred_element_type=jnp.float32) if want_dw else None
     return s, n, None if dx is None else dx.astype(x.dtype), dw
@@ -63,8 +54,7 @@ def _slice_pass(x, w, V, targets, dtype, want_dx: bool, want_dw: bool):
 def _all_slices(x, head, targets, dtype, slices: int, want_dx=False, want_dw=False):
     """`_slice_pass` over the slices of T in turn (a scan): (loss sum, count, d x, d head)."""
     B, T = x.shape[:2]
-    V = head.shape[0]
-    w = jnp.pad(head.astype(dtype), ((0, padded_vocab(V) - V), (0, 0)))
+    V, w = head.shape[0], padded_head(head, dtype)
     per = lambda a: a.reshape(B, slices, T // slices, *a.shape[2:]).swapaxes(0, 1)
 
     def body(carry, xt):

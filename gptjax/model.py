@@ -142,6 +142,17 @@ def padded_vocab(V: int) -> int:
     return -(-V // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
+def padded_head(head: jax.Array, dtype) -> jax.Array:
+    """The output head [V, D] in the compute dtype with zero rows up to V' = padded_vocab(V)."""
+    V = head.shape[0]
+    return jnp.pad(head.astype(dtype), ((0, padded_vocab(V) - V), (0, 0)))
+
+
+def mask_padding(logits: jax.Array, V: int) -> jax.Array:
+    """logits [..., V'] with the columns past the V real tokens set to -inf."""
+    return jnp.where(jnp.arange(logits.shape[-1]) < V, logits, -jnp.inf)
+
+
 def lm_logits(x: jax.Array, head: jax.Array, dtype, *, padded: bool = False) -> jax.Array:
     """x [..., D] times the output head [V, D] -> float32 logits [..., V].
 
@@ -151,15 +162,13 @@ def lm_logits(x: jax.Array, head: jax.Array, dtype, *, padded: bool = False) -> 
     with the extra columns -inf, so softmax, losses and samples are those of the V real tokens.
     """
     V, Vp = head.shape[0], padded_vocab(head.shape[0])
-    head = head.astype(dtype)
     many = math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
-    if many:
-        head = jnp.pad(head, ((0, Vp - V), (0, 0)))
+    head = padded_head(head, dtype) if many else head.astype(dtype)
     logits = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
     if not padded or Vp == V:
         return logits[..., :V]
     if many:
-        return jnp.where(jnp.arange(Vp) < V, logits, -jnp.inf)
+        return mask_padding(logits, V)
     return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
 
 

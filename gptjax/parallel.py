@@ -52,6 +52,9 @@ def describe_devices() -> str:
     return f"{shown}, {procs} process{'es' if procs > 1 else ''}"
 
 
+DTYPES = ("auto", "float32", "bfloat16")  # what --dtype takes
+
+
 def compute_dtype(name: str):
     """The compute dtype a `--dtype` names; "auto": bfloat16 on GPUs and TPUs (parameters stay
     float32, see `model.GPT`), float32 on CPUs, where bfloat16 matmuls are not faster."""

@@ -14,6 +14,7 @@ from convert.load import load_model
 from gptjax import tokenizer
 from gptjax.config import GPTConfig
 from gptjax.options import option
+from gptjax.parallel import DTYPES
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class RunOptions:
     init_from: str | None = option(None, "start from a checkpoint, run or converted model")
     seed: int = option(0, "seed for init, shuffling and dropout")
     dtype: str = option("float32", "compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)",
-                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+                        choices=list(DTYPES))  # fmt: skip
     log_every: int = option(10, "steps between fetches of the metrics from the devices (each "
                             "step is still logged; checkpoints and evals fetch first)")  # fmt: skip
     parallel: str = option("jit", "data-parallel formulation", choices=["jit", "pmap"])

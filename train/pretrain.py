@@ -24,6 +24,7 @@ from gptjax.data import train_val_split
 from gptjax.flops import flops_per_token
 from gptjax.model import INITS, REMAT, abstract_params, count_params, init_params
 from gptjax.options import option, run_cli
+from gptjax.parallel import DTYPES
 from gptjax.shards import is_shard_dir, shard_windows
 from gptjax.training import lm_loss, make_eval_step, perplexity
 from train import loop
@@ -46,7 +47,7 @@ class Options(RunOptions):
     tie_embeddings: bool | None = option(None, "output head shares wte (default: the preset's)")
     drop_rate: float = option(0.1, "dropout rate (0, as nanoGPT: fused attention on GPUs)")
     dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)",
-                        choices=["auto", "float32", "bfloat16"])  # fmt: skip
+                        choices=list(DTYPES))  # fmt: skip
     attention: str = option("auto", "attention kernel (auto: cuDNN on GPU in bf16, else "
                             "reference einsums)", choices=list(IMPLS))  # fmt: skip
     remat: str = option("none", "recompute block activations in the backward pass (block: all, "
