@@ -8,16 +8,20 @@ runs after a warm-up), MFU on GPUs/TPUs and compile time, then our speed as a mu
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
-and 1558M at batch 1 and 8. `--compile-only` just times compiling each preset's train step
-(from shapes: no memory). With --json, one JSON object per line instead.
+and 1558M at batch 1 and 8, each measurement in a fresh process (`--apart`). `--compile-only`
+just times compiling each preset's train step (from shapes: no memory). With --json, one JSON
+object per line instead.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
@@ -26,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax import bench_hf, generate, init_params, parallel
+from gptjax.attention import IMPLS
 from gptjax.config import GPTConfig
 from gptjax.cross_entropy import ce_chunks_for
 from gptjax.flops import flops_per_token, peak_flops
@@ -38,9 +43,10 @@ from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, ma
 
 @dataclass(frozen=True)
 class Options:
-    presets: str | None = option(None, "presets to train (default: tiny,124M; GPU 124M,355M)")
+    presets: str | None = option(None, "presets to train (default: tiny,124M; GPU 124M,355M; "
+                                 "none: no training rows)")  # fmt: skip
     decode_presets: str | None = option(None, "presets to decode (default: --presets; GPU "
-                                        "124M,1558M)")  # fmt: skip
+                                        "124M,1558M; none: no decoding rows)")  # fmt: skip
     batch_size: int | None = option(None, "training batch B (default: 4; GPU: largest that fits)")
     seq_len: int | None = option(None, "training sequence length T (default: 128; GPU 1024)")
     decode_batches: str | None = option(None, "decoding batch sizes (default: 1; GPU 1,8)")
@@ -49,11 +55,14 @@ class Options:
     dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU)",
                         choices=list(DTYPES))  # fmt: skip
     remat: str = option("none", "remat of the train step's blocks", choices=list(REMAT))
+    attention: str = option("auto", "attention kernel of the train step", choices=list(IMPLS))
     repeats: int = option(5, "timed runs; the median is reported")
     hf: bool = option(True, "also time Hugging Face transformers (PyTorch)")
     compile_only: bool = option(False, "only time compiling each preset's train step")
     json: bool = option(False, "print JSON lines instead of a table")
     profile: str | None = option(None, "write a jax.profiler trace of 3 train steps (per preset)")
+    apart: bool | None = option(None, "each measurement in a fresh process (default: on a GPU, "
+                                "where JAX's and torch's memory outlive a case)")  # fmt: skip
 
 
 def resolved(opts: Options) -> Options:
@@ -64,7 +73,21 @@ def resolved(opts: Options) -> Options:
         opts, presets=presets, seq_len=opts.seq_len or (1024 if gpu else 128),
         decode_presets=opts.decode_presets or ("124M,1558M" if gpu else presets),
         decode_batches=opts.decode_batches or ("1,8" if gpu else "1"),
+        apart=gpu if opts.apart is None else opts.apart,
     )  # fmt: skip
+
+
+def apart(fn, *args):
+    """fn(*args) run in a fresh process. On a GPU, JAX keeps the memory it grew to and torch
+    its cache until the process ends, so cases run one after another in one process starve
+    each other (HF's train step ran out of memory after ours on an H100)."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def call(opts: Options, fn, *args):
+    return apart(fn, *args) if opts.apart else fn(*args)
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -85,7 +108,8 @@ def train_step_for(cfg, opts: Options, B: int):
     oc = OptimConfig(lr=1e-4)
     opt = make_optimizer(oc)
     chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim)  # as pretrain's default
-    loss = lm_loss(cfg, parallel.compute_dtype(opts.dtype), remat=opts.remat, ce_chunks=chunks)
+    loss = lm_loss(cfg, parallel.compute_dtype(opts.dtype), remat=opts.remat, ce_chunks=chunks,
+                   attention=opts.attention)  # fmt: skip
     fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
     return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
 
@@ -143,6 +167,7 @@ def largest_batch(cfg, opts: Options) -> int:
 def bench_generate_jax(cfg, opts, prompt):
     dtype = parallel.compute_dtype(opts.dtype)
     params = jax.device_put(init_params(cfg, jax.random.key(0)))
+    prompt = jnp.asarray(prompt)
     run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens, dtype=dtype)
     return timed(lambda: run().block_until_ready(), opts.repeats)
 
@@ -159,18 +184,24 @@ class Case(NamedTuple):
     data: Any
 
 
+def names(presets: str) -> list[str]:
+    """The presets of a comma list; "none" for none."""
+    return [] if presets == "none" else [p.strip() for p in presets.split(",")]
+
+
 def cases(opts: Options):
-    for preset in (p.strip() for p in opts.presets.split(",")):
+    for preset in names(opts.presets):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
-        B = opts.batch_size or (largest_batch(cfg, opts) if jax.default_backend() == "gpu" else 4)
+        gpu = jax.default_backend() == "gpu"
+        B = opts.batch_size or (call(opts, largest_batch, cfg, opts) if gpu else 4)
         batch = random_batch(cfg, B, opts.seq_len)
         yield Case(cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train,
                    batch)  # fmt: skip
-    for preset in (p.strip() for p in opts.decode_presets.split(",")):
+    for preset in names(opts.decode_presets):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
         for B in map(int, opts.decode_batches.split(",")):
             rng = np.random.default_rng(0)
-            prompt = jnp.asarray(rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)), jnp.int32)
+            prompt = rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)).astype(np.int32)
             what = "generate" if B == 1 else f"generate_b{B}"
             yield Case(cfg, preset, what, B * opts.new_tokens, bench_generate_jax,
                        bench_hf.generate, prompt)  # fmt: skip
@@ -190,7 +221,7 @@ def rows(opts: Options):
         cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
         for impl, compiled in impls:
             try:
-                compile_s, median = measure(case, impl, compiled, opts)
+                compile_s, median = call(opts, measure, case, impl, compiled, opts)
             except Exception as e:  # torch.compile does not take every model everywhere
                 if impl == "gptjax":
                     raise
@@ -212,11 +243,14 @@ def rows(opts: Options):
 
 
 def main(argv=None) -> None:
+    # Memory is held by the measurements alone (each in its own process on a GPU, see `apart`),
+    # not by this process, which only asks what the devices are.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     opts = resolved(parse(Options, argv, description=__doc__.split("\n\n")[0]))
     if opts.compile_only:
-        for preset in opts.presets.split(","):
-            cfg = GPTConfig.preset(preset.strip(), drop_rate=0.0)
-            print(f"{preset.strip():>6} train step compiles in {compile_seconds(cfg, opts):.1f} s "
+        for preset in names(opts.presets):
+            cfg = GPTConfig.preset(preset, drop_rate=0.0)
+            print(f"{preset:>6} train step compiles in {compile_seconds(cfg, opts):.1f} s "
                   f"(B {opts.batch_size or 4}, T {opts.seq_len}, remat {opts.remat}, "
                   f"{jax.devices()[0].device_kind})", flush=True)  # fmt: skip
         return

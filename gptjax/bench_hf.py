@@ -76,10 +76,9 @@ def generate(cfg: GPTConfig, opts, prompt, *, compiled: bool):
     net = model(cfg).eval()
     if half(opts):
         net = net.to(torch.bfloat16)
-    kw = {}
-    if compiled:  # HF's recipe: a static cache and a compiled forward
-        net.forward = torch.compile(net.forward, mode="reduce-overhead", fullgraph=True)
-        kw["cache_implementation"] = "static"
+    # HF's recipe for a compiled decode: a static cache, with which `generate` compiles the
+    # forward itself (compiling it by hand as well broke its CUDA graphs, transformers 5.17).
+    kw = {"cache_implementation": "static"} if compiled else {}
     ids = torch.tensor(np.asarray(prompt), dtype=torch.long, device=net.device)
 
     def run():

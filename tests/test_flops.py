@@ -36,6 +36,15 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
     assert "tiny train step compiles in" in capsys.readouterr().out
 
 
+def test_bench_runs_each_measurement_apart_as_on_a_gpu(capsys):
+    # On a GPU each case runs in a fresh process so JAX's and torch's memory never meet.
+    args = ["--presets", "tiny", "--decode-presets", "none", "--seq-len", "16", "--repeats", "1"]
+    bench.main([*args, "--apart", "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["impl"] for r in rows] == ["gptjax", "hf-torch"]
+    assert all(r["what"] == "train_step" and r["tok_per_s"] > 0 for r in rows)
+
+
 def test_auto_dtype_is_float32_on_cpu():
     assert compute_dtype("auto") == jax.numpy.float32  # bfloat16 only on GPUs and TPUs
     assert compute_dtype("bfloat16") == jax.numpy.bfloat16
