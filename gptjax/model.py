@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from gptjax.attention import KVCache, MultiHeadAttention
 from gptjax.config import GPTConfig
+from gptjax.fence import gradient_fence
 
 Cache = tuple[KVCache, ...]  # one KVCache per block
 
@@ -130,7 +131,9 @@ def trunk(cfg: GPTConfig, dtype, tokens, *, deterministic, cache=None, pos=0, ma
     new_cache = []
     for i in range(cfg.n_layers):
         block = layer(cfg, dtype, attention, name=f"h_{i}")
-        x, c = block(x, deterministic, None if cache is None else cache[i], pos, key_mask)
+        # Store the residual gradient once per block (XLA's CPU fusion would re-add it: fence.py).
+        x, c = block(gradient_fence(x), deterministic, None if cache is None else cache[i], pos,
+                     key_mask)  # fmt: skip
         new_cache.append(c)
     return LayerNorm(dtype=dtype, name="ln_f")(x), tuple(new_cache), wte
 

@@ -123,6 +123,18 @@ def loss_of(params, model, x=None, y=None, **kw):
     return cross_entropy_sum(model.apply({"params": params}, x, **kw), y)[0]
 
 
+def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params, monkeypatch):
+    grad_of = lambda: jax.jit(jax.value_and_grad(lambda p: loss_of(p, GPT(CFG))))
+    fenced = grad_of()
+    # On CPU one conditional per block: XLA keeps it, so each gradient is stored, not re-added.
+    assert fenced.lower(params).compile().as_text().count("conditional(") == CFG.n_layers
+    monkeypatch.setattr("gptjax.model.gradient_fence", lambda x: x)
+    (want, want_g), (got, got_g) = grad_of()(params), fenced(params)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
+        assert np.max(np.abs(a - b)) <= 1e-6 * max(1.0, np.max(np.abs(b)))
+
+
 @pytest.mark.parametrize("remat", ["block", "dots"])
 def test_remat_equals_no_remat(params, remat):
     rng = {"dropout": jax.random.key(4)}  # with dropout: remat must redraw the same masks
