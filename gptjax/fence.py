@@ -3,11 +3,11 @@ once per block instead of being re-added in every place that reads it.
 
 In the backward pass the gradient at block i's input is the sum of what every later block adds
 to the residual stream. XLA's CPU compiler counts those adds as cheap and fuses the whole chain
-into each of its consumers (the next matmul, the transposed copy for a weight gradient, the
-LayerNorm backward) instead of storing the sum: O(L^2) passes over [B, T, D], 220 operands in
-one fusion of the 124M train step. A conditional is a fusion boundary that XLA keeps, so passing
-the gradient through one stores it: 124M's CPU train step runs about 1.25x faster (AMD EPYC,
-B 4, T 128), and no value changes.
+into each of its consumers (three loop fusions per block, one of them the transposed copy a
+weight gradient reads) instead of storing the sum: O(L^2) passes over [B, T, D], up to 231
+operands in one fusion of the 124M train step. A conditional is a fusion boundary that XLA
+keeps, so passing the gradient through one stores it: 124M's CPU train step runs about 1.25x
+faster (AMD EPYC, B 4, T 128), and no value changes.
 
 Only on CPU: a GPU's conditional waits for its predicate on the host, and XLA's GPU fusion
 weighs what duplicating costs.
