@@ -42,3 +42,19 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
 def test_auto_dtype_is_float32_on_cpu():
     assert compute_dtype("auto") == jax.numpy.float32  # bfloat16 only on GPUs and TPUs
     assert compute_dtype("bfloat16") == jax.numpy.bfloat16
+
+
+def test_tokens_per_second_leave_out_evals_and_checkpoints(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from train.options import RunOptions
+    from train.runlog import RunLog
+
+    clock = iter([0.0, 2.0, 9.0, 10.0])  # start, fetch, eval and save done, next fetch
+    monkeypatch.setattr("train.runlog.time.perf_counter", lambda: next(clock))
+    task = SimpleNamespace(identity={}, seen=("tokens_seen", 16), plots={})
+    log = RunLog(RunOptions(batch_size=4, out=str(tmp_path), progress=False), task, 0, 2)
+    m = {"loss": 1.0, "lr": 1e-3, "grad_norm": 1.0}
+    assert log.step_records([1], [m], False)[0]["tokens_per_s"] == 64 / 2
+    log.restart_clock()  # after the eval and checkpoint of step 1
+    assert log.step_records([2], [m], False)[0]["tokens_per_s"] == 64 / 1

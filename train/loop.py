@@ -224,6 +224,7 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
                 meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
                 # The last one (or one before stopping) must be on disk before we go on.
                 save(ckpts, done, single(state), meta, wait=bool(signum) or done == total)
+            log.restart_clock()
             if signum:
                 log.close()
                 say(f"stopped by {signal.Signals(signum).name} after step {done} of {total}: "

@@ -79,6 +79,11 @@ class RunLog:
             self.bar.set_postfix(shown)
         return records
 
+    def restart_clock(self) -> None:
+        """Evals, plots and checkpoints are not training: the next records' tokens/s counts from
+        here, not from the last fetch."""
+        self.t0 = time.perf_counter()
+
     def say(self, line: str) -> None:
         if self.lead and line:
             self.bar.write(line)
