@@ -190,9 +190,9 @@ def names(presets: str) -> list[str]:
 
 
 def cases(opts: Options):
+    gpu = jax.default_backend() == "gpu"
     for preset in names(opts.presets):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
-        gpu = jax.default_backend() == "gpu"
         B = opts.batch_size or (call(opts, largest_batch, cfg, opts) if gpu else 4)
         batch = random_batch(cfg, B, opts.seq_len)
         yield Case(cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train,
