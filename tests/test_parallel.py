@@ -40,17 +40,13 @@ def curve(out):
 
 
 def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
-    runs = {"jit": [], "fsdp": ["--fsdp"], "pmap": ["--parallel", "pmap"]}
-    # Two runs at a time: each compiles mostly on one thread, and CI has two cores.
-    first = [pretrain(tmp_path / "single"), pretrain(tmp_path / "jit", devices=8)]
-    for proc in first:
-        finish(proc)
-    rest = [pretrain(tmp_path / n, *runs[n], devices=8) for n in ("fsdp", "pmap")]
-    for proc in rest:
-        finish(proc)
+    # One run at a time: two 8-device runs sharing CI's two cores can miss XLA's 20 s collective
+    # rendezvous and abort.
+    finish(pretrain(tmp_path / "single"))
     reference = curve(tmp_path / "single")
     assert len(reference) == 4
-    for name in runs:
+    for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "pmap"])]:
+        finish(pretrain(tmp_path / name, *extra, devices=8))
         np.testing.assert_allclose(curve(tmp_path / name), reference, rtol=1e-5, err_msg=name)
 
 
