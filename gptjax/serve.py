@@ -38,6 +38,7 @@ from gptjax.options import option, parse, run_cli
 from gptjax.serve_stream import answer
 
 MAX_BODY = 1 << 20
+DRAIN = 8  # see read_json
 
 
 @dataclass(frozen=True)
@@ -190,13 +191,19 @@ def errors(app: FastAPI, served: Served, api_key: str | None) -> None:
 async def read_json(request: Request, max_body: int) -> dict:
     """The body as a JSON object: 413 past max_body bytes, 400 if it is not a JSON object."""
     too_big = api.APIError(413, f"request body is larger than {max_body} bytes")
-    if int(request.headers.get("content-length") or 0) > max_body:
+    # A body up to DRAIN times the limit is read to its end (and dropped) before the 413: a
+    # client still sending when the server answers and closes gets a broken pipe, not the 413.
+    if int(request.headers.get("content-length") or 0) > DRAIN * max_body:
         raise too_big
-    body = bytearray()
+    body, size = bytearray(), 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_body:
+        size += len(chunk)
+        if size > DRAIN * max_body:
             raise too_big
+        if size <= max_body:
+            body += chunk
+    if size > max_body:
+        raise too_big
     try:
         obj = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
