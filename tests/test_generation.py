@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from gptjax import GPT, GPTConfig, generate, init_params
 from gptjax.generation import check_sampling, next_token
@@ -18,23 +19,33 @@ def params():
     return jax.tree.map(lambda x: x * 3.0, p)
 
 
+@jax.jit
+def full_recompute_logits(params, seq, t):
+    """Logits [B, V] of position t - 1, recomputing every position of seq [B, context_length]
+    without a cache. Its tokens from t on are padding, which a causal model does not read: one
+    compilation serves every length."""
+    return lax.dynamic_index_in_dim(GPT(CFG).apply({"params": params}, seq), t - 1, 1, False)
+
+
 def naive_generate(params, prompt, n, rng, temperature=0.0, top_k=None, top_p=None, eos=None):
     """The reference: recompute the whole sequence for every new token, no cache. Row b's n-th
     token is drawn with fold_in(fold_in(rng, b), n), as documented by `generate`."""
     sampling = check_sampling(CFG, temperature, top_k, top_p)
-    seq = jnp.asarray(prompt, jnp.int32)
-    done = jnp.zeros(seq.shape[0], bool)
-    eos_id = -1 if eos is None else eos
-    rows = [jax.random.fold_in(rng, b) for b in range(seq.shape[0])]
+    prompt = np.asarray(prompt, np.int32)
+    (B, T0), eos_id = prompt.shape, -1 if eos is None else eos
+    seq = np.zeros((B, CFG.context_length), np.int32)
+    seq[:, :T0] = prompt
+    done = np.zeros(B, bool)
+    rows = [jax.random.fold_in(rng, b) for b in range(B)]
     for i in range(n):
-        logits = GPT(CFG).apply({"params": params}, seq)[:, -1]
+        logits = full_recompute_logits(params, seq, T0 + i)
         keys = jnp.stack([jax.random.fold_in(k, i) for k in rows])
         tok = next_token(logits, keys, sampling, jnp.float32(temperature or 1.0),
                          jnp.float32(top_p or 1.0))  # fmt: skip
-        tok = jnp.where(done, eos_id, tok)
+        tok = np.where(done, eos_id, tok)
         done = done | (tok == eos_id)
-        seq = jnp.concatenate([seq, tok[:, None]], axis=1)
-    return seq
+        seq[:, T0 + i] = tok
+    return seq[:, : T0 + n]
 
 
 PROMPT = np.array([[3, 14, 15, 9], [2, 6, 5, 35]])
