@@ -33,17 +33,18 @@ seed-cache:
 	@if [ -d "$(SHARED_DATA)" ]; then mkdir -p "$(GPTJAX_CACHE)" && \
 	  cp -rn "$(SHARED_DATA)"/. "$(GPTJAX_CACHE)"/ && rm -f "$(GPTJAX_CACHE)/README.md"; fi
 
-# Pretrain the tiny GPT on The Verdict for a couple of minutes on CPU, then sample from it.
+# Pretrain the tiny GPT on The Verdict for a couple of minutes on CPU (train/recipes/demo.toml),
+# then sample from it.
 DEMO_OUT ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(VENV)/.runtime seed-cache
-	$(BIN)/python -m train.pretrain --data the-verdict --preset tiny --context-length 128 \
-	  --batch-size 8 --epochs 40 --lr 1e-3 --warmup-steps 10 --eval-every 40 --out $(DEMO_OUT)
-	$(BIN)/python -m gptjax.generate --ckpt $(DEMO_OUT) --max-new-tokens 40 --prompt "Every effort moves you"
+	$(BIN)/gptjax pretrain --config train/recipes/demo.toml --out $(DEMO_OUT)
+	$(BIN)/gptjax generate --ckpt $(DEMO_OUT) --max-new-tokens 40 --prompt "Every effort moves you"
 	@echo "loss plot: $(DEMO_OUT)/loss.png   metrics: $(DEMO_OUT)/metrics.jsonl"
 
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 lint format: $(VENV)/.test
@@ -51,7 +52,7 @@ lint format: $(VENV)/.test
 	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.test seed-cache
-	$(BIN)/python -m gptjax.bench
+	$(BIN)/gptjax bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

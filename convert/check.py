@@ -8,10 +8,11 @@ import jax
 import numpy as np
 
 from convert.load import load_model
-from gptjax import generate, tokenizer
-from gptjax.cache import fetch
-from gptjax.data import batches, sliding_windows, train_val_split
-from gptjax.training import make_eval_step
+from gptjax import generate
+from gptjax.data import tokenizer
+from gptjax.data.cache import fetch
+from gptjax.data.sliding import batches, sliding_windows, train_val_split
+from gptjax.training.steps import make_eval_step
 
 
 def mean_loss(eval_step, params, ids, T: int, drop_last: bool) -> float:

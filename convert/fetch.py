@@ -6,19 +6,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gptjax.cache import FILES, cache_dir
-from gptjax.download import download
+from gptjax.data.cache import FILES, cache_dir
+from gptjax.data.download import download
 
 SIZES = ("124M", "355M", "774M", "1558M")
 OPENAI_MIRRORS = (
     "https://openaipublic.blob.core.windows.net/gpt-2/models",
     "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2",
 )
-OPENAI_FILES = ("checkpoint", "encoder.json", "hparams.json", "model.ckpt.data-00000-of-00001",
-                "model.ckpt.index", "model.ckpt.meta", "vocab.bpe")  # fmt: skip
+OPENAI_FILES = (
+    "checkpoint",
+    "encoder.json",
+    "hparams.json",
+    "model.ckpt.data-00000-of-00001",
+    "model.ckpt.index",
+    "model.ckpt.meta",
+    "vocab.bpe",
+)
 HF_URL = "https://huggingface.co"
-HF_REPOS = {"124M": "openai-community/gpt2", "355M": "openai-community/gpt2-medium",
-            "774M": "openai-community/gpt2-large", "1558M": "openai-community/gpt2-xl"}  # fmt: skip
+HF_REPOS = {
+    "124M": "openai-community/gpt2",
+    "355M": "openai-community/gpt2-medium",
+    "774M": "openai-community/gpt2-large",
+    "1558M": "openai-community/gpt2-xl",
+}
 HF_FILES = ("config.json", "model.safetensors")
 # The BPE files are the same in every size's folder.
 KNOWN_SHA256 = {
@@ -40,8 +51,11 @@ def download_model(
         raise ValueError(f"unknown GPT-2 size {size!r}; expected one of: {', '.join(SIZES)}")
     if source not in ("openai", "hf"):
         raise ValueError(f"unknown source {source!r}; expected openai or hf")
-    folder = Path(dest) if dest else cache_dir() / "models" / (size if source == "openai"
-                                                               else f"hf-{size}")  # fmt: skip
+    folder = (
+        Path(dest)
+        if dest
+        else cache_dir() / "models" / (size if source == "openai" else f"hf-{size}")
+    )
     if source == "openai":
         bases = [f"{m.rstrip('/')}/{size}" for m in (mirrors or OPENAI_MIRRORS)]
         names = OPENAI_FILES
@@ -50,6 +64,10 @@ def download_model(
         names = HF_FILES
     for name in names:
         if not (folder / name).exists():
-            download([f"{b}/{name}" for b in bases], folder / name,
-                     sha256=KNOWN_SHA256.get(name), progress=progress)  # fmt: skip
+            download(
+                [f"{b}/{name}" for b in bases],
+                folder / name,
+                sha256=KNOWN_SHA256.get(name),
+                progress=progress,
+            )
     return folder

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from convert.names import assemble, rows
 from gptjax.config import GPTConfig
-from gptjax.tokenizer import EOT_ID
+from gptjax.data.tokenizer import EOT_ID
 
 # Causal-mask buffers that older transformers versions saved beside the weights.
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")
@@ -124,7 +124,7 @@ def to_hf(
     from safetensors.numpy import save_file
 
     from convert.names import flatten
-    from gptjax.checkpoint import atomic_dir
+    from gptjax.files import atomic_dir
 
     out_dir = Path(out_dir).absolute()
     flat = dict(flatten(params))
@@ -139,23 +139,36 @@ def to_hf(
         prefix = "" if hf_name == "lm_head.weight" else "transformer."
         tensors[prefix + hf_name] = np.ascontiguousarray(np.asarray(value, np.float32))
     config = {
-        "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length, "n_embd": cfg.emb_dim,
-        "n_head": cfg.n_heads, "n_layer": cfg.n_layers, "resid_pdrop": cfg.drop_rate,
-        "embd_pdrop": cfg.drop_rate, "attn_pdrop": cfg.drop_rate, "layer_norm_epsilon": 1e-5,
-        "activation_function": "gelu_new", "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": EOT_ID, "eos_token_id": EOT_ID,
-    }  # fmt: skip
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_head": cfg.n_heads,
+        "n_layer": cfg.n_layers,
+        "resid_pdrop": cfg.drop_rate,
+        "embd_pdrop": cfg.drop_rate,
+        "attn_pdrop": cfg.drop_rate,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": EOT_ID,
+        "eos_token_id": EOT_ID,
+    }
     if classifier:
         C = flat["score/kernel"].shape[1]
         labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(C)]
         if len(labels) != C:
             raise ValueError(f"{len(labels)} labels for a score of {C} classes")
         tensors["score.weight"] = np.ascontiguousarray(np.asarray(flat["score/kernel"]).T)
-        config.update(architectures=["GPT2ForSequenceClassification"], num_labels=C,
-                      id2label={str(i): n for i, n in enumerate(labels)},
-                      label2id={n: i for i, n in enumerate(labels)}, pad_token_id=pad_id,
-                      tie_word_embeddings=True)  # fmt: skip
+        config.update(
+            architectures=["GPT2ForSequenceClassification"],
+            num_labels=C,
+            id2label={str(i): n for i, n in enumerate(labels)},
+            label2id={n: i for i, n in enumerate(labels)},
+            pad_token_id=pad_id,
+            tie_word_embeddings=True,
+        )
     with atomic_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from convert.hf import from_hf, hf_labels
 from convert.openai import from_openai
-from gptjax import checkpoint
-from gptjax.classifier import GPTClassifier
 from gptjax.config import GPTConfig
+from gptjax.model.classifier import GPTClassifier
+from gptjax.training import checkpoint
 
 
 def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
@@ -21,12 +21,12 @@ def load_model(directory: str | Path) -> tuple[GPTConfig, dict]:
         return from_hf(directory)
     if (directory / "hparams.json").is_file():
         return from_openai(directory)
-    return checkpoint.load_model(directory)
+    return checkpoint.read_model(directory)
 
 
 def load_classifier(path: str | Path) -> tuple[GPTClassifier, dict, dict]:
     """(module, params, head) of a saved classifier; head: labels, pad_id, pooling, max_length."""
-    path = _model_dir(Path(path))
+    path = checkpoint.model_dir(path)
     cfg, params = load_model(path)
     head = classifier_head(path)
     if head is None or "score" not in params:
@@ -55,7 +55,7 @@ def open_model(path: str | Path) -> Opened:
     """Load any folder `load_model` reads, with its kind read from the checkpoint itself:
     classifier.json or a HF classifier config -> classifier; task.json of kind instruct (written
     by `train.instruct` and `train.dpo`) -> instruct; else a plain language model."""
-    folder = _model_dir(Path(path))
+    folder = checkpoint.model_dir(path)
     if folder.is_dir() and classifier_head(folder) is not None:
         module, params, head = load_classifier(folder)
         return Opened("classifier", module.cfg, params, head, module)
@@ -76,8 +76,3 @@ def classifier_head(folder: Path) -> dict | None:
     if head is None and (folder / "model.safetensors").is_file():
         head = hf_labels(folder)
     return head
-
-
-def _model_dir(path: Path) -> Path:
-    """A finetuning run's final model (RUN/model) stands for the run."""
-    return path / "model" if (path / "model").is_dir() else path

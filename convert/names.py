@@ -11,10 +11,11 @@ from collections.abc import Iterable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from tqdm import tqdm
 
 from gptjax.config import GPTConfig
-from gptjax.model import abstract_params
+from gptjax.model.gpt import abstract_params
 
 # (our path, Hugging Face name without "transformer.", OpenAI name)
 GLOBAL_ROWS = [
@@ -92,7 +93,7 @@ def assemble(
             f"{source}: does not match the model config: missing {_few(missing)}; "
             f"unexpected {_few(extra)}"
         )
-    return unflatten(flat)
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _few(names: list[str]) -> str:
@@ -102,18 +103,6 @@ def _few(names: list[str]) -> str:
     return ", ".join(names[:5]) + more
 
 
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        *parents, leaf = path.split("/")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
 def flatten(params) -> Iterator[tuple[str, np.ndarray]]:
-    """Our nested params -> (path, array) pairs."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        yield "/".join(k.key for k in path), leaf
+    """Our nested params -> ("h_0/attn/c_attn/kernel", array) pairs."""
+    yield from traverse_util.flatten_dict(params, sep="/").items()

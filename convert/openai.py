@@ -15,8 +15,13 @@ from convert.names import assemble, rows
 from convert.tf_bundle import TensorBundle
 from gptjax.config import GPTConfig
 
-HPARAMS = {"n_vocab": "vocab_size", "n_ctx": "context_length", "n_embd": "emb_dim",
-           "n_head": "n_heads", "n_layer": "n_layers"}  # fmt: skip
+HPARAMS = {
+    "n_vocab": "vocab_size",
+    "n_ctx": "context_length",
+    "n_embd": "emb_dim",
+    "n_head": "n_heads",
+    "n_layer": "n_layers",
+}
 
 
 def is_openai_dir(path: Path) -> bool:

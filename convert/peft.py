@@ -15,12 +15,13 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from gptjax import lora
-from gptjax.checkpoint import atomic_dir
-from gptjax.lora import LoRAConfig
+from gptjax.files import atomic_dir
+from gptjax.model import lora
+from gptjax.model.lora import LoRAConfig
 
 PREFIX = "base_model.model."
 _KEY = re.compile(r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B)(?:\.default)?\.weight$")
@@ -52,20 +53,29 @@ def to_peft(lcfg: LoRAConfig, adapters: dict, out: str | Path, *, modules=None) 
     {"kernel": [D, C]}}) are saved whole (`modules_to_save`), which makes the folder a
     sequence-classification adapter. Written under a temporary name, then renamed."""
     tensors = {}
+    flat = traverse_util.flatten_dict(adapters)
     for path in lora.adapter_paths(adapters):
-        ad = lora.get_path(adapters, path)
+        ad = {name: flat[(*path, name)] for name in ("lora_a", "lora_b")}
         module = PREFIX + _hf_module(path)
         tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(np.asarray(ad["lora_a"]).T)
         tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(np.asarray(ad["lora_b"]).T)
     for name, value in (modules or {}).items():
         tensors[f"{PREFIX}{name}.weight"] = np.ascontiguousarray(np.asarray(value["kernel"]).T)
     config = {
-        "peft_type": "LORA", "task_type": "SEQ_CLS" if modules else "CAUSAL_LM",
-        "r": lcfg.rank, "lora_alpha": lcfg.alpha, "target_modules": list(lcfg.targets),
-        "fan_in_fan_out": True, "lora_dropout": 0.0, "bias": "none", "use_rslora": False,
-        "modules_to_save": sorted(modules) if modules else None, "inference_mode": True,
-        "base_model_name_or_path": None, "init_lora_weights": True,
-    }  # fmt: skip
+        "peft_type": "LORA",
+        "task_type": "SEQ_CLS" if modules else "CAUSAL_LM",
+        "r": lcfg.rank,
+        "lora_alpha": lcfg.alpha,
+        "target_modules": list(lcfg.targets),
+        "fan_in_fan_out": True,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "use_rslora": False,
+        "modules_to_save": sorted(modules) if modules else None,
+        "inference_mode": True,
+        "base_model_name_or_path": None,
+        "init_lora_weights": True,
+    }
     out = Path(out).absolute()
     with atomic_dir(out) as tmp:
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -78,28 +88,39 @@ def from_peft(path: str | Path) -> tuple[LoRAConfig, dict]:
     too). Modules saved whole are read by `peft_modules`."""
     folder = Path(path)
     config = _config(folder)
-    for key, allowed in (("peft_type", ("LORA",)), ("use_rslora", (False, None)),
-                         ("use_dora", (False, None))):  # fmt: skip
+    for key, allowed in (
+        ("peft_type", ("LORA",)),
+        ("use_rslora", (False, None)),
+        ("use_dora", (False, None)),
+    ):
         if config.get(key) not in allowed:
-            raise ValueError(f"{folder / 'adapter_config.json'}: {key}={config.get(key)!r} is "
-                             f"not supported (expected {allowed[0]!r})")  # fmt: skip
+            raise ValueError(
+                f"{folder / 'adapter_config.json'}: {key}={config.get(key)!r} is "
+                f"not supported (expected {allowed[0]!r})"
+            )
     targets = config.get("target_modules")
     if isinstance(targets, str):
-        raise ValueError(f"{folder / 'adapter_config.json'}: target_modules as a regex "
-                         f"({targets!r}) is not supported; list module names")  # fmt: skip
-    lcfg = LoRAConfig(rank=int(config["r"]), alpha=float(config["lora_alpha"]),
-                      targets=tuple(sorted(targets or ())))  # fmt: skip
+        raise ValueError(
+            f"{folder / 'adapter_config.json'}: target_modules as a regex "
+            f"({targets!r}) is not supported; list module names"
+        )
+    lcfg = LoRAConfig(
+        rank=int(config["r"]),
+        alpha=float(config["lora_alpha"]),
+        targets=tuple(sorted(targets or ())),
+    )
     pairs: dict[tuple[str, ...], dict] = {}
     for key, value in _tensors(folder).items():
         m = _KEY.match(key)
         if m:
             name = "lora_a" if m.group(2) == "lora_A" else "lora_b"
             pairs.setdefault(_our_path(m.group(1)), {})[name] = jnp.asarray(value.T, jnp.float32)
-    adapters: dict = {}
     for p, ad in pairs.items():
         if set(ad) != {"lora_a", "lora_b"}:
             raise ValueError(f"{folder}: {'.'.join(p)} has only {', '.join(ad)}")
-        lora.set_path(adapters, p, ad)
+    adapters = traverse_util.unflatten_dict(
+        {(*p, k): v for p, ad in pairs.items() for k, v in ad.items()}
+    )
     if not adapters:
         raise ValueError(f"{folder / 'adapter_model.safetensors'}: no LoRA weights")
     return lcfg, adapters

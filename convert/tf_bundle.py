@@ -201,8 +201,10 @@ class TensorBundle:
             raise BundleError(f"{self.index_file}: tensor {name} has unsupported dtype {e.dtype}")
         dtype = np.dtype(DTYPES[e.dtype] if e.dtype != 14 else np.uint16)
         if e.size != dtype.itemsize * int(np.prod(e.shape, dtype=np.int64)):
-            raise BundleError(f"{self.index_file}: tensor {name} has size {e.size} bytes, "
-                              f"not that of {dtype.name}{list(e.shape)}")  # fmt: skip
+            raise BundleError(
+                f"{self.index_file}: tensor {name} has size {e.size} bytes, "
+                f"not that of {dtype.name}{list(e.shape)}"
+            )
         path = self.data_file(e.shard)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing checkpoint data file (tensor {name})")
@@ -210,8 +212,10 @@ class TensorBundle:
             f.seek(e.offset)
             raw = f.read(e.size)
         if len(raw) != e.size:
-            raise BundleError(f"{path}: truncated: tensor {name} needs bytes {e.offset}.."
-                              f"{e.offset + e.size}, file has {path.stat().st_size}")  # fmt: skip
+            raise BundleError(
+                f"{path}: truncated: tensor {name} needs bytes {e.offset}.."
+                f"{e.offset + e.size}, file has {path.stat().st_size}"
+            )
         if e.crc32c is not None and masked_crc(raw) != e.crc32c:
             raise BundleError(f"{path}: tensor {name} fails its crc32c checksum")
         array = np.frombuffer(raw, dtype).reshape(e.shape)
@@ -236,9 +240,13 @@ def _field(number: int, wire: int, payload: bytes) -> bytes:
 def _entry_proto(array: np.ndarray, offset: int, crc: int) -> bytes:
     code = {np.dtype(v): k for k, v in DTYPES.items() if v != "bfloat16"}[array.dtype]
     dims = b"".join(_field(2, 2, _bytes_field(_field(1, 0, _varint_bytes(d)))) for d in array.shape)
-    return (_field(1, 0, _varint_bytes(code)) + _field(2, 2, _bytes_field(dims))
-            + _field(4, 0, _varint_bytes(offset)) + _field(5, 0, _varint_bytes(array.nbytes))
-            + _field(6, 5, struct.pack("<I", crc)))  # fmt: skip
+    return (
+        _field(1, 0, _varint_bytes(code))
+        + _field(2, 2, _bytes_field(dims))
+        + _field(4, 0, _varint_bytes(offset))
+        + _field(5, 0, _varint_bytes(array.nbytes))
+        + _field(6, 5, struct.pack("<I", crc))
+    )
 
 
 def _bytes_field(payload: bytes) -> bytes:

@@ -1,10 +1,12 @@
 """gptjax: GPT-2 rebuilt from scratch as pure-functional JAX."""
 
-from gptjax import classifier, dpo, finetune, instruct, lora, textdata, tokenizer
-from gptjax.classifier import GPTClassifier, init_classifier
 from gptjax.config import GPTConfig
-from gptjax.generation import generate
-from gptjax.model import GPT, count_params, init_params
+from gptjax.data import instruct, textdata, tokenizer
+from gptjax.inference.generation import generate
+from gptjax.model import classifier, lora
+from gptjax.model.classifier import GPTClassifier, init_classifier
+from gptjax.model.gpt import GPT, count_params, init_params
+from gptjax.training import dpo, finetune
 
 __all__ = [
     "GPT",

@@ -1,90 +1,201 @@
-"""The one config mechanism: a script's run options are a frozen dataclass, and every field is a
-command-line flag (`max_new_tokens` -> `--max-new-tokens`), typed from its annotation and
-documented by its `help` metadata.
+"""The one config mechanism: a script's run options are a frozen dataclass whose fields document
+themselves (a docstring under each field). tyro turns the fields into flags (`max_new_tokens` ->
+`--max-new-tokens`, `--flag/--no-flag` for booleans, choices from `Literal`), and `--config FILE`
+(TOML or YAML) sets any of them first: flags on the command line override the file.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import difflib
 import os
 import sys
+import tomllib
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
-
-def option(default: Any, help: str, **kw) -> Any:
-    """A dataclass field with its command-line help."""
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
+CONFIG_HELP = "Options may also come from --config FILE (TOML or YAML); flags override the file."
 
 
-def argument(help: str, nargs: str | None = None) -> Any:
-    """A positional command-line argument: required, or with nargs="*" a list (maybe empty)."""
-    if nargs:
-        return dataclasses.field(
-            default_factory=list, metadata={"help": help, "positional": True, "nargs": nargs}
-        )
-    return dataclasses.field(metadata={"help": help, "positional": True})
+def parse(cls: type[T], argv: Sequence[str] | None = None, doc: str | None = None) -> T:
+    """Build `cls` from `--config FILE` and command-line flags (argv defaults to sys.argv[1:]);
+    the first paragraph of `doc` describes the command in `--help`."""
+    import tyro  # only where options are parsed: `import gptjax` stays light
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path, argv = _pop_config(argv)
+    default = from_file(cls, path) if path else None
+    about = (doc or cls.__doc__ or "").split("\n\n")[0].strip()
+    description = f"{about}\n\n{CONFIG_HELP}" if about else CONFIG_HELP
+    kw = {"default": default} if default is not None else {}
+    return tyro.cli(cls, args=argv, prog=_prog(), description=description, **kw)
 
 
-def _scalar_type(annotation) -> type:
-    """int for `int | None`; float for `float`."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        return inner
-    return annotation
+def _prog() -> str:
+    """How the command was called: `python -m train.pretrain`, not the path of its file."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if sys.argv[0].endswith(".py") and spec is not None:
+        return f"python -m {spec.name.removesuffix('.__main__')}"
+    return Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0]
 
 
-def parser_for(cls: type, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    return add_fields(parser, cls)
+def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the --config path or None, argv without it)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 == len(argv):
+                raise ValueError("--config: expected a file after it")
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return None, argv
 
 
-def add_fields(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentParser:
-    """One argument per field of dataclass `cls`: positionals first, then --flags."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = _scalar_type(hints[f.name])
-        if f.metadata.get("positional"):
-            nargs = f.metadata.get("nargs")
-            parser.add_argument(f.name, type=str if nargs else kind, help=f.metadata["help"],
-                                metavar=f.name.upper(), nargs=nargs)  # fmt: skip
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kw = dict(default=f.default, help=f.metadata.get("help", ""), dest=f.name)
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+def read_file(path: str | Path) -> dict:
+    """A TOML (.toml) or YAML (.yaml, .yml) file of options as a flat dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--config {path}: no such file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
         else:
-            parser.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kw)
-    return parser
+            raise ValueError(f"--config {path}: expected a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, ImportError) as e:
+        raise ValueError(f"{path}: not valid TOML ({e})") from None
+    except Exception as e:  # yaml.YAMLError and its kin
+        if type(e).__module__.startswith("yaml"):
+            raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected key: value pairs at the top level")
+    return data
 
 
-def parse(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
-    """Build `cls` from command-line flags (argv defaults to sys.argv[1:])."""
-    args = parser_for(cls, description).parse_args(argv)
-    return cls(**vars(args))
+def from_file(cls: type[T], path: str | Path) -> T:
+    """An instance of `cls` with the file's values over the defaults; fields neither has stay
+    required (tyro asks for them on the command line)."""
+    import tyro
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in read_file(path).items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"{path}: unknown option '{key}' for {cls.__module__}{hint}")
+        values[name] = check_value(hints[name], value, f"{path}: '{key}'")
+    for name, f in fields.items():
+        if name not in values:
+            if f.default is not dataclasses.MISSING:
+                values[name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                values[name] = f.default_factory()
+            else:
+                values[name] = tyro.MISSING
+    return cls(**values)
 
 
-def parse_command(commands: dict[str, tuple[type, str]], argv=None, description=None):
-    """Subcommands, each with its own options dataclass: returns (name, options)."""
-    parser = argparse.ArgumentParser(description=description)
-    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (cls, help_text) in commands.items():
-        sub = subs.add_parser(name, help=help_text, description=help_text,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-        add_fields(sub, cls)
-    args = vars(parser.parse_args(argv))
-    name = args.pop("command")
-    return name, commands[name][0](**args)
+def check_value(annotation, value: Any, where: str) -> Any:
+    """`value` as `annotation` wants it (an int is a fine float), or a one-line error."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return check_value(args[0], value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return check_value(arg, value, where)
+            except ValueError:
+                pass
+        raise ValueError(f"{where} must be {_describe(annotation)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        return [check_value(args[0] if args else Any, v, where) for v in value]
+    if annotation is Any:
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(annotation)
+    if ok is None:
+        raise ValueError(f"{where}: options of type {annotation} cannot come from a file")
+    if not ok:
+        raise ValueError(f"{where} must be {_describe(annotation)}, got {value!r}")
+    return float(value) if annotation is float else value
+
+
+def _describe(annotation) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    return {
+        type(None): "null",
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+    }.get(annotation, str(annotation))
+
+
+class Command(typing.NamedTuple):
+    """A subcommand: its one-line help and a function of argv, or `module:function` (imported
+    only when run, so `--help` of the whole command stays fast)."""
+
+    help: str
+    target: str | Callable[[list[str]], Any]
+
+    def run(self, argv: list[str]) -> Any:
+        if callable(self.target):
+            return self.target(argv)
+        module, function = self.target.split(":")
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(argv)
+
+
+def dispatch(commands: dict[str, Command], argv: Sequence[str] | None, doc: str, prog=None):
+    """Run the subcommand argv[0] names with the rest of argv; `--help` lists them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or _prog()
+    if not argv or argv[0] in ("-h", "--help"):
+        width = max(map(len, commands)) + 2
+        lines = [
+            f"usage: {prog} COMMAND [--help] [OPTIONS]",
+            "",
+            doc.split("\n\n")[0],
+            "",
+            "commands:",
+        ] + [f"  {n:<{width}}{c.help}" for n, c in commands.items()]
+        print("\n".join(lines))
+        return None if argv else sys.exit(2)
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        close = difflib.get_close_matches(name, commands, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"{prog}: unknown command '{name}'{hint}; {prog} --help lists them")
+    sys.argv[0] = f"{prog} {name}"  # the usage line of the subcommand's --help
+    return commands[name].run(rest)
 
 
 def run_cli(main: Callable[[], Any]) -> None:

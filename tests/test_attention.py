@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax.attention import (
+from gptjax.model.attention import (
     CausalAttention,
     KVCache,
     MultiHeadAttention,
@@ -155,8 +155,9 @@ def test_fused_kernels_equal_the_reference_in_prefill_and_decode(impl, x):
         def decode(m, pos=pos):
             cache, outs = KVCache.zeros(B, T, 2, D // 2), []
             for t0, t1 in ((0, 3), (3, 4), (4, 5)):  # a prefill, then one token at a time
-                o, cache = m.apply(params, x[:, t0:t1], cache=cache, pos=pos + t0,
-                                   key_mask=key_mask)  # fmt: skip
+                o, cache = m.apply(
+                    params, x[:, t0:t1], cache=cache, pos=pos + t0, key_mask=key_mask
+                )
                 outs.append(o)
             return jnp.concatenate(outs, 1)
 

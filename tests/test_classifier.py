@@ -21,9 +21,16 @@ def hf_pair(tmp_path_factory):
     """A random HF classifier with every tensor perturbed, saved, and read back as ours."""
     path = tmp_path_factory.mktemp("hf-cls")
     torch.manual_seed(0)
-    config = transformers.GPT2Config(**HF, pad_token_id=PAD, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
-                                     id2label={0: "neg", 1: "neu", 2: "pos"})  # fmt: skip
+    config = transformers.GPT2Config(
+        **HF,
+        pad_token_id=PAD,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+        id2label={0: "neg", 1: "neu", 2: "pos"},
+    )
     model = transformers.GPT2ForSequenceClassification(config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -47,8 +54,11 @@ def padded(lengths, T, *, left, seed=0):
 def hf_logits(model, ids, mask):
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     with torch.no_grad():
-        out = model(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                    position_ids=torch.tensor(positions))  # fmt: skip
+        out = model(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            position_ids=torch.tensor(positions),
+        )
     return out.logits.numpy()
 
 
@@ -105,8 +115,9 @@ def test_hf_round_trip_is_bit_identical(hf_pair, tmp_path):
 
 
 def test_classifier_from_a_language_model_drops_the_head():
-    cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=16, n_heads=2, n_layers=1,
-                    tie_embeddings=False)  # fmt: skip
+    cfg = GPTConfig(
+        vocab_size=64, context_length=16, emb_dim=16, n_heads=2, n_layers=1, tie_embeddings=False
+    )
     base = init_params(cfg, jax.random.key(0))
     params = init_classifier(cfg, 4, jax.random.key(1), base=base)
     assert "lm_head" not in params and params["score"]["kernel"].shape == (16, 4)

@@ -9,13 +9,24 @@ import numpy as np
 import pytest
 
 from convert.names import flatten
-from gptjax.training import OptimConfig, init_state, make_optimizer, make_train_step, split
+from gptjax.training.runlog import read_metrics
+from gptjax.training.steps import OptimConfig, init_state, make_optimizer, make_train_step, split
 from tests.conftest import ROOT
 from train.classify import Classify, Options
-from train.runlog import read_metrics
 
-FAST = ["--preset", "tiny", "--max-length", "24", "--batch-size", "4", "--eval-batches", "1",
-        "--lr", "1e-3", "--no-progress"]  # fmt: skip
+FAST = [
+    "--preset",
+    "tiny",
+    "--max-length",
+    "24",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "1",
+    "--lr",
+    "1e-3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +44,21 @@ def labelled(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["head", "last-block", "lora", "all"])
 def test_frozen_parameters_stay_bit_identical(labelled, tmp_path, mode):
-    opts = Options(preset="tiny", data=str(labelled), trainable=mode, max_length=16,
-                   lora_rank=2, out=str(tmp_path), batch_size=4)  # fmt: skip
+    opts = Options(
+        preset="tiny",
+        data=str(labelled),
+        trainable=mode,
+        max_length=16,
+        lora_rank=2,
+        out=str(tmp_path),
+        batch_size=4,
+    )
     task = Classify(opts)
     optimizer = make_optimizer(OptimConfig(lr=1e-2, grad_clip=None))
     state = init_state(task.init_params(), optimizer, jax.random.key(0), task.trainable)
-    step = jax.jit(make_train_step(task.loss_fn, optimizer, OptimConfig(lr=1e-2),
-                                   trainable=task.trainable))  # fmt: skip
+    step = jax.jit(
+        make_train_step(task.loss_fn, optimizer, OptimConfig(lr=1e-2), trainable=task.trainable)
+    )
     before = dict(flatten(jax.tree.map(np.asarray, state.params)))
     for s in range(2):
         state, _ = step(state, task.train.batch(np.arange(4 * s, 4 * s + 4)))
@@ -55,8 +74,12 @@ def test_frozen_parameters_stay_bit_identical(labelled, tmp_path, mode):
         2 * n_trained < sum(x.size for x in jax.tree.leaves(state.opt_state)) <= 2 * n_trained + 4
     )
     tops = {p.split("/")[0] for p in before}
-    expected = {"head": {"score"}, "last-block": {"h_3", "ln_f", "score"},
-                "lora": {"lora", "model"}, "all": tops}[mode]  # fmt: skip
+    expected = {
+        "head": {"score"},
+        "last-block": {"h_3", "ln_f", "score"},
+        "lora": {"lora", "model"},
+        "all": tops,
+    }[mode]
     assert set(trained) == expected
     if mode == "lora":
         assert set(trained["model"]) == {"score"}
@@ -72,8 +95,16 @@ def records(out):
 
 
 def test_resume_continues_exactly(labelled, tmp_path):
-    args = ["--data", str(labelled), "--trainable", "last-block", "--ckpt-every", "3",
-            "--eval-every", "3"]  # fmt: skip
+    args = [
+        "--data",
+        str(labelled),
+        "--trainable",
+        "last-block",
+        "--ckpt-every",
+        "3",
+        "--eval-every",
+        "3",
+    ]
     whole = run(tmp_path / "whole", *args, "--max-steps", "6")
     assert whole.returncode == 0, whole.stderr
     assert "trainable parameters: 198,784 of 7,259,264 (last-block)" in whole.stdout
@@ -91,8 +122,19 @@ def test_resume_continues_exactly(labelled, tmp_path):
 
 def test_lora_run_exports_peft_and_predicts(labelled, tmp_path):
     out = tmp_path / "lora"
-    res = run(out, "--data", str(labelled), "--trainable", "lora", "--lora-rank", "4",
-              "--max-steps", "4", "--eval-every", "2")  # fmt: skip
+    res = run(
+        out,
+        "--data",
+        str(labelled),
+        "--trainable",
+        "lora",
+        "--lora-rank",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+    )
     assert res.returncode == 0, res.stderr
     # rank 4 on c_attn, both c_proj and c_fc of 4 blocks of width 128 (8,192 each), + the head
     assert "trainable parameters: 33,024 of" in res.stdout
@@ -104,13 +146,28 @@ def test_lora_run_exports_peft_and_predicts(labelled, tmp_path):
     assert head["labels"] == ["neg", "pos"]
     pred = subprocess.run(
         [sys.executable, "-m", "train.classify", "predict", "--ckpt", str(out), "lovely movie"],
-        capture_output=True, text=True, cwd=ROOT, input="",
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        input="",
+    )
     assert pred.returncode == 0, pred.stderr
     label, prob, text = pred.stdout.strip().split("\t")
     assert label in ("neg", "pos") and 0.5 <= float(prob) <= 1 and text == "lovely movie"
-    again = run(out, "--data", str(labelled), "--trainable", "lora", "--lora-rank", "4",
-                "--max-steps", "4", "--eval-every", "2", "--resume")  # fmt: skip
+    again = run(
+        out,
+        "--data",
+        str(labelled),
+        "--trainable",
+        "lora",
+        "--lora-rank",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--resume",
+    )
     assert again.returncode == 0 and "already finished (step 4 of 4)" in again.stderr
 
 
@@ -122,6 +179,8 @@ def test_user_errors_are_one_line(tmp_path):
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     missing = subprocess.run(
         [sys.executable, "-m", "train.classify", "predict", "--ckpt", str(tmp_path), "hi"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert missing.returncode == 2 and "not a gptjax checkpoint" in missing.stderr

@@ -6,15 +6,18 @@ import sys
 import jax
 
 from gptjax import GPTConfig, init_params
-from gptjax.checkpoint import save_model
+from gptjax.training.checkpoint import save_model
 from tests.conftest import ROOT
 
 
 def run(*args):
     return subprocess.run(
-        [sys.executable, "-m", "gptjax.generate", *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "train.generate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_generate_from_random_weights_and_checkpoint(tmp_path):

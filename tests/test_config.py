@@ -63,6 +63,8 @@ def test_import_gptjax_gives_its_modules():
     import subprocess
     import sys
 
-    code = ("import gptjax; gptjax.tokenizer.gpt2; gptjax.lora.LoRAConfig; gptjax.textdata.load; "
-            "gptjax.instruct.collate; gptjax.dpo.dpo_loss; gptjax.GPTClassifier")  # fmt: skip
+    code = (
+        "import gptjax; gptjax.tokenizer.gpt2; gptjax.lora.LoRAConfig; gptjax.textdata.load; "
+        "gptjax.instruct.collate; gptjax.dpo.dpo_loss; gptjax.GPTClassifier"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from convert import from_hf
 from gptjax import GPTConfig
-from gptjax.checkpoint import load_model, save_model
+from gptjax.training.checkpoint import read_model, save_model
 
 HF_CONFIG = dict(vocab_size=11, n_positions=8, n_embd=8, n_head=2, n_layer=1)
 
@@ -25,14 +25,23 @@ def tensors(prefix="transformer."):
     rng = np.random.default_rng(0)
     D, V, C = 8, 11, 8
     shapes = {
-        "wte.weight": (V, D), "wpe.weight": (C, D), "ln_f.weight": (D,), "ln_f.bias": (D,),
-        "h.0.ln_1.weight": (D,), "h.0.ln_1.bias": (D,), "h.0.ln_2.weight": (D,),
-        "h.0.ln_2.bias": (D,), "h.0.attn.c_attn.weight": (D, 3 * D),
+        "wte.weight": (V, D),
+        "wpe.weight": (C, D),
+        "ln_f.weight": (D,),
+        "ln_f.bias": (D,),
+        "h.0.ln_1.weight": (D,),
+        "h.0.ln_1.bias": (D,),
+        "h.0.ln_2.weight": (D,),
+        "h.0.ln_2.bias": (D,),
+        "h.0.attn.c_attn.weight": (D, 3 * D),
         "h.0.attn.c_attn.bias": (3 * D,),
-        "h.0.attn.c_proj.weight": (D, D), "h.0.attn.c_proj.bias": (D,),
-        "h.0.mlp.c_fc.weight": (D, 4 * D), "h.0.mlp.c_fc.bias": (4 * D,),
-        "h.0.mlp.c_proj.weight": (4 * D, D), "h.0.mlp.c_proj.bias": (D,),
-    }  # fmt: skip
+        "h.0.attn.c_proj.weight": (D, D),
+        "h.0.attn.c_proj.bias": (D,),
+        "h.0.mlp.c_fc.weight": (D, 4 * D),
+        "h.0.mlp.c_fc.bias": (4 * D,),
+        "h.0.mlp.c_proj.weight": (4 * D, D),
+        "h.0.mlp.c_proj.bias": (D,),
+    }
     return {prefix + k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
@@ -82,14 +91,14 @@ def test_not_a_gpt2_folder(tmp_path):
 def test_model_checkpoint_round_trip(tmp_path):
     cfg, params = from_hf(write_folder(tmp_path / "hf", tensors()))
     save_model(tmp_path / "ckpt", cfg, params)
-    cfg2, params2 = load_model(tmp_path / "ckpt")
+    cfg2, params2 = read_model(tmp_path / "ckpt")
     assert cfg2 == cfg
     for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
     save_model(tmp_path / "ckpt", cfg, params)  # overwriting keeps one complete checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hf"]
     with pytest.raises(ValueError, match="not a gptjax checkpoint"):
-        load_model(tmp_path)
+        read_model(tmp_path)
 
 
 def test_hf_cli_writes_a_checkpoint_with_tokenizer_files(tmp_path):
@@ -99,9 +108,13 @@ def test_hf_cli_writes_a_checkpoint_with_tokenizer_files(tmp_path):
     from tests.conftest import ROOT
 
     folder = write_folder(tmp_path / "hf", tensors())
-    res = subprocess.run([sys.executable, "-m", "convert", "hf", str(folder), str(tmp_path / "o")],
-                         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "convert", "hf", str(folder), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert {p.name for p in (tmp_path / "o").iterdir()} >= {"params", "config.json", "vocab.bpe"}
-    cfg, _ = load_model(tmp_path / "o")
+    cfg, _ = read_model(tmp_path / "o")
     assert cfg.emb_dim == 8

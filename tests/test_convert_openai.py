@@ -13,7 +13,7 @@ import pytest
 from convert import from_openai, to_hf
 from convert.tf_bundle import BundleError, TensorBundle, write_bundle
 from gptjax import GPT, GPTConfig
-from gptjax.cache import cache_dir
+from gptjax.data.cache import cache_dir
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "openai-tiny"
@@ -23,10 +23,16 @@ transformers = pytest.importorskip("transformers")
 
 def hf_from_raw(raw: dict[str, np.ndarray], hp: dict):
     """An HF model filled straight from TensorFlow's variables (not through our converter)."""
-    config = transformers.GPT2Config(vocab_size=hp["n_vocab"], n_positions=hp["n_ctx"],
-                                     n_embd=hp["n_embd"], n_head=hp["n_head"],
-                                     n_layer=hp["n_layer"], resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=hp["n_vocab"],
+        n_positions=hp["n_ctx"],
+        n_embd=hp["n_embd"],
+        n_head=hp["n_head"],
+        n_layer=hp["n_layer"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = transformers.GPT2LMHeadModel(config).eval()
     names = {"g": "weight", "b": "bias", "w": "weight"}
     state = {}
@@ -131,8 +137,9 @@ def test_bad_checkpoints_name_the_file_or_tensor(tmp_path, what, error, needle):
 
 
 def run_module(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
 
 
 def run_convert(*args):
@@ -190,8 +197,11 @@ def test_check_on_a_gpt2_vocabulary_checkpoint(tmp_path):
 
 
 def model_files(size="124M"):
-    files = {f"/gpt-2/models/{size}/{p.name}": p.read_bytes() for p in FIXTURE.iterdir()
-             if p.name != "reference.npz"}  # fmt: skip
+    files = {
+        f"/gpt-2/models/{size}/{p.name}": p.read_bytes()
+        for p in FIXTURE.iterdir()
+        if p.name != "reference.npz"
+    }
     files[f"/gpt-2/models/{size}/model.ckpt.meta"] = b"meta graph, never needed"
     for name in ("encoder.json", "vocab.bpe"):
         files[f"/gpt-2/models/{size}/{name}"] = (cache_dir() / "gpt2-bpe" / name).read_bytes()
@@ -217,11 +227,21 @@ def test_download_resumes_a_dropped_file_and_falls_back_to_a_mirror(tmp_path):
 def test_download_cli_hf_source_and_bad_size(tmp_path):
     from tests.http_fixture import FileServer
 
-    files = {"/openai-community/gpt2/resolve/main/config.json": b'{"n_embd": 8}',
-             "/openai-community/gpt2/resolve/main/model.safetensors": b"x" * 1000}  # fmt: skip
+    files = {
+        "/openai-community/gpt2/resolve/main/config.json": b'{"n_embd": 8}',
+        "/openai-community/gpt2/resolve/main/model.safetensors": b"x" * 1000,
+    }
     with FileServer(files) as server:
-        res = run_convert("download", "124M", "--source", "hf", "--dir", str(tmp_path / "hf"),
-                          "--mirror", server.url(""))  # fmt: skip
+        res = run_convert(
+            "download",
+            "124M",
+            "--source",
+            "hf",
+            "--dir",
+            str(tmp_path / "hf"),
+            "--mirror",
+            server.url(""),
+        )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "hf" / "model.safetensors").read_bytes() == b"x" * 1000
     res = run_convert("download", "200M")
@@ -231,13 +251,28 @@ def test_download_cli_hf_source_and_bad_size(tmp_path):
 def test_converted_checkpoint_feeds_pretrain_and_generate(tmp_path):
     out = tmp_path / "out"
     assert run_convert("openai", str(gpt2_vocabulary_folder(tmp_path)), str(out)).returncode == 0
-    gen = run_module("gptjax.generate", "--ckpt", str(out), "--max-new-tokens", "3")
+    gen = run_module("train.generate", "--ckpt", str(out), "--max-new-tokens", "3")
     assert gen.returncode == 0 and gen.stdout.startswith("Every effort moves you"), gen.stderr
-    train = run_module("train.pretrain", "--init-from", str(out), "--out", str(tmp_path / "run"),
-                       "--max-steps", "1", "--batch-size", "2", "--context-length", "32",
-                       "--eval-batches", "1", "--sample-tokens", "2", "--no-progress")  # fmt: skip
+    train = run_module(
+        "train.pretrain",
+        "--init-from",
+        str(out),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--context-length",
+        "32",
+        "--eval-batches",
+        "1",
+        "--sample-tokens",
+        "2",
+        "--no-progress",
+    )
     assert train.returncode == 0, train.stderr
     small = run_convert("openai", str(FIXTURE), str(tmp_path / "small"))
     assert small.returncode == 0
-    gen = run_module("gptjax.generate", "--ckpt", str(tmp_path / "small"))
+    gen = run_module("train.generate", "--ckpt", str(tmp_path / "small"))
     assert gen.returncode == 2 and "vocabulary (64)" in gen.stderr

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gptjax.data import batches, sliding_windows, train_val_split
+from gptjax.data.sliding import batches, sliding_windows, train_val_split
 
 
 def test_windows_shift_targets_by_one():

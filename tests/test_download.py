@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from gptjax import cache
-from gptjax.download import DownloadError, download
+from gptjax.data import cache
+from gptjax.data.download import DownloadError, download
 from tests.conftest import SHARED
 from tests.http_fixture import FileServer
 
@@ -14,8 +14,9 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 def test_download_verifies_and_renames(tmp_path):
     with FileServer({"/f.bin": DATA}) as server:
-        path = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=SHA, size=len(DATA),
-                        progress=False)  # fmt: skip
+        path = download(
+            server.url("/f.bin"), tmp_path / "f.bin", sha256=SHA, size=len(DATA), progress=False
+        )
     assert path.read_bytes() == DATA
     assert not (tmp_path / "f.bin.part").exists()
 

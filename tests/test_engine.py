@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gptjax import GPT, GPTConfig, generate, init_params
-from gptjax.engine import Engine, Request
-from gptjax.generation import completion
+from gptjax.inference.engine import Engine, Request
+from gptjax.inference.generation import completion
 
 CFG = GPTConfig(vocab_size=61, context_length=48, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 EOS = 60
@@ -23,8 +23,9 @@ def params():
 
 def test_per_row_positions_equal_one_row_at_a_time(params):
     model = GPT(CFG)
-    apply = jax.jit(lambda tok, cache, pos: model.apply({"params": params}, tok, cache=cache,
-                                                        pos=pos))  # fmt: skip
+    apply = jax.jit(
+        lambda tok, cache, pos: model.apply({"params": params}, tok, cache=cache, pos=pos)
+    )
     seq = np.random.default_rng(1).integers(0, 60, (3, 12))
     cache = model.init_cache(3, CFG.context_length)
     ends = np.array([5, 9, 12])  # row b stops at ends[b]: rows end at different positions
@@ -68,8 +69,9 @@ def test_continuous_batching_equals_generate_alone(params):
     # test_generation); a sampled request with seed s draws as row key fold_in(key(s), 0).
     keys = jax.numpy.stack([jax.random.fold_in(jax.random.key(i), 0) for i in range(5)])
     refs = generate(CFG, params, prompts, max_new_tokens=12, eos_id=EOS)
-    refs += generate(CFG, params, prompts, max_new_tokens=12, eos_id=EOS, temperature=0.9,
-                     top_p=0.8, rng=keys)  # fmt: skip
+    refs += generate(
+        CFG, params, prompts, max_new_tokens=12, eos_id=EOS, temperature=0.9, top_p=0.8, rng=keys
+    )
     for i, ref in enumerate(refs):
         want = completion(ref, 12, EOS)
         assert out[i][0] == want, i

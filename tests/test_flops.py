@@ -5,9 +5,10 @@ from types import SimpleNamespace
 
 import jax
 
-from gptjax import GPTConfig, bench
-from gptjax.flops import flops_per_token, peak_flops
-from gptjax.parallel import compute_dtype, describe_devices
+from gptjax import GPTConfig
+from gptjax.training.flops import flops_per_token, peak_flops
+from gptjax.training.parallel import compute_dtype, describe_devices
+from train.bench import speed as bench
 
 
 def test_124m_at_half_an_h100_is_578k_tokens_per_second():
@@ -31,9 +32,11 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
     bench.main([*args, "--presets", "none", "--decode-presets", "tiny"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["what"], r["impl"]) for r in rows] == [
-        ("train_step", "gptjax"), ("train_step", "hf-torch"),
-        ("generate", "gptjax"), ("generate", "hf-torch"),
-    ]  # fmt: skip
+        ("train_step", "gptjax"),
+        ("train_step", "hf-torch"),
+        ("generate", "gptjax"),
+        ("generate", "hf-torch"),
+    ]
     assert all(r["tok_per_s"] > 0 and r["device"] for r in rows)
     bench.main(["--presets", "tiny", "--seq-len", "16", "--compile-only"])
     assert "tiny train step compiles in" in capsys.readouterr().out
@@ -47,11 +50,11 @@ def test_auto_dtype_is_float32_on_cpu():
 def test_tokens_per_second_leave_out_evals_and_checkpoints(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
+    from gptjax.training.runlog import RunLog
     from train.options import RunOptions
-    from train.runlog import RunLog
 
     clock = iter([0.0, 2.0, 9.0, 10.0])  # start, fetch, eval and save done, next fetch
-    monkeypatch.setattr("train.runlog.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("gptjax.training.runlog.time.perf_counter", lambda: next(clock))
     task = SimpleNamespace(identity={}, seen=("tokens_seen", 16), plots={})
     log = RunLog(RunOptions(batch_size=4, out=str(tmp_path), progress=False), task, 0, 2)
     m = {"loss": 1.0, "lr": 1e-3, "grad_norm": 1.0}

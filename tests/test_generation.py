@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 from gptjax import GPT, GPTConfig, generate, init_params
-from gptjax.generation import check_sampling, next_token
+from gptjax.inference.generation import check_sampling, next_token
 
 CFG = GPTConfig(vocab_size=61, context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 
@@ -40,8 +40,9 @@ def naive_generate(params, prompt, n, rng, temperature=0.0, top_k=None, top_p=No
     for i in range(n):
         logits = full_recompute_logits(params, seq, T0 + i)
         keys = jnp.stack([jax.random.fold_in(k, i) for k in rows])
-        tok = next_token(logits, keys, sampling, jnp.float32(temperature or 1.0),
-                         jnp.float32(top_p or 1.0))  # fmt: skip
+        tok = next_token(
+            logits, keys, sampling, jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0)
+        )
         tok = np.where(done, eos_id, tok)
         done = done | (tok == eos_id)
         seq[:, T0 + i] = tok

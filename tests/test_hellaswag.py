@@ -9,20 +9,42 @@ import numpy as np
 import pytest
 
 from convert import from_hf
-from gptjax import hellaswag, tokenizer
+from gptjax.data import tokenizer
+from gptjax.eval import hellaswag
 from tests.test_hf_parity import hf_model, torch
 
 EXAMPLES = [
-    {"ctx": "A man is sitting on a roof. he", "label": 3,
-     "endings": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
-                 "is holding a rubik's cube.", "starts pulling up roofing on a roof."]},
-    {"ctx": "A woman cuts bread in the kitchen. She", "label": 0,
-     "endings": ["puts the slices on a plate.", "jumps.", "throws the knife across the "
-                 "room and sings a long song about the weather.", "is a dog."]},
-    {"ctx": "The dog runs after the ball", "label": 1,
-     "endings": ["and eats it whole, with the grass around it.", "and brings it back.",
-                 "slowly.", "then the sun sets behind the hills of the town."]},
-]  # fmt: skip
+    {
+        "ctx": "A man is sitting on a roof. he",
+        "label": 3,
+        "endings": [
+            "is using wrap to wrap a pair of skis.",
+            "is ripping level tiles off.",
+            "is holding a rubik's cube.",
+            "starts pulling up roofing on a roof.",
+        ],
+    },
+    {
+        "ctx": "A woman cuts bread in the kitchen. She",
+        "label": 0,
+        "endings": [
+            "puts the slices on a plate.",
+            "jumps.",
+            "throws the knife across the room and sings a long song about the weather.",
+            "is a dog.",
+        ],
+    },
+    {
+        "ctx": "The dog runs after the ball",
+        "label": 1,
+        "endings": [
+            "and eats it whole, with the grass around it.",
+            "and brings it back.",
+            "slowly.",
+            "then the sun sets behind the hills of the town.",
+        ],
+    },
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +77,7 @@ def test_scores_equal_transformers(pair, tmp_path):
     ref_summed, ref_mean = hf_losses(model, data.tokens, data.mask)
     np.testing.assert_allclose(summed, ref_summed, rtol=1e-4)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-4)
-    from train.hellaswag import HellaSwag  # the script's scorer: batches, devices, padding
+    from gptjax.eval.hellaswag import HellaSwag  # the scorer: batches, devices, padding
 
     got = HellaSwag(cfg, str(path), None, 2, "float32").scores(params)  # 3 examples, batches of 2
     labels = data.labels

@@ -57,9 +57,12 @@ def test_greedy_generation_matches(pair):
     n = cfg.context_length - 5
     with torch.no_grad():
         ref = model.generate(
-            torch.tensor(prompt), attention_mask=torch.ones(prompt.shape, dtype=torch.long),
-            max_new_tokens=n, do_sample=False, pad_token_id=0,
-        ).numpy()  # fmt: skip
+            torch.tensor(prompt),
+            attention_mask=torch.ones(prompt.shape, dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        ).numpy()
     np.testing.assert_array_equal(generate(cfg, params, prompt, max_new_tokens=n), ref)
 
 
@@ -80,8 +83,15 @@ def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
     from convert import to_hf
     from gptjax import GPTConfig, init_params
 
-    cfg = GPTConfig(vocab_size=64, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
-                    drop_rate=0.0, qkv_bias=qkv_bias)  # fmt: skip
+    cfg = GPTConfig(
+        vocab_size=64,
+        context_length=16,
+        emb_dim=32,
+        n_heads=4,
+        n_layers=2,
+        drop_rate=0.0,
+        qkv_bias=qkv_bias,
+    )
     params = jax.tree.map(lambda x: x + 0.05, init_params(cfg, jax.random.key(0)))
     to_hf(cfg, params, tmp_path / "hf")
     model = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()

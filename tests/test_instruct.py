@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import GPTConfig, dpo, init_params, instruct
-from gptjax.training import loss_sum
+from gptjax import GPTConfig, init_params
+from gptjax.data import instruct
+from gptjax.training import dpo
+from gptjax.training.steps import loss_sum
 
 torch = pytest.importorskip("torch")
 
@@ -26,8 +28,9 @@ def test_format_prompt_is_the_books_template():
     assert instruct.training_text(entry).endswith("The cat ate it.\n\n### Response:\nx")
 
 
-def book_collate(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None,
-                 prompt_lengths=None):  # fmt: skip
+def book_collate(
+    batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None, prompt_lengths=None
+):
     """The book's custom_collate_fn (chapter 7), with exercise 7.2's instruction masking."""
     batch_max_length = max(len(item) + 1 for item in batch)
     inputs_lst, targets_lst = [], []
@@ -59,8 +62,7 @@ def test_collate_equals_the_books_function(max_length, masked):
         lists = [rng.integers(0, 50256, rng.integers(1, 12)).tolist() for _ in range(4)]
         prompts = [int(rng.integers(1, len(t) + 1)) for t in lists] if masked else None
         ours = instruct.collate(lists, max_length=max_length, prompt_lengths=prompts)
-        inputs, targets = book_collate(lists, allowed_max_length=max_length,
-                                       prompt_lengths=prompts)  # fmt: skip
+        inputs, targets = book_collate(lists, allowed_max_length=max_length, prompt_lengths=prompts)
         np.testing.assert_array_equal(ours["inputs"], inputs)
         np.testing.assert_array_equal(ours["targets"], targets)
 
@@ -88,12 +90,14 @@ def test_book_split_and_bad_records(tmp_path):
     parts = instruct.split(instruct.load_entries("instruction-data"))
     assert [len(parts[s]) for s in ("train", "test", "validation")] == [935, 110, 55]
     bad = [
-        ([{"instruction": "a", "output": "b"}, {"instruction": "c"}],
-         "record 1: missing key 'output'"),
+        (
+            [{"instruction": "a", "output": "b"}, {"instruction": "c"}],
+            "record 1: missing key 'output'",
+        ),
         ([{"instruction": "a", "input": 3, "output": "b"}], "record 0: 'input' must be a string"),
         ([{"instruction": "a", "output": "  "}], "record 0: empty 'output'"),
         ({"instruction": "a"}, "expected a non-empty list"),
-    ]  # fmt: skip
+    ]
     for records, needle in bad:
         path = tmp_path / "data.json"
         path.write_text(json.dumps(records))
@@ -115,8 +119,9 @@ def test_sequence_logprob_and_dpo_loss_follow_their_formulas():
     picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0] * mask
     summed = dpo.sequence_logprob(logits, targets, mask, average=False)
     np.testing.assert_allclose(summed, picked.sum(1), rtol=1e-5)
-    np.testing.assert_allclose(dpo.sequence_logprob(logits, targets, mask),
-                               picked.sum(1) / mask.sum(1), rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        dpo.sequence_logprob(logits, targets, mask), picked.sum(1) / mask.sum(1), rtol=1e-5
+    )
 
     pc, pr, rc, rr = (rng.normal(size=4).astype(np.float32) for _ in range(4))
     loss, chosen, rejected = dpo.dpo_loss(pc, pr, rc, rr, beta=0.5)
@@ -127,7 +132,7 @@ def test_sequence_logprob_and_dpo_loss_follow_their_formulas():
     # TRL's sigmoid loss on summed log-probs: -logsigmoid(beta * (pi_logratios - ref_logratios))
     trl = -torch.nn.functional.logsigmoid(
         0.5 * (torch.tensor(pc - pr) - torch.tensor(rc - rr))
-    ).mean()  # fmt: skip
+    ).mean()
     np.testing.assert_allclose(loss, trl.numpy(), rtol=1e-5)
     same, _, _ = dpo.dpo_loss(pc, pr, pc, pr)
     assert float(same) == pytest.approx(math.log(2), abs=1e-7)

@@ -9,11 +9,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from gptjax.training.runlog import read_metrics
 from tests.conftest import ROOT
-from train.runlog import read_metrics
 
-FAST = ["--preset", "tiny", "--max-length", "64", "--batch-size", "4", "--eval-batches", "1",
-        "--no-progress"]  # fmt: skip
+FAST = [
+    "--preset",
+    "tiny",
+    "--max-length",
+    "64",
+    "--batch-size",
+    "4",
+    "--eval-batches",
+    "1",
+    "--no-progress",
+]
 WORDS = ["red", "green", "blue", "cat", "dog", "sun", "moon", "tree"]
 
 
@@ -24,9 +33,15 @@ def records(tmp_path_factory):
     rows = []
     for i in range(40):
         a, b = WORDS[i % 8], WORDS[(3 * i + 1) % 8]
-        rows.append({"instruction": f"Name the word after {a}.", "input": b if i % 3 else "",
-                     "output": f"The word is {b}.", "chosen": f"Certainly: {b}.",
-                     "rejected": f"No. {a}!"})  # fmt: skip
+        rows.append(
+            {
+                "instruction": f"Name the word after {a}.",
+                "input": b if i % 3 else "",
+                "output": f"The word is {b}.",
+                "chosen": f"Certainly: {b}.",
+                "rejected": f"No. {a}!",
+            }
+        )
     path.write_text(json.dumps(rows))
     return path
 
@@ -43,9 +58,24 @@ def records_of(out):
 @pytest.fixture(scope="module")
 def instruct_run(records, tmp_path_factory):
     out = tmp_path_factory.mktemp("instruct") / "run"
-    res = run("train.instruct", out, *FAST, "--data", str(records), "--max-steps", "6",
-              "--eval-every", "3", "--ckpt-every", "3", "--lr", "1e-3", "--max-new-tokens", "8",
-              "--mask-instruction")  # fmt: skip
+    res = run(
+        "train.instruct",
+        out,
+        *FAST,
+        "--data",
+        str(records),
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--ckpt-every",
+        "3",
+        "--lr",
+        "1e-3",
+        "--max-new-tokens",
+        "8",
+        "--mask-instruction",
+    )
     assert res.returncode == 0, res.stderr
     return out, res
 
@@ -58,24 +88,67 @@ def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_
     assert answers[0]["instruction"] == json.loads(records.read_text())[34]["instruction"]
     assert json.loads((out / "model" / "task.json").read_text())["kind"] == "instruct"
     split = tmp_path / "split"
-    args = [*FAST, "--data", str(records), "--eval-every", "3", "--ckpt-every", "3", "--lr",
-            "1e-3", "--max-new-tokens", "8", "--mask-instruction"]  # fmt: skip
+    args = [
+        *FAST,
+        "--data",
+        str(records),
+        "--eval-every",
+        "3",
+        "--ckpt-every",
+        "3",
+        "--lr",
+        "1e-3",
+        "--max-new-tokens",
+        "8",
+        "--mask-instruction",
+    ]
     assert run("train.instruct", split, *args, "--max-steps", "3").returncode == 0
     resumed = run("train.instruct", split, *args, "--max-steps", "6", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert records_of(split) == records_of(out)
-    ask = subprocess.run([sys.executable, "-m", "gptjax.generate", "--ckpt", str(out),
-                          "--instruction", "Name a color.", "--max-new-tokens", "3"],
-                         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    ask = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.generate",
+            "--ckpt",
+            str(out),
+            "--instruction",
+            "Name a color.",
+            "--max-new-tokens",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert ask.returncode == 0, ask.stderr
     assert "### Instruction" not in ask.stdout  # only the response is printed
 
 
 def test_dpo_starts_at_log_two_and_raises_the_margin(records, instruct_run, tmp_path):
     out, _ = instruct_run
-    res = run("train.dpo", tmp_path / "dpo", "--init-from", str(out), "--data", str(records),
-              "--max-length", "64", "--batch-size", "4", "--eval-batches", "2", "--no-progress",
-              "--max-steps", "6", "--eval-every", "3", "--lr", "1e-4")  # fmt: skip
+    res = run(
+        "train.dpo",
+        tmp_path / "dpo",
+        "--init-from",
+        str(out),
+        "--data",
+        str(records),
+        "--max-length",
+        "64",
+        "--batch-size",
+        "4",
+        "--eval-batches",
+        "2",
+        "--no-progress",
+        "--max-steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--lr",
+        "1e-4",
+    )
     assert res.returncode == 0, res.stderr
     evals = [r for r in records_of(tmp_path / "dpo") if "val_loss" in r]
     first = records_of(tmp_path / "dpo")[0]
@@ -101,7 +174,7 @@ class Judge(BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         text = {"red": "85", "green": "Score: 40", "blue": "excellent"}.get(
             next((w for w in WORDS if f"response `The word is {w}" in prompt), ""), "70"
-        )  # fmt: skip
+        )
         if self.path == "/api/chat":
             assert body["options"] == {"seed": 123, "temperature": 0, "num_ctx": 2048}
             return self.reply(200, {"message": {"role": "assistant", "content": text}})
@@ -132,21 +205,35 @@ def test_judge_scores_through_both_apis(tmp_path, api):
     ]
     responses = tmp_path / "test-responses.json"
     responses.write_text(json.dumps(entries))
-    judge = [sys.executable, "-m", "train.judge", str(responses), "--url", url, "--api", api,
-             "--no-progress"]  # fmt: skip
+    judge = [
+        sys.executable,
+        "-m",
+        "train.judge",
+        str(responses),
+        "--url",
+        url,
+        "--api",
+        api,
+        "--no-progress",
+    ]
     try:
         res = subprocess.run(judge, capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert res.returncode == 0, res.stderr
         scores = json.loads((tmp_path / "scores.json").read_text())
         assert scores["scores"] == [85, 40, None, 70] and scores["unparseable"] == 1
         assert "mean score 65.00 over 3 of 4 answers" in res.stdout
-        missing = subprocess.run([*judge, "--model", "missing"], capture_output=True, text=True,
-                                 cwd=ROOT)  # fmt: skip
+        missing = subprocess.run(
+            [*judge, "--model", "missing"], capture_output=True, text=True, cwd=ROOT
+        )
         assert missing.returncode == 2 and "Traceback" not in missing.stderr
         hint = "ollama pull missing" if api == "ollama" else "/v1/models"
         assert hint in missing.stderr
     finally:
         server.shutdown()
-    down = subprocess.run([*judge[:-5], "--url", "http://127.0.0.1:9", "--api", api],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    down = subprocess.run(
+        [*judge[:-5], "--url", "http://127.0.0.1:9", "--api", api],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert down.returncode == 2 and "cannot reach the judge" in down.stderr

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from convert import from_hf, from_peft, peft_modules, to_peft
-from gptjax import GPT, GPTClassifier, GPTConfig, init_params, lora
-from gptjax.lora import LoRAConfig
-from gptjax.model import abstract_params
+from gptjax import GPT, GPTClassifier, GPTConfig, init_params
+from gptjax.model import lora
+from gptjax.model.gpt import abstract_params
+from gptjax.model.lora import LoRAConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -87,9 +88,18 @@ def test_adapter_shapes_init_and_the_124m_count():
 
 def hf_lm(tmp_path):
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_head=4,
-                                     n_layer=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                                     bos_token_id=None, eos_token_id=None)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=64,
+        n_positions=16,
+        n_embd=32,
+        n_head=4,
+        n_layer=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     model = transformers.GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -117,8 +127,13 @@ def test_to_peft_loads_in_peft_with_the_same_logits(tmp_path):
 def test_from_peft_reads_a_folder_peft_wrote(tmp_path):
     model = hf_lm(tmp_path)
     cfg, params = from_hf(tmp_path / "base")
-    config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["c_attn", "c_fc"],
-                             fan_in_fan_out=True, init_lora_weights=False)  # fmt: skip
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=16,
+        target_modules=["c_attn", "c_fc"],
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+    )
     pm = peft.get_peft_model(model, config).eval()
     pm.save_pretrained(tmp_path / "theirs")
     with torch.no_grad():
@@ -132,9 +147,18 @@ def test_from_peft_reads_a_folder_peft_wrote(tmp_path):
 
 def test_classifier_adapter_with_its_head_round_trips_through_peft(tmp_path):
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_head=4,
-                                     n_layer=2, num_labels=2, pad_token_id=63, resid_pdrop=0.0,
-                                     embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    config = transformers.GPT2Config(
+        vocab_size=64,
+        n_positions=16,
+        n_embd=32,
+        n_head=4,
+        n_layer=2,
+        num_labels=2,
+        pad_token_id=63,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = transformers.GPT2ForSequenceClassification(config).eval()
     model.save_pretrained(tmp_path / "base")
     cfg, params = from_hf(tmp_path / "base")
@@ -148,5 +172,6 @@ def test_classifier_adapter_with_its_head_round_trips_through_peft(tmp_path):
     merged = {**lora.merge(LCFG, params, adapters), "score": score}
     ours = GPTClassifier(cfg, 2, pad_id=63).apply({"params": merged}, ids)
     assert np.abs(np.asarray(ours) - ref.logits.numpy()).max() < 1e-4
-    np.testing.assert_array_equal(peft_modules(tmp_path / "adapter")["score"]["kernel"],
-                                  score["kernel"])  # fmt: skip
+    np.testing.assert_array_equal(
+        peft_modules(tmp_path / "adapter")["score"]["kernel"], score["kernel"]
+    )

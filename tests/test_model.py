@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gptjax import GPT, GPTConfig, init_params
-from gptjax.cross_entropy import cross_entropy_sum
-from gptjax.model import LayerNorm, gelu
+from gptjax.model.gpt import LayerNorm, gelu
+from gptjax.training.cross_entropy import cross_entropy_sum
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 
@@ -86,14 +86,25 @@ def test_cached_decode_equals_full_recompute(params):
 
 def test_torch_init_draws_like_pytorch_defaults():
     """The book's model: N(0, 1) embeddings, U(+-1/sqrt(fan_in)) Linear weights and biases."""
-    cfg = GPTConfig(vocab_size=500, context_length=64, emb_dim=64, n_heads=4, n_layers=2,
-                    qkv_bias=False, tie_embeddings=False)  # fmt: skip
+    cfg = GPTConfig(
+        vocab_size=500,
+        context_length=64,
+        emb_dim=64,
+        n_heads=4,
+        n_layers=2,
+        qkv_bias=False,
+        tie_embeddings=False,
+    )
     p = init_params(cfg, jax.random.key(0), init="torch")
     assert abs(float(np.std(p["wte"]["embedding"])) - 1.0) < 0.02
     assert abs(float(np.std(p["wpe"]["embedding"])) - 1.0) < 0.05
     fc, proj = p["h_0"]["mlp"]["c_fc"], p["h_0"]["mlp"]["c_proj"]
-    for leaf, fan_in in ((fc["kernel"], 64), (fc["bias"], 64), (proj["kernel"], 256),
-                         (p["lm_head"], 64)):  # fmt: skip
+    for leaf, fan_in in (
+        (fc["kernel"], 64),
+        (fc["bias"], 64),
+        (proj["kernel"], 256),
+        (p["lm_head"], 64),
+    ):
         bound = 1 / np.sqrt(fan_in)
         assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.95 * bound
     assert "bias" not in p["h_0"]["attn"]["c_attn"]

@@ -11,9 +11,27 @@ import numpy as np
 
 from tests.conftest import ROOT
 
-ARGS = ["--preset", "tiny", "--context-length", "32", "--batch-size", "8", "--max-steps", "4",
-        "--drop-rate", "0", "--lr", "1e-3", "--eval-every", "2", "--eval-batches", "1",
-        "--sample-tokens", "2", "--no-progress"]  # fmt: skip
+ARGS = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "8",
+    "--max-steps",
+    "4",
+    "--drop-rate",
+    "0",
+    "--lr",
+    "1e-3",
+    "--eval-every",
+    "2",
+    "--eval-batches",
+    "1",
+    "--sample-tokens",
+    "2",
+    "--no-progress",
+]
 
 
 def env_with(devices: int) -> dict:
@@ -24,8 +42,14 @@ def env_with(devices: int) -> dict:
 
 def pretrain(out, *args, devices=1):
     cmd = [sys.executable, "-m", "train.pretrain", "--out", str(out), *ARGS, *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env_with(devices), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env_with(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc):
@@ -60,10 +84,17 @@ def test_two_processes_equal_one(tmp_path):
     finish(pretrain(tmp_path / "single"))
     coordinator = f"127.0.0.1:{free_port()}"
     procs = [
-        pretrain(tmp_path / "multi", "--coordinator", coordinator, "--num-processes", "2",
-                 "--process-id", str(i))
+        pretrain(
+            tmp_path / "multi",
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     for p in procs:
         finish(p)
     np.testing.assert_allclose(curve(tmp_path / "multi"), curve(tmp_path / "single"), rtol=1e-5)
@@ -77,10 +108,23 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     out = tmp_path / "multi"
     procs = [
-        pretrain(out, "--coordinator", coordinator, "--num-processes", "2", "--process-id",
-                 str(i), "--max-steps", "2000", "--eval-every", "1000", "--ckpt-every", "1000")
+        pretrain(
+            out,
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--max-steps",
+            "2000",
+            "--eval-every",
+            "1000",
+            "--ckpt-every",
+            "1000",
+        )
         for i in range(2)
-    ]  # fmt: skip
+    ]
     metrics, deadline = out / "metrics.jsonl", time.time() + 240
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         assert all(p.poll() is None for p in procs) and time.time() < deadline

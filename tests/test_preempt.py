@@ -12,7 +12,7 @@ import jax
 import pytest
 
 from gptjax import GPTConfig, init_params
-from gptjax.checkpoint import save_model
+from gptjax.training.checkpoint import save_model
 from tests.conftest import ROOT
 from tests.test_pretrain import cmd, losses, run
 
@@ -30,8 +30,9 @@ def whole(tmp_path_factory):
 
 
 def start(out, *args):
-    return subprocess.Popen(cmd(out, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd(out, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_step(proc, out, step, timeout=240):
@@ -132,9 +133,20 @@ def test_damaged_model_directory_is_a_one_line_error(tmp_path):
     save_model(tmp_path / "model", cfg, init_params(cfg, jax.random.key(0)))
     assert (tmp_path / "model" / "checksums.json").is_file()
     flip_a_byte(tmp_path / "model" / "params")
-    gen = subprocess.run([sys.executable, "-m", "gptjax.generate", "--ckpt",
-                          str(tmp_path / "model"), "--max-new-tokens", "2"],
-                         capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.generate",
+            "--ckpt",
+            str(tmp_path / "model"),
+            "--max-new-tokens",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert gen.returncode == 2 and "Traceback" not in gen.stderr
     assert "does not match its checksum" in gen.stderr and str(tmp_path / "model") in gen.stderr
     assert len(gen.stderr.strip().splitlines()) == 1
@@ -159,8 +171,13 @@ run_cli(lambda: main(sys.argv[1:]))
 def test_a_failing_save_stops_and_keeps_the_previous_checkpoint(whole, tmp_path):
     out = tmp_path / "run"
     argv = cmd(out, *ARGS)[3:]  # the options, without `python -m train.pretrain`
-    res = subprocess.run([sys.executable, "-c", FAILING_SAVE, *argv], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ})  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", FAILING_SAVE, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+    )
     assert res.returncode == 2, res.stderr
     assert "could not write checkpoint 16" in res.stderr and "No space left" in res.stderr
     assert "Traceback" not in res.stderr

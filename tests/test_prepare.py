@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from gptjax import tokenizer
-from gptjax.shards import ShardWindows, read_shard, shard_windows, write_shard
+from gptjax.data import tokenizer
+from gptjax.data.shards import ShardWindows, read_shard, shard_windows, write_shard
 from tests.conftest import ROOT
 from train import prepare, pretrain
 
@@ -58,9 +58,23 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    res = subprocess.run([sys.executable, "-m", "train.prepare", str(corpus[0]), "--out", str(out),
-                          "--workers", "2", *SETTINGS], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.prepare",
+            str(corpus[0]),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            *SETTINGS,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "per worker, 2 workers" in res.stdout
     return out
@@ -77,10 +91,12 @@ def test_shards_hold_eot_and_tokens_of_each_document_in_order(corpus, prepared):
     np.testing.assert_array_equal(got, corpus[1])
 
 
-def test_interrupted_prepare_resumes_at_the_first_missing_shard(corpus, prepared, tmp_path,
-                                                                  monkeypatch):  # fmt: skip
-    opts = prepare.parse(prepare.Options, [str(corpus[0]), "--out", str(tmp_path), "--workers",
-                                           "1", *SETTINGS])  # fmt: skip
+def test_interrupted_prepare_resumes_at_the_first_missing_shard(
+    corpus, prepared, tmp_path, monkeypatch
+):
+    opts = prepare.parse(
+        prepare.Options, [str(corpus[0]), "--out", str(tmp_path), "--workers", "1", *SETTINGS]
+    )
     calls, dead = [], []
 
     def dies_at_the_third(path, tokens):
@@ -137,12 +153,36 @@ def test_pretrain_on_our_shards_and_an_llmc_shard(prepared, tmp_path):
     (data / "edufineweb_train_000009.bin").write_bytes(header.tobytes() + tokens.tobytes())
     train, val = shard_windows(data, 16)
     assert len(val) == 299 // 16 and len(train) == len(ShardWindows(train.shards[:-1], 16)) + 24
-    np.testing.assert_array_equal(train.batch(np.array([len(train) - 24]))["inputs"][0],
-                                  tokens[:16])  # fmt: skip
-    pretrain.main(["--data", str(data), "--out", str(tmp_path / "run"), "--preset", "tiny",
-                   "--context-length", "16", "--batch-size", "2", "--max-steps", "2",
-                   "--eval-every", "2", "--eval-batches", "1", "--sample-tokens", "2",
-                   "--no-progress", "--b2", "0.95", "--min-lr", "1e-5"])  # fmt: skip
+    np.testing.assert_array_equal(
+        train.batch(np.array([len(train) - 24]))["inputs"][0], tokens[:16]
+    )
+    pretrain.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--preset",
+            "tiny",
+            "--context-length",
+            "16",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--eval-batches",
+            "1",
+            "--sample-tokens",
+            "2",
+            "--no-progress",
+            "--b2",
+            "0.95",
+            "--min-lr",
+            "1e-5",
+        ]
+    )
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1])
     assert last["step"] == 2 and np.isfinite(last["val_loss"])

@@ -12,8 +12,21 @@ import pytest
 
 from tests.conftest import ROOT
 
-FAST = ["--preset", "tiny", "--context-length", "32", "--batch-size", "4", "--lr", "1e-3",
-        "--eval-batches", "1", "--sample-tokens", "4", "--no-progress"]  # fmt: skip
+FAST = [
+    "--preset",
+    "tiny",
+    "--context-length",
+    "32",
+    "--batch-size",
+    "4",
+    "--lr",
+    "1e-3",
+    "--eval-batches",
+    "1",
+    "--sample-tokens",
+    "4",
+    "--no-progress",
+]
 
 
 def cmd(out, *args):
@@ -21,8 +34,9 @@ def cmd(out, *args):
 
 
 def run(out, *args, env=None, timeout=300):
-    return subprocess.run(cmd(out, *args), capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env=env)  # fmt: skip
+    return subprocess.run(
+        cmd(out, *args), capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env
+    )
 
 
 def losses(out):
@@ -37,8 +51,9 @@ def test_sigkill_then_resume_logs_the_same_losses_bitwise(tmp_path):
     assert (tmp_path / "whole" / "loss.png").stat().st_size > 1000
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while not (killed / "checkpoints" / "8").is_dir() and proc.poll() is None:
         assert time.time() < deadline
@@ -78,7 +93,7 @@ def test_generate_samples_from_a_run(tmp_path):
     out = tmp_path / "run"
     fast = ["--remat", "dots", "--attention", "xla", "--ce-chunks", "2", "--dtype", "auto"]
     assert run(out, "--max-steps", "2", *fast).returncode == 0
-    args = ["-m", "gptjax.generate", "--ckpt", str(out), "--max-new-tokens", "5"]
+    args = ["-m", "train.generate", "--ckpt", str(out), "--max-new-tokens", "5"]
     gen = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("Every effort moves you")
@@ -89,17 +104,28 @@ def test_generate_samples_from_a_run(tmp_path):
     [
         (lambda d: d / "missing.txt", "no such file or folder"),
         (lambda d: ((d / "empty.txt").write_text("") and None) or d / "empty.txt", "empty"),
-        (lambda d: ((d / "short.txt").write_text("a few words") and None) or d / "short.txt",
-         "too short"),
-        (lambda d: ((d / "bin.txt").write_bytes(b"\xff\xfe\x00bad") and None) or d / "bin.txt",
-         "unreadable as UTF-8"),
+        (
+            lambda d: ((d / "short.txt").write_text("a few words") and None) or d / "short.txt",
+            "too short",
+        ),
+        (
+            lambda d: ((d / "bin.txt").write_bytes(b"\xff\xfe\x00bad") and None) or d / "bin.txt",
+            "unreadable as UTF-8",
+        ),
         (lambda d: (d / "folder").mkdir() or d / "folder", "no .txt files"),
-        (lambda d: [(d / f"x_{s}.bin").write_bytes(b"\0" * 1100) for s in ("train_000001",
-                                                                            "val_000000")] and d,
-         "x_train_000001.bin: not an llm.c token shard (magic 0"),
+        (
+            lambda d: (
+                [
+                    (d / f"x_{s}.bin").write_bytes(b"\0" * 1100)
+                    for s in ("train_000001", "val_000000")
+                ]
+                and d
+            ),
+            "x_train_000001.bin: not an llm.c token shard (magic 0",
+        ),
     ],
     ids=["missing", "empty", "too-short", "not-text", "empty-folder", "bad-shard"],
-)  # fmt: skip
+)
 def test_bad_data_is_one_line(tmp_path, setup, needle):
     out = run(tmp_path / "run", "--data", str(setup(tmp_path)))
     assert out.returncode == 2
@@ -108,8 +134,19 @@ def test_bad_data_is_one_line(tmp_path, setup, needle):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    res = run(out, "--max-steps", "40", "--lr", "1e6", "--grad-clip", "0", "--ckpt-every", "1",
-              "--eval-every", "100")  # fmt: skip
+    res = run(
+        out,
+        "--max-steps",
+        "40",
+        "--lr",
+        "1e6",
+        "--grad-clip",
+        "0",
+        "--ckpt-every",
+        "1",
+        "--eval-every",
+        "100",
+    )
     assert res.returncode == 2, res.stderr
     assert "non-finite loss" in res.stderr and "Traceback" not in res.stderr
     step = int(res.stderr.split("at step ")[1].split(";")[0])
@@ -123,8 +160,16 @@ def test_folder_of_text_files_is_tokenized_once(tmp_path):
     verdict = (Path(os.environ["GPTJAX_CACHE"]) / "the-verdict.txt").read_text()
     for i in range(3):
         (data / f"part{i}.txt").write_text(verdict[i * 6000 : (i + 1) * 6000])
-    first = run(tmp_path / "a", "--data", str(data), "--max-steps", "1", "--progress",
-                "--profile", str(tmp_path / "trace"))  # fmt: skip
+    first = run(
+        tmp_path / "a",
+        "--data",
+        str(data),
+        "--max-steps",
+        "1",
+        "--progress",
+        "--profile",
+        str(tmp_path / "trace"),
+    )
     assert first.returncode == 0, first.stderr
     assert "tokenizing" in first.stderr and "devices: " in first.stderr + first.stdout
     assert list((tmp_path / "trace").rglob("*.xplane.pb"))  # --profile wrote a trace

@@ -1,4 +1,4 @@
-"""`gptjax.serve` through the official `openai` client on 127.0.0.1: answers equal `generate`,
+"""`train.serve` through the official `openai` client on 127.0.0.1: answers equal `generate`,
 concurrent requests equal one-by-one, bad input gets OpenAI-style errors, the key is checked."""
 
 import http.client
@@ -14,14 +14,17 @@ import numpy as np
 import openai
 import pytest
 
-from gptjax import GPTConfig, init_params, instruct
-from gptjax.checkpoint import save_model
-from gptjax.classifier import init_classifier
-from gptjax.serve import Background, Options, create_app, load
-from gptjax.serve_load import expected  # greedy `generate` on each prompt alone
+from gptjax import GPTConfig, init_params
+from gptjax.data import instruct
+from gptjax.inference.server import Background, create_app
+from gptjax.model.classifier import init_classifier
+from gptjax.training.checkpoint import save_model
+from train.bench.serve_load import expected  # greedy `generate` on each prompt alone
+from train.serve import Options, load
 
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2,
-                drop_rate=0.0)  # fmt: skip
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0
+)
 SLOTS = 4
 
 

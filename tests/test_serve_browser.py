@@ -9,16 +9,18 @@ import jax
 import pytest
 
 from gptjax import GPTConfig, init_params
-from gptjax.checkpoint import save_model
-from gptjax.serve import Background, Options, create_app, load
+from gptjax.inference.server import Background, create_app
+from gptjax.training.checkpoint import save_model
+from train.serve import Options, load
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
     reason="headless Chromium not installed (apt-get install chromium chromium-driver)",
 )
-CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2,
-                drop_rate=0.0)  # fmt: skip
+CFG = GPTConfig(
+    vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0
+)
 
 
 @pytest.fixture
@@ -28,9 +30,18 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    flags = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--window-size=1000,800", f"--user-data-dir={tmp_path / 'profile'}")  # fmt: skip
+    flags = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1000,800",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    )
     for flag in flags:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))

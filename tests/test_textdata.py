@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from gptjax import textdata, tokenizer
+from gptjax.data import textdata, tokenizer
 
 
 def digest(split):

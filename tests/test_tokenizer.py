@@ -4,8 +4,8 @@ import shutil
 import pytest
 import tiktoken
 
-from gptjax import tokenizer
-from gptjax.cache import FILES, cache_dir
+from gptjax.data import tokenizer
+from gptjax.data.cache import FILES, cache_dir
 
 TEXT = "Hello, world! Every effort moves you.  Ünïcödé 🙂 <|endoftext|> 12345 don't\n\ttabs"
 

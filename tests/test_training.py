@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from gptjax import GPTConfig, init_params
-from gptjax.cross_entropy import IGNORE, ce_chunks_for, cross_entropy_sum
-from gptjax.training import (
+from gptjax.data import IGNORE
+from gptjax.training.cross_entropy import ce_chunks_for, cross_entropy_sum
+from gptjax.training.steps import (
     OptimConfig,
     init_state,
     lm_loss,
@@ -111,8 +112,9 @@ def test_matches_pytorch_adamw_for_20_steps(tmp_path):
     # torch's AdamW decays every tensor it is given: the same >= 2-D split as ours.
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                               {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)  # fmt: skip
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3
+    )
     theirs = []
     for b in batches:
         x, y = (torch.tensor(b[k]).long() for k in ("inputs", "targets"))
@@ -150,8 +152,11 @@ def test_sliced_cross_entropy_equals_the_whole():
     # a frozen head (wte a constant, as in LoRA): no head gradient made, the rest unchanged
     rest = {k: v for k, v in params.items() if k != "wte"}
     frozen = lambda **kw: lambda r: summed(**kw)({**r, "wte": params["wte"]})
-    for a, b in zip(jax.tree.leaves(jax.grad(frozen(ce_chunks=2))(rest)),
-                    jax.tree.leaves(jax.grad(frozen())(rest)), strict=True):  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(jax.grad(frozen(ce_chunks=2))(rest)),
+        jax.tree.leaves(jax.grad(frozen())(rest)),
+        strict=True,
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="ce_chunks 5 must divide the sequence length 16"):
         lm_loss(CFG, ce_chunks=5)(params, batch, None, False)

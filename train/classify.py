@@ -16,36 +16,53 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from convert.peft import to_peft
-from gptjax import parallel, textdata, tokenizer
-from gptjax.checkpoint import save_model, write_json
-from gptjax.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.cross_entropy import IGNORE
-from gptjax.finetune import MODES, counts, lora_config, merged, trainable_paths, with_adapters
-from gptjax.options import option, run_cli
-from train import loop
+from gptjax.data import textdata, tokenizer
+from gptjax.eval.evaluator import Evaluator
+from gptjax.files import write_json
+from gptjax.model.classifier import POOLINGS, GPTClassifier, init_classifier
+from gptjax.options import run_cli
+from gptjax.training import parallel
+from gptjax.training.checkpoint import save_model
+from gptjax.training.cross_entropy import cross_entropy_sum
+from gptjax.training.finetune import (
+    MODES,
+    counts,
+    lora_config,
+    merged,
+    trainable_paths,
+    with_adapters,
+)
 from train.classify_predict import predict
-from train.evaluate import Evaluator
-from train.options import LoRAOptions, starting_model
+from train.options import LoRAOptions, script_main, starting_model
 
 
 @dataclass(frozen=True)
 class Options(LoRAOptions):
-    data: str = option("sms-spam", "sms-spam, a labelled TSV/CSV file, or a folder of splits")
-    preset: str = option("124M", "model size when no --init-from is given", choices=list(PRESETS))
-    trainable: str = option("last-block", "what trains", choices=list(MODES))
-    pooling: str = option("last-non-pad", "where each row is read", choices=list(POOLINGS))
-    max_length: int | None = option(None, "tokens per text (default: longest training text)")
-    split_seed: int = option(123, "seed that shuffles a single labelled file into splits")
+    data: str = "sms-spam"
+    """sms-spam, a labelled TSV/CSV file, or a folder of splits"""
+    preset: Literal[*PRESETS] = "124M"
+    """model size when no --init-from is given"""
+    trainable: Literal[*MODES] = "last-block"
+    """what trains"""
+    pooling: Literal[*POOLINGS] = "last-non-pad"
+    """where each row is read"""
+    max_length: int | None = None
+    """tokens per text (unset: longest training text)"""
+    split_seed: int = 123
+    """seed that shuffles a single labelled file into splits"""
     # The book's recipe (AdamW 5e-5, weight decay 0.1, batch 8, no clipping) over 5 epochs.
-    epochs: int = option(5, "passes over the training texts when --max-steps is not given")
-    eval_every: int = option(50, "steps between evaluations")
+    epochs: int = 5
+    """passes over the training texts when --max-steps is not given"""
+    eval_every: int = 50
+    """steps between evaluations"""
 
 
 class Classify:
@@ -60,15 +77,23 @@ class Classify:
         L = opts.max_length or min(cfg.context_length, max(len(x) for x in ids["train"]))
         if cfg.context_length < L:
             raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
-        self.data = {s: textdata.Examples(textdata.pad(ids[s], L), sp.labels)
-                     for s, sp in splits.items()}  # fmt: skip
+        self.data = {
+            s: textdata.Examples(textdata.pad(ids[s], L), sp.labels) for s, sp in splits.items()
+        }
         self.train, self.cfg, C = self.data["train"], cfg, len(self.names)
         self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
-        self.head = {"labels": self.names, "pad_id": tokenizer.EOT_ID, "pooling": opts.pooling,
-                     "max_length": L}  # fmt: skip
+        self.head = {
+            "labels": self.names,
+            "pad_id": tokenizer.EOT_ID,
+            "pooling": opts.pooling,
+            "max_length": L,
+        }
         run = {"trainable": opts.trainable, "lora": self.lcfg and dataclasses.asdict(self.lcfg)}
-        self.identity = {"task": "classify", "model": cfg.to_dict(),
-                         "classifier": {**self.head, **run}}  # fmt: skip
+        self.identity = {
+            "task": "classify",
+            "model": cfg.to_dict(),
+            "classifier": {**self.head, **run},
+        }
         self.model = GPTClassifier(
             cfg, C, tokenizer.EOT_ID, opts.pooling, parallel.compute_dtype(opts.dtype)
         )
@@ -78,8 +103,9 @@ class Classify:
             "loss.png": ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
             "accuracy.png": ("accuracy", {"train_acc": "train acc", "val_acc": "val acc"}),
         }
-        self.evaluator = Evaluator(self.eval_step, parallel.make_mesh(), opts.batch_size,
-                                   opts.eval_batches)  # fmt: skip
+        self.evaluator = Evaluator(
+            self.eval_step, parallel.make_mesh(), opts.batch_size, opts.eval_batches
+        )
 
     def _model(self) -> tuple[GPTConfig, dict | None]:
         opts = self.opts
@@ -89,9 +115,11 @@ class Classify:
             and "score" in params
             and (params["score"]["kernel"].shape[1] != len(self.names))
         ):
-            raise ValueError(f"{opts.init_from}: a classifier of "
-                             f"{params['score']['kernel'].shape[1]} classes; {opts.data} has "
-                             f"{len(self.names)}")  # fmt: skip
+            raise ValueError(
+                f"{opts.init_from}: a classifier of "
+                f"{params['score']['kernel'].shape[1]} classes; {opts.data} has "
+                f"{len(self.names)}"
+            )
         return cfg, params
 
     def init_params(self):
@@ -109,15 +137,13 @@ class Classify:
 
     def logits(self, params, inputs, rng=None):
         rngs = {"dropout": rng} if rng is not None else {}
-        return self.model.apply({"params": self.merged(params)}, inputs,
-                                deterministic=rng is None, rngs=rngs)  # fmt: skip
+        return self.model.apply(
+            {"params": self.merged(params)}, inputs, deterministic=rng is None, rngs=rngs
+        )
 
     def loss_fn(self, params, batch, rng, train):
         logits = self.logits(params, batch["inputs"], rng if train else None)
-        counted = batch["labels"] != IGNORE
-        safe = jnp.where(counted, batch["labels"], 0)
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), safe[:, None], axis=1)[:, 0]
-        return jnp.sum(nll * counted), jnp.sum(counted).astype(jnp.float32)
+        return cross_entropy_sum(logits, batch["labels"])  # [B, C], [B]
 
     def eval_step(self, params, batch) -> dict:
         s, n = self.loss_fn(params, batch, None, False)
@@ -130,8 +156,10 @@ class Classify:
 
     def evaluate(self, params, step: int) -> tuple[dict, str]:
         (tl, ta), (vl, va) = self.scores(params, "train"), self.scores(params, "validation")
-        line = (f"step {step}: train loss {tl:.3f}, val loss {vl:.3f} | "
-                f"train acc {100 * ta:.2f}%, val acc {100 * va:.2f}%")  # fmt: skip
+        line = (
+            f"step {step}: train loss {tl:.3f}, val loss {vl:.3f} | "
+            f"train acc {100 * ta:.2f}%, val acc {100 * va:.2f}%"
+        )
         return {"eval_train_loss": tl, "val_loss": vl, "train_acc": ta, "val_acc": va}, line
 
     def describe(self, params) -> str:
@@ -156,7 +184,7 @@ class Classify:
 
 
 def main(argv=None) -> None:
-    loop.main(Options, Classify, argv, __doc__, commands={"predict": predict})
+    script_main(Options, Classify, argv, __doc__, commands={"predict": predict})
 
 
 if __name__ == "__main__":

@@ -9,24 +9,30 @@ a Hugging Face GPT2ForSequenceClassification folder.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 
+from tyro.conf import Positional
+
 from convert.load import load_classifier
-from gptjax import tokenizer
-from gptjax.classifier import Predictor
-from gptjax.options import argument, option, parse
+from gptjax.data import tokenizer
+from gptjax.model.classifier import Predictor
+from gptjax.options import parse
 
 
 @dataclass(frozen=True)
 class Predict:
-    texts: list = argument("texts to classify (default: lines on stdin)", nargs="*")  # noqa: RUF009
-    ckpt: str = option("runs/default", "classify run, classifier model or HF classifier folder")
-    batch_size: int = option(32, "texts per forward pass")
+    texts: Positional[list[str]] = dataclasses.field(default_factory=list)
+    """texts to classify (unset: lines on stdin)"""
+    ckpt: str = "runs/default"
+    """classify run, classifier model or HF classifier folder"""
+    batch_size: int = 32
+    """texts per forward pass"""
 
 
 def predict(argv) -> None:
-    opts = parse(Predict, argv, description="label and probability for each text")
+    opts = parse(Predict, argv, "label and probability for each text")
     texts = list(opts.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on stdin")

@@ -20,31 +20,40 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from gptjax import GPT, dpo, instruct, parallel, tokenizer
-from gptjax.checkpoint import save_model
-from gptjax.model import count_params
-from gptjax.options import option, run_cli
-from train import loop
-from train.evaluate import Evaluator
+from gptjax import GPT
+from gptjax.data import instruct, tokenizer
+from gptjax.eval.evaluator import Evaluator
+from gptjax.model.gpt import count_params
+from gptjax.options import run_cli
+from gptjax.training import dpo, parallel
+from gptjax.training.checkpoint import save_model
 from train.instruct import TASK
-from train.options import FinetuneOptions, starting_model
+from train.options import FinetuneOptions, script_main, starting_model
 
 STATS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "pref_acc")
 
 
 @dataclass(frozen=True)
 class Options(FinetuneOptions):
-    data: str = option("instruction-data-with-preference",
-                       "named dataset or JSON list with chosen/rejected")  # fmt: skip
-    beta: float = option(0.1, "how far the policy may move from the reference")
-    sum_logprobs: bool = option(False, "sum response log-probs (DPO paper, TRL), not average")
-    max_length: int | None = option(None, "tokens per sequence (default: the context)")
-    train_ratio: float = option(0.85, "leading fraction of the pairs for training")
-    test_ratio: float = option(0.1, "the next fraction held out; the rest validates")
+    data: str = "instruction-data-with-preference"
+    """named dataset or JSON list with chosen/rejected"""
+    beta: float = 0.1
+    """how far the policy may move from the reference"""
+    sum_logprobs: bool = False
+    """sum response log-probs (DPO paper, TRL), not average"""
+    max_length: int | None = None
+    """tokens per sequence (unset: the context)"""
+    train_ratio: float = 0.85
+    """leading fraction of the pairs for training"""
+    test_ratio: float = 0.1
+    """the next fraction held out; the rest validates"""
     # The book's recipe: AdamW 5e-6, weight decay 0.01, batch 8, 1 epoch, eval every 5 steps.
-    lr: float = option(5e-6, "learning rate (constant unless --min-lr-ratio < 1)")
-    weight_decay: float = option(0.01, "AdamW weight decay (>= 2-D weights only)")
-    eval_every: int = option(5, "steps between evaluations")
+    lr: float = 5e-6
+    """learning rate (constant unless --min-lr-ratio < 1)"""
+    weight_decay: float = 0.01
+    """AdamW weight decay (>= 2-D weights only)"""
+    eval_every: int = 5
+    """steps between evaluations"""
 
 
 def encode_pairs(entries: list[dict], enc, max_length: int) -> dpo.Pairs:
@@ -85,11 +94,14 @@ class DPO:
         self.trainable, self.seen = None, ("examples_seen", 1)
         self.plots = {
             "loss.png": ("DPO loss", {"train_loss": "train loss", "val_loss": "val loss"}),
-            "rewards.png": ("reward margin", {"eval_train_reward_margin": "train margin",
-                                              "val_reward_margin": "val margin"}),
-        }  # fmt: skip
-        self.evaluator = Evaluator(self.eval_step, parallel.make_mesh(), opts.batch_size,
-                                   opts.eval_batches)  # fmt: skip
+            "rewards.png": (
+                "reward margin",
+                {"eval_train_reward_margin": "train margin", "val_reward_margin": "val margin"},
+            ),
+        }
+        self.evaluator = Evaluator(
+            self.eval_step, parallel.make_mesh(), opts.batch_size, opts.eval_batches
+        )
         self.reference_step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
         for name, pairs in self.data.items():
             self.reference(pairs, name)
@@ -99,10 +111,12 @@ class DPO:
         tokens = jnp.concatenate([batch["chosen"], batch["rejected"]])  # one forward: [2B, T]
         mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
         rngs = {"dropout": rng} if rng is not None else {}
-        logits = GPT(self.cfg, self.dtype).apply({"params": params}, tokens[:, :-1],
-                                                 deterministic=rng is None, rngs=rngs)  # fmt: skip
-        lp = dpo.sequence_logprob(logits, tokens[:, 1:], mask[:, 1:],
-                                  average=not self.opts.sum_logprobs)  # fmt: skip
+        logits = GPT(self.cfg, self.dtype).apply(
+            {"params": params}, tokens[:, :-1], deterministic=rng is None, rngs=rngs
+        )
+        lp = dpo.sequence_logprob(
+            logits, tokens[:, 1:], mask[:, 1:], average=not self.opts.sum_logprobs
+        )
         return jnp.split(lp, 2)
 
     def reference(self, pairs: dpo.Pairs, name: str) -> None:
@@ -110,15 +124,20 @@ class DPO:
         step = self.reference_step
         B = self.opts.batch_size
         lead = jax.process_index() == 0 and self.opts.progress
-        for start in tqdm(range(0, len(pairs), B), desc=f"reference log-probs ({name})",
-                          unit="batch", disable=not lead):  # fmt: skip
+        for start in tqdm(
+            range(0, len(pairs), B),
+            desc=f"reference log-probs ({name})",
+            unit="batch",
+            disable=not lead,
+        ):
             rows = np.arange(start, min(start + B, len(pairs)))
             pairs.ref[rows] = np.asarray(step(self.ref_params, pairs.batch(rows)))
 
     def terms(self, params, batch, rng=None):
         pc, pr = self.logprobs(params, batch, rng)
-        losses, cr, rr = dpo.dpo_terms(pc, pr, batch["ref_chosen"], batch["ref_rejected"],
-                                       self.opts.beta)  # fmt: skip
+        losses, cr, rr = dpo.dpo_terms(
+            pc, pr, batch["ref_chosen"], batch["ref_rejected"], self.opts.beta
+        )
         return losses, cr, rr, (batch["valid"] == 1).astype(jnp.float32)
 
     def loss_fn(self, params, batch, rng, train):
@@ -127,9 +146,14 @@ class DPO:
 
     def eval_step(self, params, batch) -> dict:
         losses, cr, rr, valid = self.terms(params, batch)
-        return {"loss": jnp.sum(losses * valid), "chosen_reward": jnp.sum(cr * valid),
-                "rejected_reward": jnp.sum(rr * valid), "reward_margin": jnp.sum((cr - rr) * valid),
-                "pref_acc": jnp.sum((cr > rr) * valid), "count": jnp.sum(valid)}  # fmt: skip
+        return {
+            "loss": jnp.sum(losses * valid),
+            "chosen_reward": jnp.sum(cr * valid),
+            "rejected_reward": jnp.sum(rr * valid),
+            "reward_margin": jnp.sum((cr - rr) * valid),
+            "pref_acc": jnp.sum((cr > rr) * valid),
+            "count": jnp.sum(valid),
+        }
 
     def stats(self, params, split: str) -> dict:
         sums = self.evaluator.sums(params, self.data[split])
@@ -137,12 +161,17 @@ class DPO:
 
     def evaluate(self, params, step: int) -> tuple[dict, str]:
         tr, va = self.stats(params, "train"), self.stats(params, "validation")
-        metrics = {"eval_train_loss": tr["loss"], "val_loss": va["loss"],
-                   **{f"eval_train_{k}": v for k, v in tr.items() if k != "loss"},
-                   **{f"val_{k}": v for k, v in va.items() if k != "loss"}}  # fmt: skip
-        line = (f"step {step}: train loss {tr['loss']:.3f}, val loss {va['loss']:.3f} | reward "
-                f"margin train {tr['reward_margin']:.3f}, val {va['reward_margin']:.3f} | val "
-                f"preference accuracy {100 * va['pref_acc']:.1f}%")  # fmt: skip
+        metrics = {
+            "eval_train_loss": tr["loss"],
+            "val_loss": va["loss"],
+            **{f"eval_train_{k}": v for k, v in tr.items() if k != "loss"},
+            **{f"val_{k}": v for k, v in va.items() if k != "loss"},
+        }
+        line = (
+            f"step {step}: train loss {tr['loss']:.3f}, val loss {va['loss']:.3f} | reward "
+            f"margin train {tr['reward_margin']:.3f}, val {va['reward_margin']:.3f} | val "
+            f"preference accuracy {100 * va['pref_acc']:.1f}%"
+        )
         return metrics, line
 
     def init_params(self):
@@ -162,7 +191,7 @@ class DPO:
 
 
 def main(argv=None) -> None:
-    loop.main(Options, DPO, argv, __doc__)
+    script_main(Options, DPO, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -19,30 +19,41 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
+from tyro.conf import Positional
 
-from gptjax.checkpoint import write_json
-from gptjax.instruct import format_prompt
-from gptjax.options import argument, option, parse, run_cli
+from gptjax.data.instruct import format_prompt
+from gptjax.files import write_json
+from gptjax.options import parse, run_cli
 
 
 @dataclass(frozen=True)
 class Options:
-    responses: str = argument("JSON list of entries with `output` and `model_response`")
-    model: str = option("llama3", "the judge model's name on the server")
-    url: str = option("http://localhost:11434", "the server (Ollama's default port)")
-    api: str = option("ollama", "how to talk to it", choices=["ollama", "openai"])
-    retries: int = option(3, "attempts per request before giving up")
-    timeout: float = option(120.0, "seconds to wait for one reply")
-    progress: bool = option(True, "show a progress bar")
+    responses: Positional[str]
+    """JSON list of entries with `output` and `model_response`"""
+    model: str = "llama3"
+    """the judge model's name on the server"""
+    url: str = "http://localhost:11434"
+    """the server (Ollama's default port)"""
+    api: Literal["ollama", "openai"] = "ollama"
+    """how to talk to it"""
+    retries: int = 3
+    """attempts per request before giving up"""
+    timeout: float = 120.0
+    """seconds to wait for one reply"""
+    progress: bool = True
+    """show a progress bar"""
 
 
 def judge_prompt(entry: dict) -> str:
     """The book's scoring prompt."""
-    return (f"Given the input `{format_prompt(entry)}` and correct output `{entry['output']}`, "
-            f"score the model response `{entry['model_response']}` on a scale from 0 to 100, "
-            "where 100 is the best score. Respond with the integer number only.")  # fmt: skip
+    return (
+        f"Given the input `{format_prompt(entry)}` and correct output `{entry['output']}`, "
+        f"score the model response `{entry['model_response']}` on a scale from 0 to 100, "
+        "where 100 is the best score. Respond with the integer number only."
+    )
 
 
 def request(opts: Options, prompt: str) -> str:
@@ -59,10 +70,13 @@ def request(opts: Options, prompt: str) -> str:
             },
         )
     else:
-        path, body = "/v1/chat/completions", {"model": opts.model, "messages": messages,
-                                              "seed": 123, "temperature": 0}  # fmt: skip
-    req = urllib.request.Request(opts.url.rstrip("/") + path, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})  # fmt: skip
+        path, body = (
+            "/v1/chat/completions",
+            {"model": opts.model, "messages": messages, "seed": 123, "temperature": 0},
+        )
+    req = urllib.request.Request(
+        opts.url.rstrip("/") + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=opts.timeout) as r:
         reply = json.loads(r.read())
     if opts.api == "ollama":
@@ -78,16 +92,21 @@ def ask(opts: Options, prompt: str) -> str:
         except urllib.error.HTTPError as e:
             detail = e.read().decode(errors="replace")[:200]
             if e.code == 404:
-                hint = (f"run `ollama pull {opts.model}`" if opts.api == "ollama"
-                        else "check --model against the server's /v1/models")  # fmt: skip
-                raise ValueError(f"{opts.url}: no model {opts.model!r} ({detail.strip()}); "
-                                 f"{hint}") from None  # fmt: skip
+                hint = (
+                    f"run `ollama pull {opts.model}`"
+                    if opts.api == "ollama"
+                    else "check --model against the server's /v1/models"
+                )
+                raise ValueError(
+                    f"{opts.url}: no model {opts.model!r} ({detail.strip()}); {hint}"
+                ) from None
             failure = f"HTTP {e.code}: {detail}"
         except urllib.error.URLError as e:
             if isinstance(e.reason, ConnectionRefusedError):
                 hint = "start it with `ollama serve`" if opts.api == "ollama" else "start it"
-                raise ValueError(f"cannot reach the judge at {opts.url} ({e.reason}); "
-                                 f"{hint}") from None  # fmt: skip
+                raise ValueError(
+                    f"cannot reach the judge at {opts.url} ({e.reason}); {hint}"
+                ) from None
             failure = str(e.reason)
         except (TimeoutError, json.JSONDecodeError, KeyError, IndexError) as e:
             failure = f"{type(e).__name__}: {e}"
@@ -102,7 +121,7 @@ def parse_score(reply: str) -> int | None:
 
 
 def main(argv=None) -> None:
-    opts = parse(Options, argv, description=__doc__.split("\n\n")[0])
+    opts = parse(Options, argv, __doc__)
     path = Path(opts.responses)
     try:
         entries = json.loads(path.read_text())
@@ -129,8 +148,10 @@ def main(argv=None) -> None:
         "replies": replies,
     }
     write_json(out, result)
-    print(f"mean score {mean:.2f} over {len(valid)} of {len(scores)} answers "
-          f"({len(scores) - len(valid)} replies held no score): {out}")  # fmt: skip
+    print(
+        f"mean score {mean:.2f} over {len(valid)} of {len(scores)} answers "
+        f"({len(scores) - len(valid)} replies held no score): {out}"
+    )
 
 
 if __name__ == "__main__":

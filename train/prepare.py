@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from tyro.conf import Positional
 
-from gptjax import tokenizer
-from gptjax.checkpoint import write_json
-from gptjax.documents import HUB, documents, source_files
-from gptjax.options import argument, option, parse, run_cli
-from gptjax.shards import read_shard, shard_name, write_shard
+from gptjax.data import tokenizer
+from gptjax.data.documents import documents, source_files
+from gptjax.data.shards import read_shard, shard_name, write_shard
+from gptjax.files import write_json
+from gptjax.options import parse, run_cli
 
 BLOCK = 256  # documents per task handed to a worker
 STATE = ".prepare.json"  # progress: what was read up to the end of each shard written
@@ -37,13 +38,21 @@ STATE = ".prepare.json"  # progress: what was read up to the end of each shard w
 
 @dataclass(frozen=True)
 class Options:
-    source: str = argument(f"file, folder, or hub dataset ({', '.join(HUB)})")
-    out: str = option("data/shards", "output folder")
-    workers: int = option(max(1, mp.cpu_count() - 1), "tokenizer processes (1: in this one)")
-    shard_tokens: int = option(100_000_000, "tokens per train shard")
-    val_tokens: int | None = option(None, "tokens in the val shard (default: --shard-tokens)")
-    text_field: str = option("text", "field or column holding the text (.jsonl, .parquet)")
-    name: str | None = option(None, "shard name prefix (default: the source's name)")
+    source: Positional[str]
+    """a .txt, .jsonl(.gz) or .parquet file, a folder of them, or a hub dataset (fineweb-edu-10B,
+    openwebtext)"""
+    out: str = "data/shards"
+    """output folder"""
+    workers: int = max(1, mp.cpu_count() - 1)
+    """tokenizer processes (1: in this one)"""
+    shard_tokens: int = 100_000_000
+    """tokens per train shard"""
+    val_tokens: int | None = None
+    """tokens in the val shard (unset: --shard-tokens)"""
+    text_field: str = "text"
+    """field or column holding the text (.jsonl, .parquet)"""
+    name: str | None = None
+    """shard name prefix (unset: the source's name)"""
 
 
 _enc = None
@@ -120,8 +129,9 @@ class Writer:
         path = write_shard(
             self.out / shard_name(self.name, split, self.index), self.buf[: self.fill]
         )
-        self.state["shards"].append({"file": path.name, "tokens": self.fill,
-                                     "next_doc": next_doc, "next_skip": next_skip})  # fmt: skip
+        self.state["shards"].append(
+            {"file": path.name, "tokens": self.fill, "next_doc": next_doc, "next_skip": next_skip}
+        )
         write_json(self.out / STATE, self.state)
         tqdm.write(f"{path} ({self.fill:,} tokens)")
         self.buf, self.fill = np.empty(self.size, np.uint16), 0
@@ -137,8 +147,9 @@ def start(opts: Options, out: Path, name: str) -> dict:
         return {"settings": settings, "shards": [], "finished": False}
     state = json.loads(path.read_text())
     if state.get("settings") != settings:
-        raise ValueError(f"{out}: holds shards of another prepare ({state.get('settings')}); "
-                         "use another --out")  # fmt: skip
+        raise ValueError(
+            f"{out}: holds shards of another prepare ({state.get('settings')}); use another --out"
+        )
     for s in state["shards"]:
         read_shard(out / s["file"])  # a damaged shard is an error, not silently reused
     return state
@@ -165,21 +176,25 @@ def prepare(opts: Options) -> dict:
             total, skip = total + len(tokens), 0
             bar.update(len(tokens))
     if writer.index == 0:
-        raise ValueError(f"{opts.source}: only {writer.fill:,} tokens, all for validation; "
-                         "lower --val-tokens so some are left to train on")  # fmt: skip
+        raise ValueError(
+            f"{opts.source}: only {writer.fill:,} tokens, all for validation; "
+            "lower --val-tokens so some are left to train on"
+        )
     if writer.fill:
         writer.flush(doc + 1, 0)
     state["finished"] = True
     write_json(out / STATE, state)
     seconds = time.perf_counter() - began
-    print(f"{total:,} tokens in {len(state['shards'])} shards, {seconds:.1f} s: "
-          f"{total / seconds:,.0f} tokens/s ({total / seconds / opts.workers:,.0f} per worker, "
-          f"{opts.workers} workers)")  # fmt: skip
+    print(
+        f"{total:,} tokens in {len(state['shards'])} shards, {seconds:.1f} s: "
+        f"{total / seconds:,.0f} tokens/s ({total / seconds / opts.workers:,.0f} per worker, "
+        f"{opts.workers} workers)"
+    )
     return state
 
 
 def main(argv=None) -> None:
-    prepare(parse(Options, argv, description=__doc__.split("\n\n")[0]))
+    prepare(parse(Options, argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -5,61 +5,78 @@
 shows a progress bar with loss and tokens/s; at each eval prints train/val loss and a greedy
 sample from --prompt; writes OUT/metrics.jsonl, OUT/loss.png and checkpoints in
 OUT/checkpoints (continue with --resume). Sample afterwards with
-`python -m gptjax.generate --ckpt OUT`.
+`python -m train.generate --ckpt OUT`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import numpy as np
 
-from gptjax import generate, parallel, tokenizer
-from gptjax.attention import IMPLS
+from gptjax import generate
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.corpus import Windows, load_tokens
-from gptjax.cross_entropy import ce_chunks_for
-from gptjax.data import train_val_split
-from gptjax.flops import flops_per_token
-from gptjax.model import INITS, REMAT, abstract_params, count_params, init_params
-from gptjax.options import option, run_cli
-from gptjax.parallel import DTYPES
-from gptjax.shards import is_shard_dir, shard_windows
-from gptjax.training import lm_loss, make_eval_step, perplexity
-from train import loop
-from train.evaluate import Evaluator
-from train.hellaswag import HellaSwag
-from train.options import RunOptions, starting_model
+from gptjax.data import tokenizer
+from gptjax.data.corpus import Windows, load_tokens
+from gptjax.data.shards import is_shard_dir, shard_windows
+from gptjax.data.sliding import train_val_split
+from gptjax.eval.evaluator import Evaluator
+from gptjax.eval.hellaswag import HellaSwag
+from gptjax.model.attention import IMPLS
+from gptjax.model.gpt import INITS, REMAT, abstract_params, count_params, init_params
+from gptjax.options import run_cli
+from gptjax.training import parallel
+from gptjax.training.cross_entropy import ce_chunks_for
+from gptjax.training.flops import flops_per_token
+from gptjax.training.parallel import DTYPES
+from gptjax.training.steps import lm_loss, make_eval_step, perplexity
+from train.options import RunOptions, script_main, starting_model
 
 
 @dataclass(frozen=True)
 class Options(RunOptions):
-    data: str = option(
-        "the-verdict",
-        "named dataset, .txt file, folder of .txt files, or folder "
-        "of llm.c .bin shards (python -m train.prepare)",
-    )
-    preset: str = option("tiny", "model size", choices=list(PRESETS))
-    context_length: int | None = option(None, "tokens per window (default: the preset's)")
-    init: str = option("gpt2", "initialisation of a --preset model", choices=list(INITS))
-    qkv_bias: bool | None = option(None, "biases on the q/k/v projection (default: the preset's)")
-    tie_embeddings: bool | None = option(None, "output head shares wte (default: the preset's)")
-    drop_rate: float = option(0.1, "dropout rate (0, as nanoGPT: fused attention on GPUs)")
-    dtype: str = option("auto", "compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)",
-                        choices=list(DTYPES))  # fmt: skip
-    attention: str = option("auto", "attention kernel (auto: cuDNN on GPU in bf16, else "
-                            "reference einsums)", choices=list(IMPLS))  # fmt: skip
-    remat: str = option("none", "recompute block activations in the backward pass (block: all, "
-                        "dots: all but matmul outputs)", choices=list(REMAT))  # fmt: skip
-    ce_chunks: int = option(0, "slices of T for the cross entropy (0: as few as keep each "
-                            "slice's logits under 1 GiB on GPU/TPU, 32 MiB on CPU)")  # fmt: skip
-    train_ratio: float = option(0.9, "leading fraction of the tokens used for training")
-    prompt: str = option("Every effort moves you", "prompt for the eval samples")
-    sample_tokens: int = option(30, "tokens per eval sample")
-    hellaswag_every: int = option(0, "steps between HellaSwag evals (a multiple of --eval-every)")
-    hellaswag_limit: int | None = option(None, "HellaSwag examples per eval (default: all)")
-    hellaswag_data: str | None = option(None, "HellaSwag .jsonl (default: validation, cached)")
+    data: str = "the-verdict"
+    """named dataset, .txt file, folder of .txt files, or folder of llm.c .bin shards (python -m
+    train.prepare)
+    """
+    preset: Literal[*PRESETS] = "tiny"
+    """model size"""
+    context_length: int | None = None
+    """tokens per window (unset: the preset's)"""
+    init: Literal[*INITS] = "gpt2"
+    """initialisation of a --preset model"""
+    qkv_bias: bool | None = None
+    """biases on the q/k/v projection (unset: the preset's)"""
+    tie_embeddings: bool | None = None
+    """output head shares wte (unset: the preset's)"""
+    drop_rate: float = 0.1
+    """dropout rate (0, as nanoGPT: fused attention on GPUs)"""
+    dtype: Literal[*DTYPES] = "auto"
+    """compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"""
+    attention: Literal[*IMPLS] = "auto"
+    """attention kernel (auto: cuDNN on GPU in bf16, else reference einsums)"""
+    remat: Literal[*REMAT] = "none"
+    """recompute block activations in the backward pass (block: all, dots: all but matmul
+    outputs)
+    """
+    ce_chunks: int = 0
+    """slices of T for the cross entropy (0: as few as keep each slice's logits under 1 GiB on
+    GPU/TPU, 32 MiB on CPU)
+    """
+    train_ratio: float = 0.9
+    """leading fraction of the tokens used for training"""
+    prompt: str = "Every effort moves you"
+    """prompt for the eval samples"""
+    sample_tokens: int = 30
+    """tokens per eval sample"""
+    hellaswag_every: int = 0
+    """steps between HellaSwag evals (a multiple of --eval-every)"""
+    hellaswag_limit: int | None = None
+    """HellaSwag examples per eval (unset: all)"""
+    hellaswag_data: str | None = None
+    """HellaSwag .jsonl (unset: validation, cached)"""
 
 
 def corpus(data: str, T: int, train_ratio: float) -> tuple:
@@ -69,15 +86,19 @@ def corpus(data: str, T: int, train_ratio: float) -> tuple:
         return shard_windows(data, T)
     tokens = load_tokens(data, progress=jax.process_index() == 0)
     train_tok, val_tok = train_val_split(tokens, train_ratio)
-    return (Windows(train_tok, T, T, name=f"{data} (train split)"),
-            Windows(val_tok, T, T, name=f"{data} (validation split)"))  # fmt: skip
+    return (
+        Windows(train_tok, T, T, name=f"{data} (train split)"),
+        Windows(val_tok, T, T, name=f"{data} (validation split)"),
+    )
 
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
     arch = {k: v for k in ("qkv_bias", "tie_embeddings") if (v := getattr(opts, k)) is not None}
     if opts.init_from and (arch or opts.init != "gpt2"):
-        raise ValueError("--init, --qkv-bias and --tie-embeddings shape a --preset model; "
-                         "--init-from brings its own weights")  # fmt: skip
+        raise ValueError(
+            "--init, --qkv-bias and --tie-embeddings shape a --preset model; "
+            "--init-from brings its own weights"
+        )
     if opts.context_length and not opts.init_from:
         arch["context_length"] = opts.context_length
     return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
@@ -102,21 +123,32 @@ class Pretrain:
         self.loss_fn, self.trainable = lm_loss(cfg, remat=opts.remat, **compute), None
         self.seen = ("tokens_seen", T)
         self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
-        self.plots = {"loss.png": [
-            ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
-            ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
-        ]}  # fmt: skip
-        self.evaluator = Evaluator(make_eval_step(cfg, **compute), parallel.make_mesh(),
-                                   opts.batch_size, opts.eval_batches)  # fmt: skip
+        self.plots = {
+            "loss.png": [
+                ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
+                ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
+            ]
+        }
+        self.evaluator = Evaluator(
+            make_eval_step(cfg, **compute), parallel.make_mesh(), opts.batch_size, opts.eval_batches
+        )
         self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None
         if opts.hellaswag_every:
             if opts.hellaswag_every % opts.eval_every:
-                raise ValueError(f"--hellaswag-every {opts.hellaswag_every} must be a multiple "
-                                 f"of --eval-every {opts.eval_every}")  # fmt: skip
-            self.hellaswag = HellaSwag(cfg, opts.hellaswag_data, opts.hellaswag_limit,
-                                       opts.batch_size, opts.dtype, self.enc)  # fmt: skip
+                raise ValueError(
+                    f"--hellaswag-every {opts.hellaswag_every} must be a multiple "
+                    f"of --eval-every {opts.eval_every}"
+                )
+            self.hellaswag = HellaSwag(
+                cfg,
+                opts.hellaswag_data,
+                opts.hellaswag_limit,
+                opts.batch_size,
+                opts.dtype,
+                self.enc,
+            )
 
     def init_params(self):
         if self.params is not None:
@@ -135,8 +167,11 @@ class Pretrain:
         ids = generate(self.cfg, params, self.prompt, max_new_tokens=self.opts.sample_tokens)
         text = self.enc.decode(np.asarray(ids[0]).tolist())
         line = f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f} | {text!r}"
-        metrics = {"eval_train_loss": train_loss, "val_loss": val_loss,
-                   "val_perplexity": perplexity(val_loss)}  # fmt: skip
+        metrics = {
+            "eval_train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_perplexity": perplexity(val_loss),
+        }
         if self.hellaswag is not None and step % self.opts.hellaswag_every == 0:
             scores = self.hellaswag.scores(params)
             metrics |= {f"hellaswag_{k}": v for k, v in scores.items()}
@@ -151,7 +186,7 @@ class Pretrain:
 
 
 def main(argv=None) -> None:
-    loop.main(Options, Pretrain, argv, __doc__)
+    script_main(Options, Pretrain, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,144 @@
+"""Pretraining text at any scale: tokenized once into a uint16 token file, then read as windows
+through a memmap, so a corpus never has to fit in memory.
+
+A source is a named dataset from the cache (`the-verdict`), a `.txt` file, or a folder of `.txt`
+files (documents joined by `<|endoftext|>`). Its token file lives in `$GPTJAX_CACHE/tokens/`,
+named by a hash of the source's paths, sizes and modification times, and is reused next time.
+
+Shapes: N windows, B batch, T context tokens per window.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from gptjax.data.cache import cache_dir, fetch
+from gptjax.data.tokenizer import EOT_ID, gpt2
+from gptjax.files import atomic_file
+
+NAMED = {"the-verdict": "the-verdict.txt"}
+CHUNK_CHARS = 1 << 22  # tokenize in ~4M-character pieces cut at line ends
+
+
+def source_files(source: str) -> list[Path]:
+    """The text files behind a source name, file or folder; a clear error if there are none."""
+    if source in NAMED:
+        return [fetch(NAMED[source])]
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise ValueError(f"{path}: folder has no .txt files")
+        return files
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(
+        f"{source}: no such file or folder (named datasets: {', '.join(NAMED)})"
+    )
+
+
+def _read_pieces(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            while piece := f.read(CHUNK_CHARS):
+                yield piece + f.readline()  # finish the line so no word is cut in two
+    except (UnicodeDecodeError, PermissionError) as e:
+        raise ValueError(f"{path}: unreadable as UTF-8 text ({e})") from None
+
+
+def token_file(source: str, *, progress: bool = True) -> Path:
+    """Path of the uint16 token file for `source`, tokenizing it first if needed."""
+    files = source_files(source)
+    key = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    out = cache_dir() / "tokens" / f"{key.hexdigest()[:24]}.bin"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    enc = gpt2()
+    total = sum(f.stat().st_size for f in files)
+    with (
+        atomic_file(out) as tmp,
+        open(tmp, "wb") as sink,
+        tqdm(
+            total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress
+        ) as bar,
+    ):
+        for i, f in enumerate(files):
+            if i:
+                sink.write(np.array([EOT_ID], np.uint16).tobytes())
+            for piece in _read_pieces(f):
+                sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
+                bar.update(len(piece.encode()))
+    out.with_suffix(".json").write_text(json.dumps({"files": [str(f) for f in files]}) + "\n")
+    return out
+
+
+def load_tokens(source: str, *, progress: bool = True) -> np.memmap:
+    """All of `source`'s tokens as a read-only uint16 memmap [n]."""
+    path = token_file(source, progress=progress)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{source}: no text to train on (empty)")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+class Shuffled:
+    """A dataset of `len(self)` examples read in a fresh order each epoch; subclasses give
+    `__len__` and `batch(rows)`."""
+
+    def batches_per_epoch(self, B: int) -> int:
+        return len(self) // B  # the last partial batch is dropped
+
+    def rows(self, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
+        """Row indices of batch `index` of `epoch`: a function of (seed, epoch) only."""
+        return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
+
+
+@dataclass
+class Windows(Shuffled):
+    """Sliding windows of T tokens over a token array, read lazily, shuffled per epoch."""
+
+    tokens: np.ndarray  # [n] (usually a memmap)
+    T: int
+    stride: int
+    name: str = "data"
+
+    def __post_init__(self):
+        if self.T < 1 or self.stride < 1:
+            raise ValueError(f"window length and stride must be >= 1, got {self.T}, {self.stride}")
+        if len(self.tokens) < self.T + 1:
+            raise ValueError(
+                f"{self.name}: too short: {len(self.tokens)} tokens, but one window of "
+                f"{self.T} needs {self.T + 1}"
+            )
+        self.starts = np.arange(0, len(self.tokens) - self.T, self.stride)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Windows at `rows` (indices into starts) as {"inputs", "targets"}: int32 [B, T]."""
+        idx = self.starts[rows][:, None] + np.arange(self.T + 1)[None, :]
+        ids = np.asarray(self.tokens[idx], np.int32)
+        return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def epoch_rows(n: int, epoch: int, index: int, B: int, *, seed: int, shuffle: bool) -> np.ndarray:
+    """Rows of batch `index` of `epoch` out of n examples: each epoch is its own permutation of
+    range(n) drawn from (seed, epoch), so any step's batch can be recomputed on resume."""
+    sl = slice(index * B, (index + 1) * B)
+    return _permutation(n, seed, epoch)[sl] if shuffle else np.arange(n)[sl]

@@ -1,0 +1,1 @@
+"""Evaluation: batched loss and accuracy over every device (`evaluator`) and HellaSwag."""

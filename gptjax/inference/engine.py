@@ -1,0 +1,316 @@
+"""Continuous batching: many requests decoded together, one compiled step for all of them.
+
+The engine owns `slots` rows of one KV cache [slots, C, N, H] (C = context_length), each row at
+its own position. A request waits in a queue, takes the first free slot at the next step (its
+prompt prefilled together with the others admitted at that step, in one call), is decoded with
+everyone else in flight by one jitted step, and frees its slot when it ends (end-of-text,
+`max_tokens`, or cancelled). Greedy answers equal `gptjax.generate` on the same prompt: each row
+attends only to its own cache row, so what else is in flight never changes it. A sampled answer
+draws its n-th token with fold_in(fold_in(key(seed), 0), n), as `generate(rng=key(seed))` does.
+
+No HTTP here: `train.serve` puts a web API in front of it. Shapes: K slots, C positions per
+slot, P prompt bucket length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax.config import GPTConfig
+from gptjax.inference.generation import ROUND, Sampling, filter_logits, row_keys
+from gptjax.model.gpt import GPT, Cache, compute_params
+
+
+class Slots(NamedTuple):
+    """The device side of every slot; a plain pytree."""
+
+    cache: Cache  # L KVCaches of [K, C, N, H]
+    logits: jax.Array  # [K, V] float32: logits for the token each slot writes next
+    pos: jax.Array  # [K] int32: where each slot writes its next token
+    count: jax.Array  # [K] int32: tokens each slot has generated
+    keys: jax.Array  # [K] keys: the n-th token is drawn with fold_in(keys[k], n)
+    temperature: jax.Array  # [K] float32, 0 = greedy
+    top_p: jax.Array  # [K] float32, 1 = no nucleus cut
+
+
+def pick(logits, keys, count, temperature, top_p, *, sample: bool, nucleus: bool):
+    """[K, V] -> [K] int32: argmax where temperature is 0, else a draw as `generate` makes it."""
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if not sample:
+        return greedy
+    keys = jax.vmap(jax.random.fold_in)(keys, count)
+    t = jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    scaled = filter_logits(logits, Sampling(use_top_p=nucleus), t, top_p[:, None])
+    if nucleus:  # rows without a cut keep their plain scaled logits, as `generate` has them
+        scaled = jnp.where(top_p[:, None] < 1.0, scaled, logits / t)
+    drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+    return jnp.where(temperature > 0, drawn, greedy)
+
+
+@partial(jax.jit, static_argnames=("cfg", "dtype", "sample", "nucleus"), donate_argnums=(2,))
+def step(cfg: GPTConfig, params, slots: Slots, *, dtype, sample: bool, nucleus: bool):
+    """Every slot picks its next token and runs it through the model: -> (slots, tokens [K])."""
+    tok = pick(
+        slots.logits,
+        slots.keys,
+        slots.count,
+        slots.temperature,
+        slots.top_p,
+        sample=sample,
+        nucleus=nucleus,
+    )
+    C = slots.cache[0].k.shape[1]
+    pos = jnp.minimum(slots.pos, C - 1)  # idle slots run too; keep their writes in bounds
+    logits, cache = GPT(cfg, dtype).apply(
+        {"params": params}, tok[:, None], cache=slots.cache, pos=pos
+    )
+    slots = slots._replace(
+        cache=cache, logits=logits[:, -1], pos=slots.pos + 1, count=slots.count + 1
+    )
+    return slots, tok
+
+
+@partial(jax.jit, static_argnames=("cfg", "dtype"), donate_argnums=(2,))
+def admit(
+    cfg: GPTConfig,
+    params,
+    slots: Slots,
+    prompts,
+    lengths,
+    where,
+    keys,
+    temperature,
+    top_p,
+    *,
+    dtype,
+):
+    """Prefill prompts [k, P] (row i: lengths[i] tokens, then anything) into slots `where` [k];
+    an index of K (no such slot) drops the row. Pads sit after the prompt, where causality
+    hides them and the slot's next tokens overwrite them."""
+    k, _ = prompts.shape
+    C = slots.cache[0].k.shape[1]
+    model = GPT(cfg, dtype)
+    logits, cache = model.apply(
+        {"params": params}, prompts, cache=model.init_cache(k, C, slots.cache[0].k.dtype), pos=0
+    )
+    last = logits[jnp.arange(k), lengths - 1]  # [k, V]
+    put = lambda full, new: full.at[where].set(new, mode="drop")
+    return Slots(
+        cache=jax.tree.map(put, slots.cache, cache),
+        logits=put(slots.logits, last),
+        pos=put(slots.pos, lengths),
+        count=put(slots.count, jnp.zeros_like(lengths)),
+        keys=put(slots.keys, keys),
+        temperature=put(slots.temperature, temperature),
+        top_p=put(slots.top_p, top_p),
+    )
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation. `on_token(token, finish)` is called from the engine's thread for each
+    new token (finish None) and once at the end (token None, finish "stop" at end-of-text or
+    "length" at max_tokens, "cancelled"); returning False from it cancels the request."""
+
+    prompt: list[int]
+    max_tokens: int
+    on_token: Callable[[int | None, str | None], Any]
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    cancelled: bool = field(default=False, init=False)
+    generated: int = field(default=0, init=False)
+    key: Any = field(default=None, init=False)  # the row key, from seed
+
+    def cancel(self) -> None:
+        """Stop at the next step and free the slot (safe from any thread)."""
+        self.cancelled = True
+
+
+class Engine:
+    """`slots` concurrent generations over one model; `submit` from any thread.
+
+    Runs its own thread (`start`/`stop`). A step admits every waiting request that has a free
+    slot (one prefill call), then decodes one token for every busy slot.
+    """
+
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        params,
+        *,
+        slots: int = 8,
+        eos_id: int | None = None,
+        dtype=jnp.float32,
+    ):
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.cfg, self.params, self.dtype = cfg, compute_params(params, dtype), dtype
+        self.eos_id = -1 if eos_id is None else eos_id
+        self.busy: list[Request | None] = [None] * slots
+        self.waiting: queue.Queue[Request] = queue.Queue()
+        self.slots = self._empty(slots)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self.error: BaseException | None = None
+
+    def _empty(self, K: int) -> Slots:
+        cache = GPT(self.cfg, self.dtype).init_cache(K, self.cfg.context_length)
+        V = self.cfg.vocab_size
+        return Slots(
+            cache,
+            jnp.zeros((K, V), jnp.float32),
+            jnp.zeros((K,), jnp.int32),
+            jnp.zeros((K,), jnp.int32),
+            row_keys(jax.random.key(0), K),
+            jnp.zeros((K,), jnp.float32),
+            jnp.ones((K,), jnp.float32),
+        )
+
+    def check(self, n_prompt: int, max_tokens: int) -> None:
+        """Raise ValueError unless a prompt of n_prompt tokens plus max_tokens new ones fit."""
+        C = self.cfg.context_length
+        if n_prompt < 1:
+            raise ValueError("the prompt needs at least one token")
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        if n_prompt + max_tokens > C:
+            raise ValueError(
+                f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceed the "
+                f"model's context of {C} tokens"
+            )
+
+    def submit(self, request: Request) -> Request:
+        self.check(len(request.prompt), request.max_tokens)
+        if self.error is not None:
+            raise RuntimeError(f"the engine stopped: {self.error}")
+        self.waiting.put(request)
+        self._wake.set()
+        return request
+
+    def free(self) -> int:
+        """Slots not in use."""
+        return sum(r is None for r in self.busy)
+
+    def start(self) -> Engine:
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="gptjax-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _loop(self) -> None:
+        try:
+            while self._running:
+                self._admit()
+                if all(r is None for r in self.busy):
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                self.run_step()
+        except BaseException as e:  # tell every client instead of leaving them waiting
+            self.error = e
+            for i, r in enumerate(self.busy):
+                if r is not None:
+                    self._finish(i, "error")
+            while not self.waiting.empty():
+                tell(self.waiting.get(), None, "error")
+            raise
+
+    def _admit(self) -> None:
+        new = []
+        free = [i for i, r in enumerate(self.busy) if r is None]
+        while free and not self.waiting.empty():
+            r = self.waiting.get()
+            if r.cancelled:
+                tell(r, None, "cancelled")
+                continue
+            try:  # a request the engine cannot take fails alone
+                r.key = jax.random.fold_in(jax.random.key(r.seed), 0)  # = row_keys(key, 1)[0]
+            except (OverflowError, TypeError, ValueError):
+                tell(r, None, "error")
+                continue
+            new.append((free.pop(0), r))
+        if not new:
+            return
+        K = len(self.busy)
+        # Rows and lengths in powers of two: a few programs serve every mix of prompts.
+        k = 1 << (len(new) - 1).bit_length()
+        P = min(
+            max(ROUND, 1 << (max(len(r.prompt) for _, r in new) - 1).bit_length()),
+            self.cfg.context_length,
+        )
+        prompts = np.zeros((k, P), np.int32)
+        lengths, where = np.ones(k, np.int32), np.full(k, K, np.int32)
+        temperature, top_p = np.zeros(k, np.float32), np.ones(k, np.float32)
+        keys = [jax.random.key(0)] * k
+        for j, (i, r) in enumerate(new):
+            prompts[j, : len(r.prompt)] = r.prompt
+            lengths[j], where[j] = len(r.prompt), i
+            temperature[j], top_p[j] = r.temperature, r.top_p
+            keys[j] = r.key
+            self.busy[i] = r
+        self.slots = admit(
+            self.cfg,
+            self.params,
+            self.slots,
+            prompts,
+            lengths,
+            where,
+            jnp.stack(keys),
+            temperature,
+            top_p,
+            dtype=self.dtype,
+        )
+
+    def run_step(self) -> None:
+        """One decode step for every busy slot; hand each its token."""
+        live = [r for r in self.busy if r is not None]
+        sample = any(r.temperature > 0 for r in live)
+        nucleus = any(r.temperature > 0 and r.top_p < 1.0 for r in live)
+        self.slots, tok = step(
+            self.cfg, self.params, self.slots, dtype=self.dtype, sample=sample, nucleus=nucleus
+        )
+        tok = np.asarray(tok)
+        for i, r in enumerate(self.busy):
+            if r is None:
+                continue
+            if r.cancelled:
+                self._finish(i, "cancelled")
+            elif tok[i] == self.eos_id:
+                self._finish(i, "stop")
+            else:
+                r.generated += 1
+                if tell(r, int(tok[i]), None) is False or r.cancelled:
+                    self._finish(i, "cancelled")
+                elif r.generated >= r.max_tokens:
+                    self._finish(i, "length")
+
+    def _finish(self, i: int, reason: str) -> None:
+        r, self.busy[i] = self.busy[i], None
+        tell(r, None, reason)
+
+
+def tell(r: Request, token: int | None, finish: str | None):
+    """Call the request's callback; one that fails (its client is gone) cancels the request
+    instead of stopping the engine."""
+    try:
+        return r.on_token(token, finish)
+    except Exception:
+        r.cancel()
+        return False

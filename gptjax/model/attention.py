@@ -1,0 +1,203 @@
+"""Attention, step by step, from the simplest form up to GPT-2's fused multi-head causal attention.
+
+Each step adds one idea to the one before it, and the tests show it reduces to its predecessor
+under matching weights:
+
+(a) `simple_attention`: scores are plain dot products of the inputs, no weights.
+(b) `SelfAttention`: trainable W_q, W_k, W_v and the 1/sqrt(H) scaling.
+(c) `CausalAttention`: a mask so position t sees only positions <= t, and dropout on the weights.
+(d) `MultiHeadAttention`: N heads of width H = D / N from one fused qkv projection, an output
+    projection, and a KV cache for decoding. The model uses this one.
+(e) `fused_attention`: the same softmax(q k^T / sqrt(H)) v by a fused kernel (XLA's, cuDNN's
+    flash attention, or the Pallas Triton kernel) that never stores the [B, N, T, S] scores;
+    (d) picks one with `impl` and keeps its einsums as the readable reference.
+
+Shapes: B batch, T query length, S key length, D model width, N heads, H head width.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def simple_attention(x: jax.Array) -> jax.Array:
+    """(a) x: [..., T, D] -> [..., T, D]: output t is a softmax(x_t . x_s)-weighted mix of x_s."""
+    scores = jnp.einsum("...td,...sd->...ts", x, x)
+    return jnp.einsum("...ts,...sd->...td", jax.nn.softmax(scores, axis=-1), x)
+
+
+def causal_mask(T: int, S: int, offset: jax.Array | int = 0) -> jax.Array:
+    """[T, S] bool: query t, at absolute position offset + t, may see key s iff s <= offset + t.
+    With `offset` [B] (one position per row), [B, T, S]."""
+    return jnp.arange(S) <= (jnp.expand_dims(offset, -1) + jnp.arange(T))[..., None]
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax over the last axis in float32; masked entries get exactly zero weight."""
+    scores = scores.astype(jnp.float32)
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+class SelfAttention(nn.Module):
+    """(b) x: [B, T, D] -> [B, T, H]; scaled dot-product attention with trainable projections."""
+
+    d_out: int
+    qkv_bias: bool = False
+
+    def project(self, x):
+        dense = lambda name: nn.Dense(self.d_out, use_bias=self.qkv_bias, name=name)
+        return dense("W_query")(x), dense("W_key")(x), dense("W_value")(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        q, k, v = self.project(x)
+        weights = masked_softmax(jnp.einsum("bth,bsh->bts", q, k) / jnp.sqrt(self.d_out), None)
+        return jnp.einsum("bts,bsh->bth", weights, v)
+
+
+class CausalAttention(SelfAttention):
+    """(c) x: [B, T, D] -> [B, T, H]; (b) where position t attends only to s <= t, with dropout."""
+
+    drop_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        T = x.shape[1]
+        q, k, v = self.project(x)
+        scores = jnp.einsum("bth,bsh->bts", q, k) / jnp.sqrt(self.d_out)
+        weights = masked_softmax(scores, causal_mask(T, T))
+        weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
+        return jnp.einsum("bts,bsh->bth", weights, v)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of one layer for every position decoded so far: each [B, S, N, H]."""
+
+    k: jax.Array
+    v: jax.Array
+
+    @classmethod
+    def zeros(cls, B: int, S: int, N: int, H: int, dtype: Any = jnp.float32) -> KVCache:
+        return cls(jnp.zeros((B, S, N, H), dtype), jnp.zeros((B, S, N, H), dtype))
+
+
+def write_cache(cache: jax.Array, new: jax.Array, pos) -> jax.Array:
+    """Write new [B, T, N, H] into cache [B, S, N, H] at position pos (scalar, or [B] per row)."""
+    new = new.astype(cache.dtype)
+    if jnp.ndim(pos) == 0:
+        return lax.dynamic_update_slice(cache, new, (0, pos, 0, 0))
+    row = lambda c, x, p: lax.dynamic_update_slice(c, x, (p, 0, 0))
+    return jax.vmap(row)(cache, new, pos)
+
+
+class MultiHeadAttention(nn.Module):
+    """(d) GPT-2's `attn`: causal multi-head attention with a fused qkv projection `c_attn`.
+
+    x: [B, T, D] -> ([B, T, D], cache). With a cache of length S, x holds positions
+    pos .. pos+T-1; its keys and values are written into the cache and queries attend to every
+    cached position up to their own. `pos` is a scalar, or [B] when each row is at its own
+    position (the batched server's slots). `key_mask` [B, S] bool, when given, also hides the
+    keys where it is False (padding).
+    """
+
+    n_heads: int
+    drop_rate: float = 0.0
+    qkv_bias: bool = True
+    dtype: Any = jnp.float32
+    out_init: Any = nn.initializers.normal(0.02)
+    impl: str = "auto"  # see `resolve_impl`; dropout on the weights always uses the reference
+
+    @nn.compact
+    def __call__(
+        self, x, *, deterministic=True, cache: KVCache | None = None, pos=0, key_mask=None
+    ):
+        B, T, D = x.shape
+        N, H = self.n_heads, D // self.n_heads
+        dense = lambda features, name, **kw: nn.Dense(
+            features, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name=name, **kw
+        )
+        qkv = dense(3 * D, "c_attn", use_bias=self.qkv_bias)(x)
+        # c_attn's output is [q | k | v], each split into N heads of H contiguous columns.
+        q, k, v = (qkv.reshape(B, T, 3, N, H)[:, :, i] for i in range(3))
+        if cache is not None:
+            k, v = write_cache(cache.k, k, pos), write_cache(cache.v, v, pos)
+            cache = KVCache(k, v)
+        S = k.shape[1]
+        mask = causal_mask(T, S, pos)
+        if mask.ndim == 3:  # one position per row: [B, T, S] -> [B, 1, T, S]
+            mask = mask[:, None]
+        if key_mask is not None:
+            mask = mask & key_mask[:, None, None, :]  # [B, 1, T, S]
+        dropping = self.drop_rate > 0 and not deterministic
+        impl = "reference" if dropping else resolve_impl(self.impl, self.dtype)
+        if impl == "reference":
+            scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
+            weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
+            weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
+            ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
+        else:
+            # Without a cache or padding the mask is plain causal: kernels that know it skip
+            # the blocks above the diagonal.
+            plain = cache is None and key_mask is None
+            ctx = fused_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, impl, plain)
+        out = nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
+        return out(ctx.reshape(B, T, D)), cache
+
+
+IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
+
+
+def fused_attention(q, k, v, mask, impl: str, causal: bool) -> jax.Array:
+    """(e) q [B, T, N, H], k and v [B, S, N, H], mask broadcastable to [B, N, T, S] ->
+    [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S)` with T = S (training,
+    a prefill from position 0), which cuDNN and Pallas compute without reading the mask; any
+    other mask (a cache, padding) goes through XLA's kernel."""
+    if impl == "pallas" and causal:
+        from jax.experimental.pallas.ops.gpu.attention import mha
+
+        interpret = jax.default_backend() == "cpu"  # the kernel's own interpreter: for tests
+        return mha(q, k, v, None, sm_scale=q.shape[-1] ** -0.5, causal=True, interpret=interpret)
+    if impl == "cudnn" and causal:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+
+
+def resolve_impl(impl: str, dtype) -> str:
+    """The attention implementation `impl` means here. "auto": cuDNN's flash attention on a
+    GPU in bfloat16/float16 if it works on this machine (probed once), else the reference
+    einsums (on CPU they are as fast as XLA's kernel, and TPUs fuse them). "cudnn" asked for
+    in float32 (which cuDNN lacks) gets XLA's kernel."""
+    if impl not in IMPLS:
+        raise ValueError(
+            f"unknown attention implementation {impl!r}; expected one of: {', '.join(IMPLS)}"
+        )
+    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    if impl == "auto":
+        return "cudnn" if half and jax.default_backend() == "gpu" and cudnn_works() else "reference"
+    return "xla" if impl == "cudnn" and not half else impl
+
+
+@functools.cache
+def cudnn_works() -> bool:
+    """Whether cuDNN attention compiles and runs here (it fails on some CUDA 13 set-ups,
+    jax-ml/jax#32430); asked once per process, and a failure is said on stderr."""
+    try:
+        q = jnp.ones((1, 128, 1, 64), jnp.bfloat16)
+        f = lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True, implementation="cudnn")
+        jax.block_until_ready(jax.grad(lambda q: f(q).astype(jnp.float32).sum())(q))
+        return True
+    except Exception as e:  # any failure means: use the reference path
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(
+            f"attention: cuDNN attention unavailable ({first}); using XLA einsums", file=sys.stderr
+        )
+        return False

@@ -1,0 +1,111 @@
+"""A run's record: progress bar, OUT/config.json, OUT/metrics.jsonl (a record per step) and the
+task's plots, redrawn at each evaluation. Process 0 writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+from tqdm import tqdm
+
+from gptjax.files import write_json
+from gptjax.training.flops import peak_flops
+from gptjax.training.plot import plot_metrics
+
+
+def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
+    """OUT/metrics.jsonl as records; timing=False drops what depends on the clock (rates, MFU),
+    leaving what a resumed run must reproduce exactly."""
+    lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line]
+    if timing:
+        return records
+    return [
+        {k: v for k, v in r.items() if not (k.endswith("_per_s") or k == "mfu")} for r in records
+    ]
+
+
+class RunLog:
+    """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
+    writes."""
+
+    def __init__(self, opts, task, start: int, total: int):
+        """`opts`: the loop's RunOptions; `task`: its Task (identity, seen, plots)."""
+        out = Path(opts.out)
+        self.lead = jax.process_index() == 0
+        self.metrics, self.plots = out / "metrics.jsonl", task.plots
+        self.out, self.t0 = out, time.perf_counter()
+        self.seen_key, per_row = task.seen
+        self.seen_per_step = opts.batch_size * per_row
+        self.bar = tqdm(
+            total=total, initial=start, unit="step", disable=not (self.lead and opts.progress)
+        )
+        # MFU where the task knows its FLOPs per seen token and the devices' peak is known.
+        flops, peak = getattr(task, "flops_per_token", None), peak_flops()
+        self.flops_share = flops / peak if flops and peak else None
+        if not self.lead:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        config = {**task.identity, "options": dataclasses.asdict(opts)}
+        write_json(out / "config.json", config)
+        # On resume, drop records past the restored step: they are about to be redone.
+        old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
+        kept = [line for line in old if line and json.loads(line)["step"] <= start]
+        self.metrics.write_text("".join(line + "\n" for line in kept))
+
+    def step_records(self, steps: list[int], metrics: list[dict], replicated: bool) -> list[dict]:
+        """Records of `steps` from their fetched metrics; tokens/s (and MFU) over the time since
+        the previous fetch, which is when these steps ran."""
+        now = time.perf_counter()
+        rate = len(steps) * self.seen_per_step / max(now - self.t0, 1e-9)
+        self.t0 = now
+        unit = self.seen_key.removesuffix("_seen")
+        records = []
+        for step, m in zip(steps, metrics, strict=True):
+            m = {k: float(v[0] if replicated else v) for k, v in m.items()}
+            records.append(
+                {
+                    "step": step,
+                    "train_loss": m["loss"],
+                    "lr": m["lr"],
+                    "grad_norm": m["grad_norm"],
+                    self.seen_key: step * self.seen_per_step,
+                    f"{unit}_per_s": rate,
+                }
+            )
+            shown = {"loss": f"{m['loss']:.3f}", f"{unit[:3]}/s": f"{rate:,.0f}"}
+            if self.flops_share is not None:
+                records[-1]["mfu"] = rate * self.flops_share
+                shown["mfu"] = f"{100 * records[-1]['mfu']:.1f}%"
+            self.bar.update(1)
+            self.bar.set_postfix(shown)
+        return records
+
+    def restart_clock(self) -> None:
+        """Evals, plots and checkpoints are not training: the next records' tokens/s counts from
+        here, not from the last fetch."""
+        self.t0 = time.perf_counter()
+
+    def say(self, line: str) -> None:
+        if self.lead and line:
+            self.bar.write(line)
+
+    def write(self, records: list[dict], *, plot: bool) -> None:
+        """Append `records` to metrics.jsonl; `plot`: then redraw the task's plots."""
+        if not self.lead:
+            return
+        with open(self.metrics, "a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
+        if plot:
+            for name, spec in self.plots.items():
+                panels = spec if isinstance(spec, list) else [spec]
+                plot_metrics(self.metrics, self.out / name, self.seen_key, panels)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.lead:
+            names = "  ".join(str(self.out / n) for n in self.plots)
+            print(f"metrics: {self.metrics}\nplots: {names}")

@@ -1,0 +1,214 @@
+"""The training core: a train state of plain pytrees and pure, jitted train and eval steps.
+
+Shapes: B batch, T tokens, V vocabulary, K gradient-accumulation micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from gptjax.config import GPTConfig
+from gptjax.model.gpt import GPT, output_head
+from gptjax.training.cross_entropy import cross_entropy_sum, sliced_cross_entropy_sum
+
+# loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
+LossFn = Callable[[Any, dict, Any, bool], tuple[jax.Array, jax.Array]]
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32 scalar: updates applied so far
+    rng: jax.Array  # base key; step s uses fold_in(rng, s)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup, cosine decay to min_lr_ratio * lr, global-norm clipping."""
+
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    decay_steps: int = 0  # 0: constant lr after warmup
+    min_lr_ratio: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+
+
+def lr_schedule(oc: OptimConfig) -> optax.Schedule:
+    warmup = optax.linear_schedule(0.0, oc.lr, oc.warmup_steps) if oc.warmup_steps else None
+    if oc.decay_steps > oc.warmup_steps:
+        decay = optax.cosine_decay_schedule(
+            oc.lr, oc.decay_steps - oc.warmup_steps, alpha=oc.min_lr_ratio
+        )
+    else:
+        decay = optax.constant_schedule(oc.lr)
+    if warmup is None:
+        return decay
+    return optax.join_schedules([warmup, decay], [oc.warmup_steps])
+
+
+def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
+    """AdamW that decays only >= 2-D weights (matrices and embeddings, not biases or norms)."""
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    adamw = optax.adamw(
+        lr_schedule(oc),
+        b1=oc.b1,
+        b2=oc.b2,
+        eps=oc.eps,
+        weight_decay=oc.weight_decay,
+        mask=decay_mask,
+    )
+    clip = [optax.clip_by_global_norm(oc.grad_clip)] if oc.grad_clip else []
+    return optax.chain(*clip, adamw)
+
+
+Trainable = Callable[[str], bool]  # "h_11/attn/c_attn/kernel" -> does this leaf train?
+
+
+def split(params: dict, trainable: Trainable | None) -> tuple[dict, dict]:
+    """(trained, frozen): two nested dicts holding the leaves whose "a/b/c" path does / does not
+    satisfy `trainable` (None: everything trains). Empty branches are left out of both."""
+    if trainable is None:
+        return params, {}
+    flat = traverse_util.flatten_dict(params, sep="/")
+    trained = {path: leaf for path, leaf in flat.items() if trainable(path)}
+    frozen = {path: leaf for path, leaf in flat.items() if path not in trained}
+    return tuple(traverse_util.unflatten_dict(t, sep="/") for t in (trained, frozen))
+
+
+def join(a: dict, b: dict) -> dict:
+    """The union of two nested dicts with disjoint leaves (the inverse of `split`)."""
+    flat = traverse_util.flatten_dict(a) | traverse_util.flatten_dict(b)
+    return traverse_util.unflatten_dict(flat)
+
+
+def init_state(
+    params, optimizer: optax.GradientTransformation, rng: jax.Array, trainable=None
+) -> TrainState:
+    """Step 0: the optimizer state covers only the trainable leaves of `params`."""
+    trained, _ = split(params, trainable)
+    return TrainState(params, optimizer.init(trained), jnp.zeros((), jnp.int32), rng)
+
+
+def perplexity(mean_loss: float) -> float:
+    """exp(mean token cross entropy): the effective number of equally likely next tokens."""
+    return float(jnp.exp(jnp.float32(mean_loss)))
+
+
+def loss_sum(
+    params,
+    cfg: GPTConfig,
+    batch,
+    rng,
+    *,
+    train: bool,
+    dtype=jnp.float32,
+    ce_chunks: int = 1,
+    **compute,
+):
+    """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
+    `ce_chunks`, `compute` (`attention`, `remat`): see `lm_loss`."""
+    T = batch["inputs"].shape[1]
+    if T % ce_chunks:
+        raise ValueError(f"ce_chunks {ce_chunks} must divide the sequence length {T}")
+    model = GPT(cfg, dtype, padded_logits=True, **compute)
+    rngs = {"dropout": rng} if train else {}
+    run = lambda head: model.apply(
+        {"params": params}, batch["inputs"], deterministic=not train, rngs=rngs, head=head
+    )
+    if ce_chunks == 1:
+        return cross_entropy_sum(run(True), batch["targets"])
+    return sliced_cross_entropy_sum(
+        run(False), output_head(cfg, params), batch["targets"], dtype, ce_chunks
+    )
+
+
+def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
+    """The language-model loss of `cfg` as a LossFn for `make_train_step`. `compute` (all
+    optional, none changes the result beyond rounding): `attention` (kernel, see
+    `attention.resolve_impl`), `remat` (a key of `model.REMAT`), `ce_chunks` (slices of T the
+    cross entropy is computed in, see `cross_entropy.sliced_cross_entropy_sum`)."""
+    dtype = dtype or jnp.float32
+    return lambda params, batch, rng, train: loss_sum(
+        params, cfg, batch, rng, train=train, dtype=dtype, **compute
+    )
+
+
+def _grads(trained, frozen, loss_fn: LossFn, batch, rng, grad_accum):
+    """Gradient of the summed loss w.r.t. `trained` over K micro-batches, plus the loss sum and
+    count. `frozen` enters as a constant, so XLA computes no backward pass below the lowest
+    trainable layer."""
+    grad_fn = jax.value_and_grad(lambda t, b, r: loss_fn(join(t, frozen), b, r, True), has_aux=True)
+
+    def micro(carry, xs):
+        k, mb = xs
+        (s, n), g = grad_fn(trained, mb, jax.random.fold_in(rng, k))
+        return jax.tree.map(jnp.add, carry, (g, s, n)), None
+
+    split_k = lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+    zeros = (jax.tree.map(jnp.zeros_like, trained), jnp.float32(0), jnp.float32(0))
+    micro_batches = jax.tree.map(split_k, batch)
+    (g, s, n), _ = jax.lax.scan(micro, zeros, (jnp.arange(grad_accum), micro_batches))
+    return g, s, n
+
+
+def make_train_step(
+    loss_fn: LossFn, optimizer, oc: OptimConfig, *, grad_accum=1, axis_name=None, trainable=None
+):
+    """train_step(state, batch) -> (state, metrics): one AdamW update on the mean loss.
+
+    `loss_fn(params, batch, rng, train) -> (loss_sum, count)` (e.g. `lm_loss(cfg)`); the update
+    follows loss_sum / count. With `trainable` (a path predicate, see `split`) only those leaves
+    get gradients and updates; the others pass through bit for bit. With grad_accum = K the
+    batch [B, ...] is split into K micro-batches of B/K whose summed gradients are divided by
+    the total count, so the update equals that of one batch of B. Metrics: loss, grad_norm, lr,
+    tokens (the count in this batch).
+
+    Under `jax.pmap(..., axis_name=axis_name)` each device holds a slice of the batch; the
+    summed gradients, losses and counts are `psum`med over devices before the mean, so the
+    update equals the single-device one. (Under jit with sharded inputs XLA does this itself.)
+    """
+    schedule = lr_schedule(oc)
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:  # distinct dropout masks per device
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        trained, frozen = split(state.params, trainable)
+        g, s, n = _grads(trained, frozen, loss_fn, batch, rng, grad_accum)
+        if axis_name is not None:
+            g, s, n = jax.lax.psum((g, s, n), axis_name)
+        grads = jax.tree.map(lambda x: x / jnp.maximum(n, 1.0), g)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trained)
+        params = join(optax.apply_updates(trained, updates), frozen)
+        metrics = {
+            "loss": s / jnp.maximum(n, 1.0),
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state.step),
+            "tokens": n,
+        }
+        return TrainState(params, opt_state, state.step + 1, state.rng), metrics
+
+    return train_step
+
+
+def make_eval_step(cfg: GPTConfig, *, dtype=None, **compute):
+    """eval_step(params, batch) -> {"loss_sum", "tokens"} with dropout off (`compute`: see
+    `lm_loss`)."""
+    dtype = dtype or jnp.float32
+
+    def eval_step(params, batch) -> dict:
+        s, n = loss_sum(params, cfg, batch, None, train=False, dtype=dtype, **compute)
+        return {"loss_sum": s, "tokens": n}
+
+    return eval_step

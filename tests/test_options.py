@@ -1,0 +1,101 @@
+"""The one options mechanism: recipe files parse into their script's options, flags override a
+file, bad files are one line naming the key or file, and `gptjax` reaches every script."""
+
+import importlib
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptjax.options import parse
+from tests.conftest import ROOT
+from train.cli import COMMANDS
+from train.pretrain import Options as Pretrain
+
+RECIPES = sorted((ROOT / "train" / "recipes").glob("*.toml"))
+
+
+def recipe_command(path: Path) -> list[str]:
+    """The command a recipe's first line states: `# gptjax SUB --config PATH ...`."""
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# gptjax "), f"{path.name}: the first line must state its command"
+    words = shlex.split(first[2:])
+    assert "--config" in words and words[words.index("--config") + 1] == str(path.relative_to(ROOT))
+    return words[1:]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_parses_into_its_scripts_options(path, monkeypatch):
+    sub, *argv = recipe_command(path)
+    module = importlib.import_module(COMMANDS[sub].target.split(":")[0])
+    monkeypatch.chdir(ROOT)
+    opts = parse(module.Options, argv)
+    text = path.read_text()
+    assert "Hardware:" in text and "Expect:" in text, f"{path.name}: say the hardware and result"
+    import tomllib
+
+    for key, value in tomllib.loads(text).items():
+        assert getattr(opts, key) == value, (path.name, key)
+
+
+def test_flags_override_the_file(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("lr: 0.01\nbatch_size: 4\nmax_steps: null\nprogress: false\n")
+    opts = parse(Pretrain, ["--config", str(cfg), "--lr", "0.5"])
+    assert (opts.lr, opts.batch_size, opts.max_steps, opts.progress) == (0.5, 4, None, False)
+    toml = tmp_path / "run.toml"
+    toml.write_text('dtype = "bfloat16"\nepochs = 3\n')
+    assert parse(Pretrain, [f"--config={toml}"]).dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "text, suffix, needle",
+    [
+        ("lrr = 0.1\n", ".toml", "unknown option 'lrr' for train.pretrain (did you mean 'lr'?)"),
+        ('lr = "fast"\n', ".toml", "'lr' must be a number, got 'fast'"),
+        ('dtype = "float8"\n', ".toml", "'dtype' must be one of"),
+        ("epochs = 1.5\n", ".toml", "'epochs' must be an integer, got 1.5"),
+        ("lr = [\n", ".toml", "not valid TOML"),
+        ("lr: [\n", ".yaml", "not valid YAML"),
+        ("- 1\n", ".yaml", "expected key: value pairs"),
+        (None, ".toml", "no such file"),
+    ],
+)
+def test_bad_config_files_are_one_line(tmp_path, text, suffix, needle):
+    path = tmp_path / f"bad{suffix}"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ValueError, match="^.*$") as e:
+        parse(Pretrain, ["--config", str(path)])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def gptjax(*args):
+    exe = Path(sys.executable).with_name("gptjax")
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_the_gptjax_command_lists_and_runs_every_subcommand():
+    listing = gptjax("--help")
+    assert listing.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} " in listing.stdout
+    same = gptjax("pretrain", "--help").stdout
+    module = subprocess.run(
+        [sys.executable, "-m", "train.pretrain", "--help"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    flags = lambda text: sorted(w for w in text.split() if w.startswith("--"))
+    assert flags(same) == flags(module) and "--max-steps" in flags(same)
+    assert "usage: gptjax pretrain" in same
+    bad = gptjax("pretrian")
+    assert bad.returncode == 2 and "did you mean 'pretrain'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", [n for n in COMMANDS if n not in ("pretrain",)])
+def test_every_subcommand_has_help(name):
+    res = gptjax(name, "--help")
+    assert res.returncode == 0 and "usage: gptjax" in res.stdout, res.stderr

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (tokens/s, memory, latency); not library modules."""

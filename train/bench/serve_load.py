@@ -1,0 +1,143 @@
+"""Load test of `train.serve` on loopback: N requests from C concurrent `openai` clients.
+
+    python -m train.bench.serve_load --preset tiny --requests 200 --clients 16 --slots 8,1
+
+For each --slots value it starts the server in this process on 127.0.0.1 (a free port), warms
+it up, sends the requests (greedy, prompts of different lengths), checks every answer equals
+the prompt's greedy answer alone (`gptjax.generate`), and prints one row per setting:
+
+    slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import openai
+
+from gptjax.config import PRESETS
+from gptjax.data import tokenizer
+from gptjax.inference import generation
+from gptjax.inference.engine import Engine
+from gptjax.inference.server import Background, create_app
+from gptjax.options import parse, run_cli
+from train.serve import Options as ServeOptions
+from train.serve import load
+
+WORDS = (
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "hum",
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    ckpt: str | None = None
+    """checkpoint to serve (unset: random weights of --preset)"""
+    preset: Literal[*PRESETS] = "tiny"
+    """model size when no --ckpt is given"""
+    requests: int = 200
+    """requests to send"""
+    clients: int = 16
+    """concurrent clients"""
+    slots: str = "8,1"
+    """server --slots values to compare, comma-separated"""
+    max_tokens: int = 32
+    """tokens per answer"""
+    prompts: int = 20
+    """distinct prompts, cycled"""
+
+
+def prompts(n: int) -> list[str]:
+    """n prompts of 3 to ~40 words, the same every run."""
+    rng = np.random.default_rng(0)
+    return [" ".join(rng.choice(WORDS, 3 + 2 * i)).capitalize() for i in range(n)]
+
+
+def expected(served, texts: list[str], max_tokens: int) -> list[str]:
+    """Each prompt's greedy answer alone (rows of a ragged batch equal each prompt alone)."""
+    ids = [served.enc.encode(t) for t in texts]
+    rows = generation.generate(
+        served.cfg, served.engine.params, ids, max_new_tokens=max_tokens, eos_id=tokenizer.EOT_ID
+    )
+    return [
+        served.enc.decode(generation.completion(row, max_tokens, tokenizer.EOT_ID)) for row in rows
+    ]
+
+
+def run(url: str, model: str, texts: list[str], opts: Options) -> tuple[list, float]:
+    """Send opts.requests requests from opts.clients threads: ([(i, text, tokens, s)], wall s)."""
+    clients = [
+        openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=600)
+        for _ in range(opts.clients)
+    ]
+
+    def one(i: int):
+        start = time.perf_counter()
+        r = clients[i % opts.clients].completions.create(
+            model=model, prompt=texts[i % len(texts)], max_tokens=opts.max_tokens, temperature=0
+        )
+        return i, r.choices[0].text, r.usage.completion_tokens, time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(opts.clients) as pool:
+        results = list(pool.map(one, range(opts.requests)))
+    return results, time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    opts = parse(Options, argv, __doc__)
+    texts = prompts(opts.prompts)
+    base = ServeOptions(ckpt=opts.ckpt, preset=opts.preset, slots=1)
+    served = load(base)
+    want = expected(served, texts, opts.max_tokens)
+    print(
+        f"{served.name}: {opts.requests} requests, {opts.clients} clients, "
+        f"{opts.max_tokens} tokens each, {len(texts)} prompts of "
+        f"{min(map(len, map(served.enc.encode, texts)))}-"
+        f"{max(map(len, map(served.enc.encode, texts)))} tokens",
+        flush=True,
+    )
+    print("slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s")
+    ok = True
+    for slots in [int(s) for s in opts.slots.split(",")]:
+        old = served.engine
+        engine = Engine(served.cfg, old.params, slots=slots, eos_id=old.eos_id, dtype=old.dtype)
+        served = replace(served, engine=engine)
+        with Background(create_app(served)) as url:
+            run(url, served.name, texts, replace(opts, requests=2 * opts.clients))  # compile
+            results, wall = run(url, served.name, texts, opts)
+        equal = sum(text == want[i % len(texts)] for i, text, _, _ in results)
+        lat = sorted(s for *_, s in results)
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+        tokens = sum(n for _, _, n, _ in results)
+        print(
+            f"{slots:5d}  {opts.requests:8d}  {len(results):8d}  {equal:5d}  "
+            f"{statistics.median(lat):5.2f}  {p99:5.2f}  {tokens / wall:8.1f}  {wall:6.1f}",
+            flush=True,
+        )
+        ok &= equal == len(results) == opts.requests
+    if not ok:
+        sys.exit("some answers were lost or differ from the prompt's answer alone")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,314 @@
+"""Benchmark: tokens/s of one jitted forward+backward+AdamW step and of KV-cache generation, with
+Hugging Face transformers (PyTorch, same config, same device, same run) beside each figure.
+
+    python -m train.bench.speed [--presets tiny,124M] [--json]
+
+prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
+runs after a warm-up), MFU on GPUs/TPUs and compile time, then our speed as a multiple of HF's.
+Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
+on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
+`torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
+and 1558M at batch 1 and 8, each measurement in a fresh process (`--apart`). `--compile-only`
+just times compiling each preset's train step (from shapes: no memory). With --json, one JSON
+object per line instead.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gptjax import generate, init_params
+from gptjax.config import GPTConfig
+from gptjax.model.attention import IMPLS
+from gptjax.model.gpt import REMAT
+from gptjax.options import parse, run_cli
+from gptjax.training import parallel
+from gptjax.training.cross_entropy import ce_chunks_for
+from gptjax.training.flops import flops_per_token, peak_flops
+from gptjax.training.parallel import DTYPES
+from gptjax.training.profile import StepTrace
+from gptjax.training.steps import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
+from train.bench import hf as bench_hf
+
+
+@dataclass(frozen=True)
+class Options:
+    presets: str | None = None
+    """presets to train (unset: tiny,124M; GPU 124M,355M; none: no training rows)"""
+    decode_presets: str | None = None
+    """presets to decode (unset: --presets; GPU 124M,1558M; none: no decoding rows)"""
+    batch_size: int | None = None
+    """training batch B (unset: 4; GPU: largest that fits)"""
+    seq_len: int | None = None
+    """training sequence length T (unset: 128; GPU 1024)"""
+    decode_batches: str | None = None
+    """decoding batch sizes (unset: 1; GPU 1,8)"""
+    prompt_len: int = 8
+    """generation prompt length"""
+    new_tokens: int = 128
+    """tokens generated per run (per row)"""
+    dtype: Literal[*DTYPES] = "auto"
+    """compute dtype (auto: bfloat16 on GPU/TPU)"""
+    remat: Literal[*REMAT] = "none"
+    """remat of the train step's blocks"""
+    attention: Literal[*IMPLS] = "auto"
+    """attention kernel of the train step"""
+    repeats: int = 5
+    """timed runs; the median is reported"""
+    hf: bool = True
+    """also time Hugging Face transformers (PyTorch)"""
+    compile_only: bool = False
+    """only time compiling each preset's train step"""
+    json: bool = False
+    """print JSON lines instead of a table"""
+    profile: str | None = None
+    """write a jax.profiler trace of 3 train steps (per preset)"""
+    apart: bool | None = None
+    """each measurement in a fresh process (unset: on a GPU, where JAX's and torch's memory
+    outlive a case)
+    """
+
+
+def resolved(opts: Options) -> Options:
+    """`opts` with the device's defaults filled in."""
+    gpu = jax.default_backend() == "gpu"
+    presets = opts.presets or ("124M,355M" if gpu else "tiny,124M")
+    return replace(
+        opts,
+        presets=presets,
+        seq_len=opts.seq_len or (1024 if gpu else 128),
+        decode_presets=opts.decode_presets or ("124M,1558M" if gpu else presets),
+        decode_batches=opts.decode_batches or ("1,8" if gpu else "1"),
+        apart=gpu if opts.apart is None else opts.apart,
+    )
+
+
+def apart(fn, *args):
+    """fn(*args) run in a fresh process. On a GPU, JAX keeps the memory it grew to and torch
+    its cache until the process ends, so cases run one after another in one process starve
+    each other (HF's train step ran out of memory after ours on an H100)."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def call(opts: Options, fn, *args):
+    return apart(fn, *args) if opts.apart else fn(*args)
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(first-call overhead, i.e. compile or warm-up seconds, median seconds of `repeats` calls)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    median = statistics.median(runs)
+    return max(first - median, 0.0), median
+
+
+def train_step_for(cfg, opts: Options, B: int):
+    oc = OptimConfig(lr=1e-4)
+    opt = make_optimizer(oc)
+    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim)  # as pretrain's default
+    loss = lm_loss(
+        cfg,
+        parallel.compute_dtype(opts.dtype),
+        remat=opts.remat,
+        ce_chunks=chunks,
+        attention=opts.attention,
+    )
+    fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
+    return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
+
+
+def random_batch(cfg, B: int, T: int) -> dict:
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (B, T + 1)).astype(np.int32)
+    return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+
+
+def bench_train_jax(cfg, opts, batch):
+    step, fresh = train_step_for(cfg, opts, batch["inputs"].shape[0])
+    state = jax.jit(fresh)()
+    start = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    box = [state]
+
+    def run():
+        box[0], metrics = compiled(box[0], batch)
+        jax.block_until_ready(metrics)
+
+    _, median = timed(run, opts.repeats)
+    if opts.profile:  # after the timed runs, so tracing never touches the figures
+        trace = StepTrace(f"{opts.profile}/{cfg.n_layers}x{cfg.emb_dim}", 0)
+        for i in range(3):
+            trace.before(i)
+            run()
+            trace.after(i, box[0].params)
+    return compile_s, median
+
+
+def compile_seconds(cfg, opts: Options) -> float:
+    """Seconds to compile the train step of `cfg` for batch B x T, from shapes alone."""
+    step, fresh = train_step_for(cfg, opts, opts.batch_size or 4)
+    state = jax.eval_shape(fresh)
+    batch = jax.eval_shape(lambda: random_batch(cfg, opts.batch_size or 4, opts.seq_len))
+    start = time.perf_counter()
+    step.lower(state, batch).compile()
+    return time.perf_counter() - start
+
+
+def largest_batch(cfg, opts: Options) -> int:
+    """The largest power-of-two batch (up to 64) whose train step compiles and runs here."""
+    for B in (64, 32, 16, 8, 4, 2, 1):
+        try:
+            bench_train_jax(
+                cfg, replace(opts, repeats=1, profile=None), random_batch(cfg, B, opts.seq_len)
+            )
+            return B
+        except Exception as e:  # out of memory: XlaRuntimeError RESOURCE_EXHAUSTED
+            if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                raise
+    raise ValueError(f"preset {cfg}: not even batch 1 fits on {jax.devices()[0].device_kind}")
+
+
+def bench_generate_jax(cfg, opts, prompt):
+    dtype = parallel.compute_dtype(opts.dtype)
+    params = jax.device_put(init_params(cfg, jax.random.key(0)))
+    prompt = jnp.asarray(prompt)
+    run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens, dtype=dtype)
+    return timed(lambda: run().block_until_ready(), opts.repeats)
+
+
+class Case(NamedTuple):
+    """One row group: `ours(cfg, opts, data)` and HF's `theirs` on the same work."""
+
+    cfg: GPTConfig
+    preset: str
+    what: str
+    tokens: int  # per call
+    ours: Callable
+    theirs: Callable
+    data: Any
+
+
+def names(presets: str) -> list[str]:
+    """The presets of a comma list; "none" for none."""
+    return [] if presets == "none" else [p.strip() for p in presets.split(",")]
+
+
+def cases(opts: Options):
+    gpu = jax.default_backend() == "gpu"
+    for preset in names(opts.presets):
+        cfg = GPTConfig.preset(preset, drop_rate=0.0)
+        B = opts.batch_size or (call(opts, largest_batch, cfg, opts) if gpu else 4)
+        batch = random_batch(cfg, B, opts.seq_len)
+        yield Case(
+            cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train, batch
+        )
+    for preset in names(opts.decode_presets):
+        cfg = GPTConfig.preset(preset, drop_rate=0.0)
+        for B in map(int, opts.decode_batches.split(",")):
+            rng = np.random.default_rng(0)
+            prompt = rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)).astype(np.int32)
+            what = "generate" if B == 1 else f"generate_b{B}"
+            yield Case(
+                cfg,
+                preset,
+                what,
+                B * opts.new_tokens,
+                bench_generate_jax,
+                bench_hf.generate,
+                prompt,
+            )
+
+
+def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float, float]:
+    """(compile or warm-up seconds, median seconds) of one case by one implementation."""
+    if impl == "gptjax":
+        return case.ours(case.cfg, opts, case.data)
+    return timed(case.theirs(case.cfg, opts, case.data, compiled=compiled), opts.repeats)
+
+
+def rows(opts: Options):
+    peak, kind = peak_flops(), jax.devices()[0].device_kind
+    impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
+    for case in cases(opts):
+        cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
+        for impl, compiled in impls:
+            try:
+                compile_s, median = call(opts, measure, case, impl, compiled, opts)
+            except Exception as e:  # torch.compile does not take every model everywhere
+                if impl == "gptjax":
+                    raise
+                print(f"{preset} {what} {impl}: failed ({type(e).__name__}: {e})", flush=True)
+                continue
+            row = {
+                "impl": impl,
+                "what": what,
+                "preset": preset,
+                "tok_per_s": tokens / median,
+                "median_s": median,
+                "compile_s": compile_s,
+                "tokens": tokens,
+                "device": kind if impl == "gptjax" else bench_hf.device(),
+            }
+            if what == "train_step" and peak:
+                row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
+            yield row
+
+
+def main(argv=None) -> None:
+    # Memory is held by the measurements alone (each in its own process on a GPU, see `apart`),
+    # not by this process, which only asks what the devices are.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    opts = resolved(parse(Options, argv, __doc__))
+    if opts.compile_only:
+        for preset in names(opts.presets):
+            cfg = GPTConfig.preset(preset, drop_rate=0.0)
+            print(
+                f"{preset:>6} train step compiles in {compile_seconds(cfg, opts):.1f} s "
+                f"(B {opts.batch_size or 4}, T {opts.seq_len}, remat {opts.remat}, "
+                f"{jax.devices()[0].device_kind})",
+                flush=True,
+            )
+        return
+    if not opts.json:
+        print(
+            f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} "
+            f"{'compile s':>10} {'ours/HF':>8}"
+        )
+    ours = None
+    for row in rows(opts):
+        # HF's rows follow ours for the same (preset, what): the ratio goes on HF's rows.
+        ours = row["tok_per_s"] if row["impl"] == "gptjax" else ours
+        ratio = "" if row["impl"] == "gptjax" else f"{ours / row['tok_per_s']:.2f}"
+        if opts.json:
+            print(json.dumps(row), flush=True)
+        else:
+            mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else ""
+            print(
+                f"{row['preset']:>6} {row['what']:>12} {row['impl']:>16} "
+                f"{row['tok_per_s']:>10.1f} {mfu:>6} {row['compile_s']:>10.2f} {ratio:>8}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    run_cli(main)
