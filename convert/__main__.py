@@ -20,7 +20,7 @@ from typing import Literal
 from tyro.conf import Positional
 
 from convert.check import check
-from convert.fetch import SIZES, download_model
+from convert.fetch import download_model
 from convert.hf import from_hf, to_hf
 from convert.load import load_model
 from convert.openai import from_openai
@@ -42,8 +42,8 @@ class Convert:
 
 @dataclass(frozen=True)
 class Download:
-    size: Positional[Literal[*SIZES]]
-    """the GPT-2 size"""
+    size: Positional[str]
+    """the GPT-2 size: 124M, 355M, 774M or 1558M"""
     dir: str | None = None
     """destination folder (unset: the cache's models/)"""
     source: Literal["openai", "hf"] = "openai"

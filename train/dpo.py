@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from gptjax import GPT
 from gptjax.data import instruct, tokenizer
+from gptjax.data.preference import Pairs
 from gptjax.eval.evaluator import Evaluator
 from gptjax.model.gpt import count_params
 from gptjax.options import run_cli
@@ -56,7 +57,7 @@ class Options(FinetuneOptions):
     """steps between evaluations"""
 
 
-def encode_pairs(entries: list[dict], enc, max_length: int) -> dpo.Pairs:
+def encode_pairs(entries: list[dict], enc, max_length: int) -> Pairs:
     """Prompt (the Alpaca template, or an entry's own `prompt`) + response header + response."""
     chosen, rejected, prompts = [], [], []
     for e in entries:
@@ -65,7 +66,7 @@ def encode_pairs(entries: list[dict], enc, max_length: int) -> dpo.Pairs:
         prompts.append(len(enc.encode_ordinary(prompt)))
         chosen.append(enc.encode_ordinary(head + e["chosen"])[:max_length])
         rejected.append(enc.encode_ordinary(head + e["rejected"])[:max_length])
-    return dpo.Pairs(chosen, rejected, prompts, max_length)
+    return Pairs(chosen, rejected, prompts, max_length)
 
 
 class DPO:
@@ -119,7 +120,7 @@ class DPO:
         )
         return jnp.split(lp, 2)
 
-    def reference(self, pairs: dpo.Pairs, name: str) -> None:
+    def reference(self, pairs: Pairs, name: str) -> None:
         """The frozen reference's log-probabilities, computed once per pair before training."""
         step = self.reference_step
         B = self.opts.batch_size

@@ -47,10 +47,10 @@ class Options(RunOptions):
     """tokens per window (unset: the preset's)"""
     init: Literal[*INITS] = "gpt2"
     """initialisation of a --preset model"""
-    qkv_bias: bool | None = None
-    """biases on the q/k/v projection (unset: the preset's)"""
-    tie_embeddings: bool | None = None
-    """output head shares wte (unset: the preset's)"""
+    qkv_bias: bool = True
+    """biases on the q/k/v projection (GPT-2 has them; the book's chapter 5 has not)"""
+    tie_embeddings: bool = True
+    """output head shares wte (as GPT-2; the book's chapter 5 unties it)"""
     drop_rate: float = 0.1
     """dropout rate (0, as nanoGPT: fused attention on GPUs)"""
     dtype: Literal[*DTYPES] = "auto"
@@ -93,7 +93,8 @@ def corpus(data: str, T: int, train_ratio: float) -> tuple:
 
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
-    arch = {k: v for k in ("qkv_bias", "tie_embeddings") if (v := getattr(opts, k)) is not None}
+    # GPT-2 has both; only turning one off shapes a model differently from its preset.
+    arch = {k: False for k in ("qkv_bias", "tie_embeddings") if not getattr(opts, k)}
     if opts.init_from and (arch or opts.init != "gpt2"):
         raise ValueError(
             "--init, --qkv-bias and --tie-embeddings shape a --preset model; "

@@ -22,7 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -75,10 +75,9 @@ class Options:
     """print JSON lines instead of a table"""
     profile: str | None = None
     """write a jax.profiler trace of 3 train steps (per preset)"""
-    apart: bool | None = None
-    """each measurement in a fresh process (unset: on a GPU, where JAX's and torch's memory
-    outlive a case)
-    """
+    apart: bool = field(default_factory=lambda: jax.default_backend() == "gpu")
+    """each measurement in a fresh process (default: on a GPU, where JAX's and torch's memory
+    outlive a case)"""
 
 
 def resolved(opts: Options) -> Options:
@@ -91,7 +90,6 @@ def resolved(opts: Options) -> Options:
         seq_len=opts.seq_len or (1024 if gpu else 128),
         decode_presets=opts.decode_presets or ("124M,1558M" if gpu else presets),
         decode_batches=opts.decode_batches or ("1,8" if gpu else "1"),
-        apart=gpu if opts.apart is None else opts.apart,
     )
 
 
