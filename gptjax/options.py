@@ -39,9 +39,9 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, doc: str | None = Non
 def _prog() -> str:
     """How the command was called: `python -m train.pretrain`, not the path of its file."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if sys.argv[0].endswith(".py") and spec is not None:
-        return f"python -m {spec.name.removesuffix('.__main__')}"
-    return Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0]
+    if not sys.argv[0].endswith(".py"):
+        return sys.argv[0]  # a console script, or `gptjax SUB` as `dispatch` set it
+    return f"python -m {spec.name.removesuffix('.__main__')}" if spec else Path(sys.argv[0]).name
 
 
 def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -61,22 +61,20 @@ def read_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"--config {path}: no such file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{path}: not valid TOML ({e})") from None
+    elif path.suffix in (".yaml", ".yml"):
+        import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f"--config {path}: expected a .toml, .yaml or .yml file")
-    except (tomllib.TOMLDecodeError, ImportError) as e:
-        raise ValueError(f"{path}: not valid TOML ({e})") from None
-    except Exception as e:  # yaml.YAMLError and its kin
-        if type(e).__module__.startswith("yaml"):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        raise
+    else:
+        raise ValueError(f"--config {path}: expected a .toml, .yaml or .yml file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected key: value pairs at the top level")
     return data

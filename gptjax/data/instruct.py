@@ -14,6 +14,7 @@ import numpy as np
 from gptjax.data import IGNORE
 from gptjax.data.cache import fetch
 from gptjax.data.corpus import Shuffled
+from gptjax.data.lengths import padded_length
 from gptjax.data.tokenizer import EOT_ID
 
 NAMED = {
@@ -21,7 +22,6 @@ NAMED = {
     "instruction-data-with-preference": "instruction-data-with-preference.json",
 }
 RESPONSE = "\n\n### Response:\n"
-BUCKETS = (64, 128, 256, 512, 1024)
 
 
 def format_prompt(entry: dict) -> str:
@@ -68,12 +68,9 @@ def collate(token_lists, *, pad_id=EOT_ID, ignore=IGNORE, max_length=None, promp
 
 
 def bucket(T: int, limit: int) -> int:
-    """The smallest bucket length >= T (capped at `limit`), so a jitted step compiles once per
-    bucket rather than once per batch length."""
-    for b in BUCKETS:
-        if b >= T:
-            return min(b, limit)
-    return limit
+    """The bucket length of a batch whose longest row has T tokens: 64, 128, 256, ... (capped at
+    `limit`), so a jitted step compiles once per bucket rather than once per batch length."""
+    return padded_length(T, limit, least=64)
 
 
 def pad_to(batch: dict, T: int, pad_id=EOT_ID, ignore=IGNORE) -> dict:

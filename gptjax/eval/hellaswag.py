@@ -22,6 +22,7 @@ from gptjax.data import (
     tokenizer,
 )
 from gptjax.data.cache import fetch
+from gptjax.data.lengths import padded_length
 from gptjax.eval.evaluator import Evaluator
 from gptjax.model.gpt import GPT
 from gptjax.training import parallel
@@ -82,7 +83,7 @@ class Examples:
     def build(cls, examples: list[dict], enc, max_len: int) -> Examples:
         rendered = [render(e, enc, max_len) for e in examples]
         L = max(len(r) for rows, _ in rendered for r in rows)
-        L = min(-(-L // 32) * 32, max_len)  # a round length: the same program for similar files
+        L = padded_length(L, max_len, least=32)  # the same program for similar files
         tokens = np.zeros((len(examples), K, L), np.int32)
         mask = np.zeros_like(tokens)
         for i, (rows, masks) in enumerate(rendered):

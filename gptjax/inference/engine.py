@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.config import GPTConfig
-from gptjax.inference.generation import ROUND, Sampling, filter_logits, row_keys
+from gptjax.data.lengths import padded_length
+from gptjax.inference.generation import LEAST, Sampling, next_token, row_keys
 from gptjax.model.gpt import GPT, Cache, compute_params
 
 
@@ -43,17 +44,11 @@ class Slots(NamedTuple):
 
 
 def pick(logits, keys, count, temperature, top_p, *, sample: bool, nucleus: bool):
-    """[K, V] -> [K] int32: argmax where temperature is 0, else a draw as `generate` makes it."""
-    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    if not sample:
-        return greedy
+    """[K, V] -> [K] int32: argmax where temperature is 0, else a draw as `generate` makes it
+    (slot k's n-th token with fold_in(keys[k], n))."""
     keys = jax.vmap(jax.random.fold_in)(keys, count)
-    t = jnp.where(temperature > 0, temperature, 1.0)[:, None]
-    scaled = filter_logits(logits, Sampling(use_top_p=nucleus), t, top_p[:, None])
-    if nucleus:  # rows without a cut keep their plain scaled logits, as `generate` has them
-        scaled = jnp.where(top_p[:, None] < 1.0, scaled, logits / t)
-    drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
-    return jnp.where(temperature > 0, drawn, greedy)
+    sampling = Sampling(greedy=not sample, use_top_p=nucleus)
+    return next_token(logits, keys, sampling, temperature, top_p)
 
 
 @partial(jax.jit, static_argnames=("cfg", "dtype", "sample", "nucleus"), donate_argnums=(2,))
@@ -250,11 +245,8 @@ class Engine:
             return
         K = len(self.busy)
         # Rows and lengths in powers of two: a few programs serve every mix of prompts.
-        k = 1 << (len(new) - 1).bit_length()
-        P = min(
-            max(ROUND, 1 << (max(len(r.prompt) for _, r in new) - 1).bit_length()),
-            self.cfg.context_length,
-        )
+        k = padded_length(len(new))
+        P = padded_length(max(len(r.prompt) for _, r in new), self.cfg.context_length, least=LEAST)
         prompts = np.zeros((k, P), np.int32)
         lengths, where = np.ones(k, np.int32), np.full(k, K, np.int32)
         temperature, top_p = np.zeros(k, np.float32), np.ones(k, np.float32)

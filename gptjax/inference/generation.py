@@ -20,9 +20,10 @@ import numpy as np
 from jax import lax
 
 from gptjax.config import GPTConfig
+from gptjax.data.lengths import padded_length
 from gptjax.model.gpt import GPT, Cache, compute_params
 
-ROUND = 32  # ragged prompts are left-padded to a multiple of this many tokens
+LEAST = 32  # ragged prompts are left-padded to a power of two of at least this many tokens
 
 
 class Sampling(NamedTuple):
@@ -63,12 +64,22 @@ def filter_logits(logits, sampling: Sampling, temperature, top_p):
 
 
 def next_token(logits, keys, sampling: Sampling, temperature, top_p) -> jax.Array:
-    """[B, V] float32, [B] keys -> [B] int32 (row b drawn with keys[b])."""
+    """[B, V] float32, [B] keys -> [B] int32 (row b drawn with keys[b]). `temperature` and
+    `top_p` are scalars or [B] (the engine's rows each have their own): a row at temperature 0
+    takes the argmax, a row at top_p 1 is not cut."""
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if sampling.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = filter_logits(logits, sampling, temperature, top_p)
-    draw = lambda key, row: jax.random.categorical(key, row)
-    return jax.vmap(draw)(keys, logits).astype(jnp.int32)
+        return greedy
+    B = logits.shape[0]
+    t = jnp.broadcast_to(jnp.asarray(temperature, jnp.float32), (B,))
+    p = jnp.broadcast_to(jnp.asarray(top_p, jnp.float32), (B,))
+    t1 = jnp.where(t > 0, t, 1.0)[:, None]
+    scaled = filter_logits(logits, sampling, t1, p[:, None])
+    if sampling.use_top_p:  # rows without a cut keep their plain scaled logits
+        plain = filter_logits(logits, sampling._replace(use_top_p=False), t1, None)
+        scaled = jnp.where(p[:, None] < 1.0, scaled, plain)
+    drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+    return jnp.where(t > 0, drawn, greedy)
 
 
 def row_keys(rng: jax.Array, B: int) -> jax.Array:
@@ -212,8 +223,8 @@ def generate(
         rows = [np.asarray(p, np.int32).reshape(-1)[-room:] for p in prompt]
         if any(len(r) == 0 for r in rows):
             raise ValueError("every prompt needs at least one token")
-        # Round T0 up (pads cost nothing but compute): batches of similar prompts share programs.
-        T0 = min(-(-max(len(r) for r in rows) // ROUND) * ROUND, room)
+        # Pad T0 up (pads cost nothing but compute): batches of similar prompts share programs.
+        T0 = padded_length(max(len(r) for r in rows), room, least=LEAST)
         tokens, offset = left_pad(rows, T0)
     else:
         tokens, offset = prompt, None
