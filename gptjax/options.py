@@ -6,9 +6,12 @@ themselves (a docstring under each field). tyro turns the fields into flags (`ma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import io
 import os
+import re
 import sys
 import tomllib
 import types
@@ -33,7 +36,27 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, doc: str | None = Non
     about = (doc or cls.__doc__ or "").split("\n\n")[0].strip()
     description = f"{about}\n\n{CONFIG_HELP}" if about else CONFIG_HELP
     kw = {"default": default} if default is not None else {}
-    return tyro.cli(cls, args=argv, prog=_prog(), description=description, **kw)
+    report = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(report):
+            return tyro.cli(cls, args=argv, prog=_prog(), description=description, **kw)
+    except SystemExit as e:
+        if e.code:  # a bad flag: tyro draws a box; the project's rule is one line
+            print(f"error: {one_line(report.getvalue())} (see --help)", file=sys.stderr)
+        raise
+
+
+def one_line(box: str) -> str:
+    """tyro's boxed error as one line: its title and the message before the first rule."""
+    rows = []
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", box).splitlines():
+        text = line.strip(" │╭╮╰╯─")
+        if not text and "─" in line and rows:
+            break  # the rule under the message: what follows is the flag's help
+        rows += [text] if text else []
+    title, *message = rows or ["invalid options"]
+    message = " ".join(message)
+    return message if message.lower().startswith(title.lower()) else f"{title}: {message}"
 
 
 def _prog() -> str:

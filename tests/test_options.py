@@ -99,3 +99,59 @@ def test_the_gptjax_command_lists_and_runs_every_subcommand():
 def test_every_subcommand_has_help(name):
     res = gptjax(name, "--help")
     assert res.returncode == 0 and "usage: gptjax" in res.stdout, res.stderr
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `gptjax ...` command the README shows, continuation lines joined, comments dropped,
+    optional [--flag value] parts included, `a && b` as two commands."""
+    lines, out = (ROOT / "README.md").read_text().splitlines(), []
+    for i, line in enumerate(lines):
+        if not line.startswith("    gptjax "):
+            continue
+        text = line
+        while text.endswith("\\"):
+            i += 1
+            text = text[:-1] + lines[i]
+        text = text.split(" # ")[0].replace("[", "").replace("]", "")
+        out += [shlex.split(part)[1:] for part in text.split("&&")]
+    return out
+
+
+CLASSES = {  # the subcommands whose options are not a module's `Options`
+    ("download",): "convert.__main__:Download",
+    ("convert", "openai"): "convert.__main__:Convert",
+    ("convert", "export-hf"): "convert.__main__:Convert",
+    ("convert", "check"): "convert.__main__:Check",
+}
+
+
+def test_every_readme_command_parses():
+    commands = readme_commands()
+    assert len(commands) > 20
+    for words in commands:
+        if words in (["--help"], ["pretrain", "--help"]):
+            continue
+        key = next((k for k in CLASSES if tuple(words[: len(k)]) == k), None)
+        if key:
+            module, name = CLASSES[key].split(":")
+            argv = words[len(key) :]
+        else:
+            module, name, argv = COMMANDS[words[0]].target.split(":")[0], "Options", words[1:]
+        parse(getattr(importlib.import_module(module), name), argv)  # SystemExit on a bad flag
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--lr", "fast"], "--lr"),
+        (["--dtype", "float8"], "'--dtype'"),
+        (["--bogus", "1"], "--bogus"),
+        (["--max-steps"], "--max-steps"),
+    ],
+)
+def test_bad_flags_are_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(Pretrain, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and needle in err
+    assert len(err.strip().splitlines()) == 1, err
