@@ -139,7 +139,7 @@ def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params,
     fenced = grad_of()
     # On CPU one conditional per block: XLA keeps it, so each gradient is stored, not re-added.
     assert fenced.lower(params).compile().as_text().count("conditional(") == CFG.n_layers
-    monkeypatch.setattr("gptjax.model.gradient_fence", lambda x: x)
+    monkeypatch.setattr("gptjax.model.gpt.gradient_fence", lambda x: x)
     (want, want_g), (got, got_g) = grad_of()(params), fenced(params)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
