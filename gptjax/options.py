@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -77,6 +77,28 @@ def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
         if arg.startswith("--config="):
             return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
     return None, argv
+
+
+def choice_or_flag(choices: tuple[str, ...], alone: str) -> Any:
+    """The type of an option that takes one of `choices` or none: `--resume never`, and
+    `--resume` alone meaning `alone` (how a boolean flag grows into a choice without breaking
+    the commands that used it)."""
+    from tyro.constructors import PrimitiveConstructorSpec
+
+    def instance(args: list[str]) -> str:
+        if args and args[0] not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {args[0]!r}")
+        return args[0] if args else alone
+
+    spec = PrimitiveConstructorSpec(
+        nargs=(0, 1),
+        metavar="{" + ",".join(choices) + "}",
+        instance_from_str=instance,
+        is_instance=lambda value: value in choices,
+        str_from_instance=lambda value: [value],
+        choices=choices,
+    )
+    return Annotated[Literal[choices], spec]
 
 
 def read_file(path: str | Path) -> dict:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 
@@ -63,11 +64,18 @@ def curve(out):
     return np.array([[r["train_loss"], r["grad_norm"], r.get("val_loss", 0.0)] for r in records])
 
 
-def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The one-device run both comparisons are made against."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    finish(pretrain(out))
+    return curve(out)
+
+
+def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path, single):
     # One run at a time: two 8-device runs sharing CI's two cores can miss XLA's 20 s collective
     # rendezvous and abort.
-    finish(pretrain(tmp_path / "single"))
-    reference = curve(tmp_path / "single")
+    reference = single
     assert len(reference) == 4
     for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "pmap"])]:
         finish(pretrain(tmp_path / name, *extra, devices=8))
@@ -80,8 +88,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path):
-    finish(pretrain(tmp_path / "single"))
+def test_two_processes_equal_one(tmp_path, single):
     coordinator = f"127.0.0.1:{free_port()}"
     procs = [
         pretrain(
@@ -97,7 +104,7 @@ def test_two_processes_equal_one(tmp_path):
     ]
     for p in procs:
         finish(p)
-    np.testing.assert_allclose(curve(tmp_path / "multi"), curve(tmp_path / "single"), rtol=1e-5)
+    np.testing.assert_allclose(curve(tmp_path / "multi"), single, rtol=1e-5)
     assert (tmp_path / "multi" / "checkpoints" / "4").is_dir()
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,16 +17,21 @@ from gptjax.training.checkpoint import save_model
 from tests.conftest import ROOT
 from tests.test_pretrain import cmd, losses, run
 
-# A constant learning rate, so a run started with a larger --max-steps and stopped early
-# continues exactly like one started with 24.
+# A constant learning rate after warmup, so a run started with a larger --max-steps and stopped
+# early continues exactly like one started with 24.
 ARGS = ["--max-steps", "24", "--ckpt-every", "8", "--eval-every", "6", "--min-lr-ratio", "1.0"]
+ARGS += ["--warmup-steps", "4"]
 
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
+    """The uninterrupted run every interrupted one must end equal to."""
     out = tmp_path_factory.mktemp("whole") / "run"
     res = run(out, *ARGS)
     assert res.returncode == 0, res.stderr
+    assert (out / "loss.png").stat().st_size > 1000
+    lrs = [r["lr"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+    assert lrs[:5] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3])  # warmup trains at step 1
     return out
 
 
@@ -51,8 +57,23 @@ def flip_a_byte(folder):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_checkpoints_the_step_in_flight_and_resume_is_exact(whole, tmp_path, sig, code):
+def test_sigkill_then_the_same_command_logs_the_same_losses_bitwise(whole, tmp_path):
+    out = tmp_path / "run"
+    proc = start(out, *ARGS)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "8").is_dir() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # Fetching metrics at another rhythm changes nothing either (the first run's was 10).
+    resumed = run(out, *ARGS, "--log-every", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(out) == losses(whole)  # same floats, step for step
+
+
+def test_sigterm_checkpoints_the_step_in_flight_and_resume_is_exact(whole, tmp_path):
+    sig, code = signal.SIGTERM, 143
     out = tmp_path / "run"
     proc = start(out, *ARGS, "--max-steps", "2000")  # a long run, stopped early
     wait_for_step(proc, out, 10)
@@ -60,26 +81,30 @@ def test_signal_checkpoints_the_step_in_flight_and_resume_is_exact(whole, tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     stopped = int(err.split("after step ")[1].split(" ")[0])
-    assert stopped >= 10 and f"{signal.Signals(sig).name}" in err and "--resume" in err
+    assert stopped >= 10 and f"{signal.Signals(sig).name}" in err and "run the same command" in err
+    assert "Traceback" not in err
     steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir())
     assert steps[-1] == stopped  # nothing after the last finished step is lost
     assert not (out / ".lock").exists()
     if stopped >= 24:
         pytest.skip(f"the run passed step 24 ({stopped}) before the signal arrived")
-    resumed = run(out, *ARGS, "--resume")  # the same run, now to 24 steps
+    resumed = run(out, *ARGS)  # the same run, now to 24 steps; --resume auto finds it
     assert resumed.returncode == 0, resumed.stderr
+    assert f"--resume auto: continuing from checkpoint {stopped}" in resumed.stderr
     assert losses(out) == losses(whole)  # same floats, step for step
 
 
 def test_a_second_signal_still_leaves_a_restorable_run(whole, tmp_path):
+    # Ctrl-C twice (SIGINT takes SIGTERM's path: the first asks for a checkpoint, the second
+    # stops at once).
     out = tmp_path / "run"
     proc = start(out, *ARGS, "--max-steps", "2000")
     wait_for_step(proc, out, 10)
-    proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 143
-    resumed = run(out, *ARGS, "--resume")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    resumed = run(out, *ARGS, "--resume")  # the boolean flag of old: --resume always
     assert resumed.returncode == 0, resumed.stderr
     assert losses(out) == losses(whole)
 
@@ -115,17 +140,104 @@ def test_one_run_per_directory_and_stale_locks(tmp_path):
     assert again.returncode == 0 and "already finished (step 2 of 2)" in again.stderr
 
 
-def test_damaged_newest_checkpoint_falls_back_and_ends_equal(whole, tmp_path):
+def truncate_a_file(folder):
+    """Cut the largest file under `folder` (an optimizer-state data file) to half its size."""
+    path = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    ("damage", "part", "words"),
+    [
+        (flip_a_byte, "params", "does not match its checksum"),
+        (truncate_a_file, "train", "unreadable (ValueError: OUT_OF_RANGE"),
+    ],
+)
+def test_damaged_newest_checkpoint_falls_back_and_ends_equal(whole, tmp_path, damage, part, words):
     out = tmp_path / "run"
-    first = run(out, *ARGS, "--max-steps", "20")  # checkpoints 8, 16 and 20
-    assert first.returncode == 0, first.stderr
-    flip_a_byte(out / "checkpoints" / "20" / "params")
-    resumed = run(out, *ARGS, "--resume")
+    shutil.copytree(whole, out)  # checkpoints 8, 16 and 24
+    damage(out / "checkpoints" / "24" / part)
+    resumed = run(out, *ARGS)
     assert resumed.returncode == 0, resumed.stderr
-    assert "checkpoints/20: array params/" in resumed.stderr
-    assert "does not match its checksum" in resumed.stderr
-    assert (out / "damaged-checkpoints" / "20").is_dir()
+    assert f"checkpoints/24: {'array params/' if part == 'params' else ''}" in resumed.stderr
+    assert words in resumed.stderr and "Traceback" not in resumed.stderr
+    assert (out / "damaged-checkpoints" / "24").is_dir()
     assert losses(out) == losses(whole)
+
+
+FAILING_RESTORE = """
+import sys
+import jax
+import orbax.checkpoint as ocp
+from gptjax.options import run_cli
+from train.pretrain import main
+
+restore = ocp.CheckpointManager.restore
+def failing(self, step, *a, args=None, **kw):
+    if "train" in args.keys():  # the arrays, not the meta
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 2.3GiB")
+    return restore(self, step, *a, args=args, **kw)
+ocp.CheckpointManager.restore = failing
+run_cli(lambda: main(sys.argv[1:]))
+"""
+
+
+def test_a_restore_that_fails_for_another_reason_stops_and_moves_nothing(whole, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(whole, out)
+    argv = cmd(out, *ARGS)[3:]
+    res = subprocess.run(
+        [sys.executable, "-c", FAILING_RESTORE, *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 2, res.stderr
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert f"{out}/checkpoints/24 could not be restored" in line and "RESOURCE_EXHAUSTED" in line
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["16", "24", "8"]
+    assert not (out / "damaged-checkpoints").exists()
+
+
+KILLED_IN_FIRST_SAVE = """
+import os, signal, sys, time
+from pathlib import Path
+import orbax.checkpoint as ocp
+from train.pretrain import main
+
+save = ocp.CheckpointManager.save
+def killed(self, step, *a, **kw):
+    save(self, step, *a, **kw)  # returns while orbax writes in the background
+    while not list(Path(self.directory).glob("*.orbax-checkpoint-tmp*")):
+        time.sleep(0.001)
+    os.kill(os.getpid(), signal.SIGKILL)
+ocp.CheckpointManager.save = killed
+main(sys.argv[1:])
+"""
+
+
+def test_killed_in_its_first_save_the_same_command_starts_over_and_ends_equal(whole, tmp_path):
+    out = tmp_path / "run"
+    argv = cmd(out, *ARGS)[3:]
+    res = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_FIRST_SAVE, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert "--resume auto: no checkpoint" in res.stderr  # an empty --out: started fresh
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["8.orbax-checkpoint-tmp"]
+    again = run(out, *ARGS)  # what a scheduler requeueing the job runs
+    assert again.returncode == 0, again.stderr
+    assert "--resume auto: no checkpoint" in again.stderr and "Traceback" not in again.stderr
+    assert losses(out) == losses(whole)
+
+    # --resume always on such a folder: one line, and nothing from orbax's cleanup thread.
+    half = tmp_path / "half"
+    (half / "checkpoints" / "8.orbax-checkpoint-tmp").mkdir(parents=True)
+    res = run(half, *ARGS, "--resume", "always")
+    assert res.returncode == 2 and res.stderr.strip() == (
+        f"error: --resume always: no checkpoint in {half}/checkpoints"
+    )
 
 
 def test_damaged_model_directory_is_a_one_line_error(tmp_path):

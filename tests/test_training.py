@@ -76,10 +76,10 @@ def test_weight_decay_only_on_matrices():
     np.testing.assert_allclose(updates["b"], 0.0)
 
 
-def test_warmup_then_cosine():
+def test_warmup_trains_from_step_1_then_cosine():
     sched = lr_schedule(OptimConfig(lr=1.0, warmup_steps=10, decay_steps=110, min_lr_ratio=0.1))
-    assert float(sched(0)) == 0.0
-    np.testing.assert_allclose(sched(5), 0.5)
+    # sched(count): the rate of step count + 1; step s of warmup trains at lr * s / warmup.
+    np.testing.assert_allclose([sched(c) for c in range(10)], np.arange(1, 11) / 10, rtol=1e-6)
     np.testing.assert_allclose(sched(10), 1.0)
     np.testing.assert_allclose(sched(60), 0.55, rtol=1e-5)
     np.testing.assert_allclose(sched(110), 0.1, rtol=1e-5)

@@ -6,7 +6,7 @@
 
 Training prints the trainable parameter count, a progress bar, train/val loss and accuracy at
 each evaluation, and at the end the accuracy on the full train, validation and test splits. It
-writes OUT/metrics.jsonl, OUT/loss.png, OUT/accuracy.png, checkpoints (continue with --resume),
+writes OUT/metrics.jsonl, OUT/loss.png, OUT/accuracy.png, checkpoints (rerun to continue),
 OUT/results.json and the classifier in OUT/model (LoRA merged; the adapters also in PEFT's
 format in OUT/peft). `predict` prints label, probability and text for each text (or stdin line).
 """

@@ -7,7 +7,7 @@ toward the chosen answers of preference pairs, against a frozen copy of itself.
 prints the reference log-probabilities being computed (once, before training), then at each
 evaluation the train/val DPO loss, reward margin and preference accuracy (starting at loss
 0.693 = log 2, margin 0); writes OUT/metrics.jsonl, OUT/loss.png, OUT/rewards.png,
-checkpoints (--resume) and the tuned model in OUT/model.
+checkpoints (rerun to continue) and the tuned model in OUT/model.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Training prints the trainable parameter count and the step programs an epoch com
 bucket length), a progress bar and train/val loss at each evaluation; at the end it answers the
 test split in batches (greedy, up to --max-new-tokens, stopping at <|endoftext|>) and writes
 OUT/test-responses.json (each test entry with its `model_response`), OUT/metrics.jsonl,
-OUT/loss.png, checkpoints (--resume) and the model in OUT/model (LoRA merged; adapters in
+OUT/loss.png, checkpoints (rerun to continue) and the model in OUT/model (LoRA merged; adapters in
 OUT/peft). Score the answers with `python -m train.judge OUT/test-responses.json`.
 """
 

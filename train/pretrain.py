@@ -4,7 +4,7 @@
 
 shows a progress bar with loss and tokens/s; at each eval prints train/val loss and a greedy
 sample from --prompt; writes OUT/metrics.jsonl, OUT/loss.png and checkpoints in
-OUT/checkpoints (continue with --resume). Sample afterwards with
+OUT/checkpoints (the same command continues an interrupted run). Sample afterwards with
 `python -m train.generate --ckpt OUT`.
 """
 
@@ -172,6 +172,7 @@ class Pretrain:
             "eval_train_loss": train_loss,
             "val_loss": val_loss,
             "val_perplexity": perplexity(val_loss),
+            "sample": text,  # TensorBoard and W&B show it as text
         }
         if self.hellaswag is not None and step % self.opts.hellaswag_every == 0:
             scores = self.hellaswag.scores(params)

@@ -20,7 +20,8 @@ import orbax.checkpoint as ocp
 from gptjax.config import GPTConfig
 from gptjax.files import atomic_dir
 from gptjax.model.gpt import abstract_params
-from gptjax.training.checksum import ChecksumError, checksums, verify
+from gptjax.training.checksum import checksums, verify
+from gptjax.training.damage import reading
 
 CONFIG = "config.json"
 PARAMS = "params"
@@ -159,6 +160,14 @@ class RunCheckpoints:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("params", "train", "meta")
         )
+        # The leftovers of a killed save are removed by a thread the manager starts, and
+        # close() does not wait for it (orbax 0.12): a run that stops at once (no checkpoint,
+        # lock held) would exit under it, and it would print a traceback. Wait here instead;
+        # the steps listed below are then final.
+        cleanup = getattr(self.manager, "_cleanup_tmp_directory_future", None)
+        if cleanup is not None:
+            cleanup.result()
+            self.manager._cleanup_tmp_directory_future = None
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -183,17 +192,20 @@ class RunCheckpoints:
         )
 
     def meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
-            "meta"
-        ]
+        """The meta saved with `step`; errors as `restore`'s."""
+        with reading(f"checkpoint {self.directory}/{step}"):
+            args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+            return self.manager.restore(step, args=args)["meta"]
 
     def restore(self, step: int, abstract_state):
         """The train state saved at `step`, laid out like `abstract_state` (shardings too).
 
         Raises ChecksumError naming the step and array when a restored array's bytes differ
-        from those saved (or tensorstore cannot read them)."""
+        from those saved, or a file is truncated, garbled or missing (damage: another
+        checkpoint may be whole); CheckpointReadError for any other failure (memory, devices,
+        I/O), which says nothing about the files."""
         where = f"checkpoint {self.directory}/{step}"
-        try:
+        with reading(where):
             out = self.manager.restore(
                 step,
                 args=ocp.args.Composite(
@@ -202,10 +214,6 @@ class RunCheckpoints:
                     meta=ocp.args.JsonRestore(),
                 ),
             )
-        except Exception as e:  # truncated or garbled files
-            raise ChecksumError(
-                f"{where}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-            ) from None
         expected = out["meta"].get("checksums", {})
         verify(out["params"], "params", expected, where)
         verify(out["train"], "train", expected, where)

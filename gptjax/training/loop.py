@@ -18,7 +18,8 @@ from typing import Any, Literal, Protocol
 import jax
 import numpy as np
 
-from gptjax.training import parallel
+from gptjax.options import choice_or_flag
+from gptjax.training import parallel, trackers
 from gptjax.training.checkpoint import RunCheckpoints
 from gptjax.training.checksum import ChecksumError
 from gptjax.training.guard import RunLock, StopSignals
@@ -33,6 +34,8 @@ from gptjax.training.steps import (
     make_optimizer,
     make_train_step,
 )
+
+RESUME = choice_or_flag(("auto", "always", "never"), alone="always")
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,11 @@ class RunOptions:
     """checkpoints kept"""
     out: str = "runs/default"
     """run directory"""
-    resume: bool = False
-    """continue from the latest checkpoint in --out"""
+    resume: RESUME = "auto"
+    """auto: continue from the newest intact checkpoint in --out if there is one, else start
+    fresh (so a requeued job reruns the same command); always (or --resume alone): there must be
+    one; never: refuse an --out that has checkpoints
+    """
     init_from: str | None = None
     """start from a checkpoint, run or converted model"""
     seed: int = 0
@@ -99,6 +105,14 @@ class RunOptions:
     """show a progress bar"""
     profile: str | None = None
     """write a jax.profiler trace of 3 steady steps here"""
+    log_to: str = "jsonl"
+    """where the records go, comma-separated: jsonl (OUT/metrics.jsonl, always written),
+    tensorboard (OUT/tensorboard), wandb (W&B; WANDB_MODE=offline works without an account)
+    """
+    wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else gptjax)"""
+    wandb_entity: str | None = None
+    """W&B entity, a user or team (default: $WANDB_ENTITY, else your default entity)"""
 
 
 class Dataset(Protocol):
@@ -129,7 +143,8 @@ class Task(Protocol):
 
 
 def run(opts: RunOptions, task: Task) -> None:
-    """Train `task` from step 0 (or the latest checkpoint with --resume) to the last step."""
+    """Train `task` from step 0 (or the latest checkpoint, see --resume) to the last step."""
+    trackers.check_installed(trackers.parse_log_to(opts.log_to))
     per_epoch = task.train.batches_per_epoch(opts.batch_size)
     if per_epoch == 0:
         raise ValueError(
@@ -166,44 +181,60 @@ def run(opts: RunOptions, task: Task) -> None:
 
 
 def start_state(opts: RunOptions, task: Task, optimizer, ckpts: RunCheckpoints, mesh):
-    """A fresh state, or the latest checkpoint's under --resume; laid out on the mesh."""
-    latest = ckpts.latest_step()
-    if not opts.resume and latest is not None:
-        raise ValueError(
-            f"{opts.out} already has checkpoints (step {latest}); "
-            "pass --resume to continue it or choose another --out"
-        )
-    if opts.resume and latest is None:
-        raise ValueError(f"--resume: no checkpoint in {ckpts.directory}")
-    params = None if opts.resume else task.init_params()
+    """A fresh state, or the latest intact checkpoint's (see --resume); laid out on the mesh."""
+    resume = resuming(opts, ckpts)
+    params = None if resume else task.init_params()
     fresh = lambda p: init_state(p, optimizer, jax.random.PRNGKey(opts.seed + 1), task.trainable)
     abstract = jax.eval_shape(fresh, params if params is not None else task.abstract_params())
     shardings = parallel.state_shardings(mesh, abstract, fsdp=opts.fsdp)
-    if not opts.resume:
+    if not resume:
         return jax.jit(fresh, out_shardings=shardings)(params), shardings
-    saved = ckpts.meta(latest)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return restore_intact(opts, task, ckpts, target), shardings
+
+
+def resuming(opts: RunOptions, ckpts: RunCheckpoints) -> bool:
+    """Whether this run continues from a checkpoint in --out, by --resume auto|always|never."""
+    latest, mode = ckpts.latest_step(), opts.resume
+    if latest is None:
+        if mode == "always":
+            raise ValueError(f"--resume always: no checkpoint in {ckpts.directory}")
+        if mode == "auto":
+            say(f"--resume auto: no checkpoint in {ckpts.directory}; starting fresh")
+        return False
+    if mode == "never":
+        raise ValueError(
+            f"{opts.out} already has checkpoints (step {latest}), which --resume never refuses; "
+            "run with --resume auto to continue that run, or choose another --out"
+        )
+    say(f"--resume {mode}: continuing from checkpoint {latest} in {ckpts.directory}")
+    return True
+
+
+def restore_intact(opts: RunOptions, task: Task, ckpts: RunCheckpoints, target):
+    """The newest checkpoint whose files are whole and whose arrays match their checksums;
+    damaged newer ones are set aside (saying so), and their steps are redone from the intact one.
+    Any other failure to read one stops the run, leaving every checkpoint where it is."""
+    for step in reversed(ckpts.all_steps()):
+        try:
+            check_identity(opts, task, ckpts.meta(step))
+            return ckpts.restore(step, target)
+        except ChecksumError as e:
+            aside = ckpts.set_aside(step) if jax.process_index() == 0 else None
+            say(f"{e}; moved to {aside}, resuming from the checkpoint before it")
+    raise ValueError(f"--resume: no intact checkpoint left in {ckpts.directory}")
+
+
+def check_identity(opts: RunOptions, task: Task, saved: dict) -> None:
+    """Refuse to continue a run of another model or task in the same --out."""
     # Compared as JSON sees them: the meta was saved as JSON (tuples come back as lists).
     for key, value in json.loads(json.dumps(task.identity)).items():
         if saved.get(key) != value:
             diff = _diff(saved.get(key), value)
             what = "model config" if key == "model" else key
             raise ValueError(f"--resume: {opts.out} holds a different {what}: {diff}")
-    target = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-    )
-    return restore_intact(ckpts, target), shardings
-
-
-def restore_intact(ckpts: RunCheckpoints, target):
-    """The newest checkpoint whose arrays match their checksums; damaged newer ones are set
-    aside (saying so), and their steps are redone from the intact one."""
-    for step in reversed(ckpts.all_steps()):
-        try:
-            return ckpts.restore(step, target)
-        except ChecksumError as e:
-            aside = ckpts.set_aside(step) if jax.process_index() == 0 else None
-            say(f"{e}; moved to {aside}, resuming from the checkpoint before it")
-    raise ValueError(f"--resume: no intact checkpoint left in {ckpts.directory}")
 
 
 def say(line: str) -> None:
@@ -303,8 +334,8 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
                 log.close()
                 say(
                     f"stopped by {signal.Signals(signum).name} after step {done} of {total}: "
-                    f"checkpoint {ckpts.directory / str(done)}; run the same command with "
-                    "--resume to continue"
+                    f"checkpoint {ckpts.directory / str(done)}; run the same command again to "
+                    "continue (--resume auto, the default)"
                 )
                 raise SystemExit(128 + signum)
     log.close()

@@ -1,5 +1,6 @@
-"""A run's record: progress bar, OUT/config.json, OUT/metrics.jsonl (a record per step) and the
-task's plots, redrawn at each evaluation. Process 0 writes."""
+"""A run's record: progress bar, OUT/config.json, OUT/metrics.jsonl (a record per step), the
+task's plots, redrawn at each evaluation, and the same records to TensorBoard or W&B
+(`--log-to`). Process 0 writes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from gptjax.files import write_json
 from gptjax.training.flops import peak_flops
 from gptjax.training.plot import plot_metrics
+from gptjax.training.trackers import open_trackers, parse_log_to
 
 
 def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
@@ -46,6 +48,7 @@ class RunLog:
         # MFU where the task knows its FLOPs per seen token and the devices' peak is known.
         flops, peak = getattr(task, "flops_per_token", None), peak_flops()
         self.flops_share = flops / peak if flops and peak else None
+        self.trackers = []
         if not self.lead:
             return
         out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,7 @@ class RunLog:
         old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
         kept = [line for line in old if line and json.loads(line)["step"] <= start]
         self.metrics.write_text("".join(line + "\n" for line in kept))
+        self.trackers = open_trackers(parse_log_to(opts.log_to), out, config, start, opts)
 
     def step_records(self, steps: list[int], metrics: list[dict], replicated: bool) -> list[dict]:
         """Records of `steps` from their fetched metrics; tokens/s (and MFU) over the time since
@@ -99,6 +103,8 @@ class RunLog:
             return
         with open(self.metrics, "a") as f:
             f.writelines(json.dumps(record) + "\n" for record in records)
+        for tracker in self.trackers:
+            tracker.write(records)
         if plot:
             for name, spec in self.plots.items():
                 panels = spec if isinstance(spec, list) else [spec]
@@ -106,6 +112,10 @@ class RunLog:
 
     def close(self) -> None:
         self.bar.close()
+        for tracker in self.trackers:
+            tracker.close()
         if self.lead:
             names = "  ".join(str(self.out / n) for n in self.plots)
             print(f"metrics: {self.metrics}\nplots: {names}")
+            for tracker in self.trackers:
+                print(tracker.where())

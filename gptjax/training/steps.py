@@ -45,16 +45,19 @@ class OptimConfig:
 
 
 def lr_schedule(oc: OptimConfig) -> optax.Schedule:
-    warmup = optax.linear_schedule(0.0, oc.lr, oc.warmup_steps) if oc.warmup_steps else None
-    if oc.decay_steps > oc.warmup_steps:
-        decay = optax.cosine_decay_schedule(
-            oc.lr, oc.decay_steps - oc.warmup_steps, alpha=oc.min_lr_ratio
-        )
+    """lr after `count` updates: warmup step s (from 1) trains at lr * s / warmup, so the first
+    step is not wasted at 0 (build-nanogpt's `it + 1`); then cosine decay to min_lr_ratio * lr
+    at decay_steps (or constant lr)."""
+    W = oc.warmup_steps
+    if oc.decay_steps > W:
+        decay = optax.cosine_decay_schedule(oc.lr, oc.decay_steps - W, alpha=oc.min_lr_ratio)
     else:
         decay = optax.constant_schedule(oc.lr)
-    if warmup is None:
+    if not W:
         return decay
-    return optax.join_schedules([warmup, decay], [oc.warmup_steps])
+    return lambda count: jnp.where(
+        count < W, oc.lr * (count + 1) / W, decay(jnp.maximum(count - W, 0))
+    )
 
 
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
