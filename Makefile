@@ -41,11 +41,14 @@ demo: $(VENV)/.runtime seed-cache
 	$(BIN)/gptjax generate --ckpt $(DEMO_OUT) --max-new-tokens 40 --prompt "Every effort moves you"
 	@echo "loss plot: $(DEMO_OUT)/loss.png   metrics: $(DEMO_OUT)/metrics.jsonl"
 
+# Two test processes (pytest-xdist, a file per worker so module fixtures run once): most tests
+# wait on subprocesses or compile, and two cores overlap them. Then the `serial` ones, alone.
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" --durations=15
+	$(BIN)/pytest -m serial
 
 lint format: $(VENV)/.test
 	$(BIN)/ruff format .

@@ -1,12 +1,14 @@
 """Hugging Face GPT-2 folders (`config.json` + `model.safetensors`) to and from our tree:
 `GPT2LMHeadModel` for language models, `GPT2ForSequenceClassification` for classifiers (its
-`score.weight` [C, D] is our `score/kernel` [D, C])."""
+`score.weight` [C, D] is our `score/kernel` [D, C]). Exported folders also carry GPT-2's
+tokenizer and generation settings, so transformers (and lm-eval's `hf` model) need nothing else."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -14,7 +16,8 @@ from safetensors import safe_open
 
 from convert.names import assemble, rows
 from gptjax.config import GPTConfig
-from gptjax.data.tokenizer import EOT_ID
+from gptjax.data.cache import fetch
+from gptjax.data.tokenizer import ENDOFTEXT, EOT_ID
 
 # Causal-mask buffers that older transformers versions saved beside the weights.
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")
@@ -172,4 +175,36 @@ def to_hf(
     with atomic_dir(out_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if cfg.vocab_size >= EOT_ID + 1:  # a GPT-2 BPE model (toy vocabularies have none)
+            tokenizer_files(tmp, cfg.context_length, pad=classifier)
     return out_dir
+
+
+def tokenizer_files(folder: Path, context: int, *, pad: bool = False) -> None:
+    """GPT-2's tokenizer as transformers reads it: `vocab.json` and `merges.txt` (OpenAI's
+    `encoder.json` and `vocab.bpe`, byte for byte, under HF's names), `tokenizer_config.json`
+    and `special_tokens_map.json` (<|endoftext|> as bos, eos and unk, and as pad with `pad`;
+    `model_max_length` = context), and `generation_config.json`."""
+    shutil.copyfile(fetch("gpt2-bpe/encoder.json"), folder / "vocab.json")
+    shutil.copyfile(fetch("gpt2-bpe/vocab.bpe"), folder / "merges.txt")
+    special = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
+    special |= {"pad_token": ENDOFTEXT} if pad else {}
+    added = {"content": ENDOFTEXT, "lstrip": False, "normalized": True, "rstrip": False}
+    tokenizer = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": context,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {str(EOT_ID): {**added, "single_word": False, "special": True}},
+        **special,
+    }
+    generation = {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}
+    generation |= {"pad_token_id": EOT_ID} if pad else {}
+    for name, obj in [
+        ("tokenizer_config.json", tokenizer),
+        ("special_tokens_map.json", special),
+        ("generation_config.json", generation),
+    ]:
+        (folder / name).write_text(json.dumps(obj, indent=2) + "\n")

@@ -117,3 +117,38 @@ def test_from_hf_to_hf_gives_identical_logits(pair, tmp_path):
         np.testing.assert_array_equal(
             exported.eval()(ids).logits.numpy(), model(ids).logits.numpy()
         )
+
+
+TEXTS = [
+    "Every effort moves you",
+    "naïve café — 東京 🚀 ünïcödé",
+    "  leading spaces,\ttabs\t\tand\n\n\nnewlines   ",
+    "one<|endoftext|>two <|endoftext|> three",
+    "x" * 300 + " 12345678 3.14159",
+]
+
+
+def test_exported_folder_carries_its_tokenizer(tmp_path, monkeypatch):
+    """transformers needs nothing but the exported folder: AutoTokenizer gives tiktoken's ids
+    and a greedy text-generation pipeline writes what gptjax.generate does."""
+    from convert import to_hf
+    from gptjax import GPTConfig, init_params, tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from the hub
+    cfg = GPTConfig.preset("tiny", context_length=64, emb_dim=64, n_heads=2, n_layers=1)
+    params = init_params(cfg, jax.random.key(0))
+    folder = to_hf(cfg, params, tmp_path / "hf")
+    enc = tokenizer.gpt2()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    assert tok.model_max_length == 64 and tok.eos_token_id == 50256
+    for text in TEXTS:
+        want = enc.encode(text, allowed_special={"<|endoftext|>"})
+        assert tok(text)["input_ids"] == want, text
+        assert tok.decode(want) == text
+
+    prompt = "Every effort moves you"
+    ids = np.asarray([enc.encode(prompt)])
+    ours = enc.decode(np.asarray(generate(cfg, params, ids, max_new_tokens=8))[0].tolist())
+    pipe = transformers.pipeline("text-generation", model=str(folder), device="cpu")
+    out = pipe(prompt, max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    assert out == ours

@@ -27,6 +27,9 @@ COMMANDS = {
     "dpo": Command("preference tuning (DPO) against a frozen reference", "train.dpo:main"),
     "judge": Command("score answers with a judge model (Ollama or OpenAI API)", "train.judge:main"),
     "hellaswag": Command("HellaSwag accuracy of any checkpoint", "train.hellaswag:main"),
+    "eval-harness": Command(
+        "lm-evaluation-harness tasks on any checkpoint, in JAX", "train.eval_harness:main"
+    ),
     "generate": Command("generate text from any checkpoint, streamed", "train.generate:main"),
     "serve": Command("serve a checkpoint with OpenAI's API and a web page", "train.serve:main"),
     "bench": Command("tokens/s of training and decoding beside HF transformers",

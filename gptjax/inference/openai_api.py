@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gptjax.data import instruct
 
-MAX_STOPS = 4
+MAX_STOPS = 16  # lm-eval sends a task's stop strings and <|endoftext|>; OpenAI allows 4
 MAX_TEXTS = 256  # prompts or texts in one request
 
 

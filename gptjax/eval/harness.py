@@ -1,0 +1,159 @@
+"""EleutherAI's lm-evaluation-harness on a gptjax model: an `lm_eval` LM computed in JAX.
+
+`loglikelihood` and `loglikelihood_rolling` score rows of tokens in one jitted program per padded
+length (rows sorted by length, padded to powers of two, batched over every device), so a task
+compiles a handful of programs; `generate_until` decodes greedily with the KV-cache generator
+and cuts at the task's stop strings. Contexts are cut from the left to the model's context, as
+lm-eval's own `hf` model does. Imported only when evaluating (lm-eval is the `eval` extra).
+
+Shapes: B rows, L padded row length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from lm_eval.api.model import LM
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from gptjax.config import GPTConfig
+from gptjax.data import tokenizer
+from gptjax.data.lengths import padded_length
+from gptjax.inference.generation import generate
+from gptjax.model.gpt import GPT, lm_logits, output_head
+from gptjax.training import parallel
+from gptjax.training.cross_entropy import target_logprobs
+
+LEAST = 32  # the shortest padded row: short tasks share one program
+
+
+def score_rows(cfg: GPTConfig, dtype, params, tokens, offset, targets, mask, K: int):
+    """Rows left-padded to L (offset [B] pads each): tokens, targets, mask [B, L] -> (sum of
+    log p(target) over mask [B], whether every masked target is the argmax [B]). Only the last
+    K positions may be masked: the output head, most of a small model's work at V = 50257, runs
+    on those alone. float32 log-softmax whatever the compute dtype."""
+    x = GPT(cfg, dtype).apply({"params": params}, tokens, offset=offset, head=False)
+    logits = lm_logits(x[:, -K:], output_head(cfg, params), dtype)  # [B, K, V]
+    targets, mask = targets[:, -K:], mask[:, -K:]
+    logp = target_logprobs(logits, targets)  # [B, K]
+    greedy = (jnp.argmax(logits, -1) == targets) | ~mask
+    return jnp.sum(jnp.where(mask, logp, 0.0), -1), jnp.all(greedy, -1)
+
+
+class GptjaxLM(LM):
+    """An lm-eval model over (cfg, params); `batch_size` rows per program call (all devices)."""
+
+    def __init__(self, cfg: GPTConfig, params, *, batch_size: int = 16, dtype="float32"):
+        super().__init__()
+        self.cfg, self.params, self.enc = cfg, jax.device_put(params), tokenizer.gpt2()
+        self.max_length, self.B = cfg.context_length, batch_size
+        self.mesh = parallel.make_mesh()
+        self.dtype = parallel.compute_dtype(dtype)
+        self._score = jax.jit(partial(score_rows, cfg, self.dtype), static_argnames="K")
+
+    def encode(self, text: str) -> list[int]:
+        return self.enc.encode(text, allowed_special={tokenizer.ENDOFTEXT})
+
+    def _pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) as lm-eval's hf model splits them: the context's
+        trailing spaces go with the continuation, and the whole is encoded at once."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        if not context:
+            return [tokenizer.EOT_ID], self.encode(continuation)
+        whole, head = self.encode(context + continuation), self.encode(context)
+        return head, whole[len(head) :]
+
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        pairs = [self._pair(*r.args) for r in requests]
+        return self.score([c + x for c, x in pairs], [len(x) for _, x in pairs])
+
+    def loglikelihood_rolling(self, requests) -> list[float]:
+        """Each text's total log-likelihood, in windows of the context (disjoint targets)."""
+        rows, counts, owner = [], [], []
+        for i, request in enumerate(requests):
+            windows = get_rolling_token_windows(
+                token_list=self.encode(request.args[0]),
+                prefix_token=tokenizer.EOT_ID,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
+            for context, target in map(make_disjoint_window, windows):
+                rows.append(context + target)
+                counts.append(len(target))
+                owner.append(i)
+        totals = np.zeros(len(requests))
+        for i, (lp, _) in zip(owner, self.score(rows, counts), strict=True):
+            totals[i] += lp
+        return totals.tolist()
+
+    def score(self, rows: list[list[int]], counts: list[int]) -> list[tuple[float, bool]]:
+        """(log p of the last counts[i] tokens of rows[i], greedy?) for every row; a row is cut
+        from the left to the context. Rows are sorted by length and left-padded to a power of
+        two, so their targets end together and one (L, K) program serves each batch."""
+        L = self.max_length
+        rows = [r[-(L + 1) :] for r in rows]
+        counts = [min(c, len(r) - 1) for c, r in zip(counts, rows, strict=True)]
+        # Rows whose targets take as many head positions (K) together, then by length.
+        key = lambda i: (padded_length(counts[i], least=4), len(rows[i]))
+        order = sorted(range(len(rows)), key=key)
+        pending = []
+        for start in range(0, len(order), self.B):
+            chunk = order[start : start + self.B]
+            P = padded_length(max(len(rows[i]) for i in chunk) - 1, L, least=LEAST)
+            K = padded_length(max(counts[i] for i in chunk), P, least=min(4, P))
+            local = {k: np.zeros((self.B, P), np.int32) for k in ("t", "g")}
+            local |= {"m": np.zeros((self.B, P), bool), "o": np.full((self.B,), P, np.int32)}
+            for b, i in enumerate(chunk):
+                n = len(rows[i]) - 1
+                local["t"][b, P - n :], local["g"][b, P - n :] = rows[i][:-1], rows[i][1:]
+                local["m"][b, P - counts[i] :], local["o"][b] = True, P - n
+            local["o"][len(chunk) :] = P - 1  # filler rows: one (masked) token each
+            local = {k: v[parallel.local_rows(self.B)] for k, v in local.items()}
+            g = parallel.global_batch(self.mesh, local, self.B)
+            out = self._score(self.params, g["t"], g["o"], g["g"], g["m"], K=K)
+            pending.append((chunk, out))
+        results: list = [None] * len(rows)
+        for chunk, out in jax.device_get(pending):  # one fetch: the calls run back to back
+            for b, i in enumerate(chunk):
+                results[i] = (float(out[0][b]), bool(out[1][b]))
+        return results
+
+    def generate_until(self, requests) -> list[str]:
+        """Greedy continuations, cut at the first of each request's stop strings."""
+        answers: list = [None] * len(requests)
+        groups: dict = {}
+        for i, request in enumerate(requests):
+            context, kwargs = request.args
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            n = min(int(kwargs.get("max_gen_toks", 256)), self.max_length - 1)
+            groups.setdefault(n, []).append((i, self.encode(context) or [tokenizer.EOT_ID], until))
+        for n, items in groups.items():
+            items.sort(key=lambda item: len(item[1]))
+            for start in range(0, len(items), self.B):
+                chunk = items[start : start + self.B]
+                prompts = [p for _, p, _ in chunk]
+                prompts += [prompts[-1]] * (self.B - len(prompts))  # one program per group
+                rows = generate(
+                    self.cfg,
+                    self.params,
+                    prompts,
+                    max_new_tokens=n,
+                    eos_id=tokenizer.EOT_ID,
+                    dtype=self.dtype,
+                )
+                for (i, _, until), row in zip(chunk, rows, strict=False):
+                    text = self.enc.decode(np.asarray(row[len(row) - n :]).tolist())
+                    answers[i] = cut(text, [*until, tokenizer.ENDOFTEXT])
+        return answers
+
+
+def cut(text: str, stops: list[str]) -> str:
+    """`text` up to (not including) the first of `stops` found in it."""
+    ends = [text.find(s) for s in stops if s and s in text]
+    return text[: min(ends)] if ends else text

@@ -1,0 +1,95 @@
+"""lm-evaluation-harness through gptjax equals lm-eval's own `hf` model on the exported folder:
+the same metrics, per-sample log-likelihoods within 1e-4 and the same generations, on a small
+offline task set (tests/fixtures/harness: multiple choice, generate_until, perplexity)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from convert import to_hf
+from gptjax import GPTConfig, init_params
+from gptjax.training.checkpoint import save_model
+from tests.conftest import ROOT
+
+lm_eval = pytest.importorskip("lm_eval")
+TASKS = ["gj_mc", "gj_gen", "gj_ppl"]
+INCLUDE = str(ROOT / "tests" / "fixtures" / "harness")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny GPT with GPT-2's vocabulary, as a gptjax checkpoint and as a Hugging Face folder."""
+    path = tmp_path_factory.mktemp("harness")
+    cfg = GPTConfig.preset("tiny", context_length=64, emb_dim=64, n_heads=2, n_layers=1)
+    params = jax.tree.map(lambda x: x * 3.0, init_params(cfg, jax.random.key(0)))  # peakier
+    save_model(path / "ours", cfg, params)
+    to_hf(cfg, params, path / "hf")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the task YAMLs name their data relative to the repository
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def responses(results: dict) -> dict:
+    """{(task, doc_id, i): the i-th response of that document}: (loglikelihood, greedy) pairs,
+    rolling log-likelihoods or generated strings."""
+    out = {}
+    for task, samples in results["samples"].items():
+        for s in samples:
+            for i, r in enumerate(s["resps"]):
+                out[task, s["doc_id"], i] = r[0]
+    return out
+
+
+def test_gptjax_and_the_hf_model_give_the_same_answers(model, tmp_path, capsys):
+    from train.eval_harness import main
+
+    out = tmp_path / "results.json"
+    args = ["--ckpt", str(model / "ours"), "--tasks", ",".join(TASKS), "--include-path", INCLUDE]
+    main([*args, "--output-path", str(out), "--log-samples", "--batch-size", "4"])
+    assert "gj_mc" in capsys.readouterr().out  # lm-eval's table
+    ours = json.loads(out.read_text())
+
+    manager = lm_eval.tasks.TaskManager(include_path=INCLUDE, include_defaults=False)
+    hf = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={model / 'hf'},dtype=float32",
+        tasks=TASKS,
+        task_manager=manager,
+        log_samples=True,
+        batch_size=4,
+        device="cpu",
+    )
+    a, b = responses(ours), responses(json.loads(json.dumps(hf, default=str)))
+    assert a.keys() == b.keys() and len(a) > 40
+    for key, mine in a.items():
+        theirs = b[key]
+        if isinstance(mine, str):
+            assert mine == theirs, key
+        elif isinstance(mine, list):  # (loglikelihood, is_greedy)
+            assert mine[0] == pytest.approx(theirs[0], abs=1e-4) and mine[1] == theirs[1], key
+        else:
+            assert mine == pytest.approx(theirs, abs=1e-4), key
+    for task in TASKS:
+        for metric, value in ours["results"][task].items():
+            if isinstance(value, float) and "stderr" not in metric:
+                assert value == pytest.approx(hf["results"][task][metric], rel=1e-4), metric
+    assert any(a[k] for k in a if k[0] == "gj_gen")  # the generations are not all empty
+    assert np.isfinite(ours["results"]["gj_ppl"]["word_perplexity,none"])
+
+
+def test_bad_tasks_are_one_line(model, capsys):
+    from train.eval_harness import main
+
+    with pytest.raises(ValueError, match="unknown lm-eval task 'no_such_task'"):
+        main(["--ckpt", str(model / "ours"), "--tasks", "no_such_task", "--include-path", INCLUDE])
+    with pytest.raises(ValueError, match="--include-path .*: no such folder"):
+        main(["--ckpt", str(model / "ours"), "--tasks", "gj_mc", "--include-path", "/nope"])
+    with pytest.raises((ValueError, FileNotFoundError), match="no-such-checkpoint"):
+        main(["--ckpt", "no-such-checkpoint", "--tasks", "gj_mc", "--include-path", INCLUDE])
