@@ -93,3 +93,32 @@ def test_bad_tasks_are_one_line(model, capsys):
         main(["--ckpt", str(model / "ours"), "--tasks", "gj_mc", "--include-path", "/nope"])
     with pytest.raises((ValueError, FileNotFoundError), match="no-such-checkpoint"):
         main(["--ckpt", "no-such-checkpoint", "--tasks", "gj_mc", "--include-path", INCLUDE])
+
+
+def test_pretrain_scores_lm_eval_tasks_at_its_evaluations(tmp_path):
+    from tests.test_pretrain import run
+
+    out = tmp_path / "run"
+    res = run(
+        out,
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--harness-tasks",
+        "gj_mc,gj_gen",
+        "--harness-include-path",
+        INCLUDE,
+        "--harness-every",
+        "2",
+        "--harness-limit",
+        "4",
+    )
+    assert res.returncode == 0, res.stderr
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "harness/gj_mc/acc" in r]
+    assert [r["step"] for r in scored] == [2, 4]
+    assert all(
+        0 <= r["harness/gj_mc/acc_norm"] <= 1 and "harness/gj_gen/exact_match" in r for r in scored
+    )
+    assert (out / "harness.png").stat().st_size > 1000

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from convert.load import load_model
@@ -45,26 +44,6 @@ class Options:
     """compute dtype (log-probs are float32 either way)"""
 
 
-def task_manager(include_path: str | None, names: list[str]):
-    """lm-eval's task index, after checking each name is in it: the tasks of `include_path`
-    alone when they are all that is asked for (indexing lm-eval's thousands of built-in tasks
-    takes seconds), else those and the built-in ones."""
-    from lm_eval.tasks import TaskManager
-
-    if include_path is not None:
-        if not Path(include_path).is_dir():
-            raise ValueError(f"--include-path {include_path}: no such folder")
-        own = TaskManager(include_path=include_path, include_defaults=False)
-        if set(names) <= set(own.all_tasks):
-            return own
-    manager = TaskManager(include_path=include_path)
-    for name in names:
-        if name not in set(manager.all_tasks):
-            where = f" (nor in {include_path})" if include_path else ""
-            raise ValueError(f"--tasks: unknown lm-eval task '{name}'{where}")
-    return manager
-
-
 def evaluate(lm, names: list[str], manager, opts: Options) -> dict:
     """lm-eval's simple_evaluate over `names`; a task whose files do not parse is one line."""
     from lm_eval import simple_evaluate
@@ -91,7 +70,7 @@ def main(argv=None) -> None:
     try:
         from lm_eval.utils import make_table
 
-        from gptjax.eval.harness import GptjaxLM
+        from gptjax.eval.harness import GptjaxLM, task_manager
     except ImportError:
         raise ValueError("lm-eval is not installed; pip install 'gptjax[eval]'") from None
     names = [n.strip() for n in opts.tasks.split(",") if n.strip()]

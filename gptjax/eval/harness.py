@@ -12,6 +12,7 @@ Shapes: B rows, L padded row length, V vocabulary.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +48,10 @@ class GptjaxLM(LM):
     """An lm-eval model over (cfg, params); `batch_size` rows per program call (all devices)."""
 
     def __init__(self, cfg: GPTConfig, params, *, batch_size: int = 16, dtype="float32"):
+        """`params` may be None until set (`lm.params = ...`) before an evaluation."""
         super().__init__()
-        self.cfg, self.params, self.enc = cfg, jax.device_put(params), tokenizer.gpt2()
+        self.cfg, self.enc = cfg, tokenizer.gpt2()
+        self.params = None if params is None else jax.device_put(params)
         self.max_length, self.B = cfg.context_length, batch_size
         self.mesh = parallel.make_mesh()
         self.dtype = parallel.compute_dtype(dtype)
@@ -157,3 +160,57 @@ def cut(text: str, stops: list[str]) -> str:
     """`text` up to (not including) the first of `stops` found in it."""
     ends = [text.find(s) for s in stops if s and s in text]
     return text[: min(ends)] if ends else text
+
+
+def task_manager(include_path: str | None, names: list[str]):
+    """lm-eval's task index, after checking each name is in it: the tasks of `include_path`
+    alone when they are all that is asked for (indexing lm-eval's thousands of built-in tasks
+    takes seconds), else those and the built-in ones."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None:
+        if not Path(include_path).is_dir():
+            raise ValueError(f"--include-path {include_path}: no such folder")
+        own = TaskManager(include_path=include_path, include_defaults=False)
+        if set(names) <= set(own.all_tasks):
+            return own
+    manager = TaskManager(include_path=include_path)
+    for name in names:
+        if name not in set(manager.all_tasks):
+            where = f" (nor in {include_path})" if include_path else ""
+            raise ValueError(f"--tasks: unknown lm-eval task '{name}'{where}")
+    return manager
+
+
+class InLoop:
+    """lm-eval tasks scored during training: built once per run (data, prompts, few-shot
+    examples), then `scores(params)` -> {"harness/<task>/<metric>": value} at each evaluation,
+    through one GptjaxLM whose compiled programs serve every evaluation."""
+
+    def __init__(self, cfg: GPTConfig, tasks: str, *, include_path=None, limit=None, **lm):
+        """`lm`: GptjaxLM's batch_size and dtype."""
+        from lm_eval.tasks import get_task_dict
+
+        names = [n.strip() for n in tasks.split(",") if n.strip()]
+        self.task_dict = get_task_dict(names, task_manager(include_path, names))
+        self.lm, self.limit = GptjaxLM(cfg, None, **lm), limit
+
+    def metrics(self) -> dict[str, str]:
+        """{record key: label} of every metric the tasks declare (a plot panel)."""
+        keys = {}
+        for name, task in self.task_dict.items():
+            for m in getattr(getattr(task, "config", None), "metric_list", None) or []:
+                keys[f"harness/{name}/{m['metric']}"] = f"{name} {m['metric']}"
+        return keys
+
+    def scores(self, params) -> dict[str, float]:
+        from lm_eval.evaluator import evaluate
+
+        self.lm.params = params
+        out = evaluate(self.lm, self.task_dict, limit=self.limit, log_samples=False)
+        return {
+            f"harness/{task}/{metric.split(',')[0]}": float(value)
+            for task, values in out["results"].items()
+            for metric, value in values.items()
+            if isinstance(value, int | float) and "stderr" not in metric
+        }
