@@ -16,8 +16,9 @@ from tests.test_pretrain import run
 ARGS = ["--ckpt-every", "4", "--eval-every", "3", "--log-to", "jsonl,tensorboard,wandb"]
 
 
-def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar TensorBoard shows for the run in `folder`, read by tensorboard itself."""
+def tensorboard_scalars(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    """Every scalar TensorBoard shows for the run in `folder` ({tag: [(step, value)]}) and its
+    text tags, read by tensorboard itself."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})

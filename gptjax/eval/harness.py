@@ -23,7 +23,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
 from gptjax.data.lengths import padded_length
-from gptjax.inference.generation import generate
+from gptjax.inference.generation import completion, generate
 from gptjax.model.gpt import GPT, lm_logits, output_head
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import target_logprobs
@@ -151,8 +151,8 @@ class GptjaxLM(LM):
                     dtype=self.dtype,
                 )
                 for (i, _, until), row in zip(chunk, rows, strict=False):
-                    text = self.enc.decode(np.asarray(row[len(row) - n :]).tolist())
-                    answers[i] = cut(text, [*until, tokenizer.ENDOFTEXT])
+                    text = self.enc.decode(completion(row, n, tokenizer.EOT_ID))
+                    answers[i] = cut(text, until)
         return answers
 
 

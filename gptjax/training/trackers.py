@@ -16,6 +16,8 @@ import json
 import os
 from pathlib import Path
 
+from flax import traverse_util
+
 from gptjax.files import write_json
 
 CHOICES = ("jsonl", "tensorboard", "wandb")
@@ -87,7 +89,11 @@ class TensorBoard:
         if not start:
             self.writer.add_text("config", f"```\n{json.dumps(config, indent=2)}\n```", 0)
             # In this run, not a sub-run (add_hparams' way), so its scalars sit beside them.
-            flat = {k: v for k, v in _flatten(config).items() if v is not None}
+            flat = {
+                k: str(v) if isinstance(v, list | tuple) else v
+                for k, v in traverse_util.flatten_dict(config, sep="/").items()
+                if v is not None
+            }
             for proto in hparams(flat, {}):
                 self.writer.file_writer.add_summary(proto, 0)
 
@@ -158,15 +164,3 @@ class WandB:
 
     def close(self) -> None:
         self.run.finish()
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"model": {"emb_dim": 768}} -> {"model/emb_dim": 768}; lists and tuples as strings."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{name}/")
-        else:
-            flat[name] = str(value) if isinstance(value, list | tuple) else value
-    return flat
