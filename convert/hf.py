@@ -17,7 +17,7 @@ from safetensors import safe_open
 from convert.names import assemble, rows
 from gptjax.config import GPTConfig
 from gptjax.data.cache import fetch
-from gptjax.data.tokenizer import ENDOFTEXT, EOT_ID
+from gptjax.data.tokenizer import EOT_ID, hf_tokenizer_config
 
 # Causal-mask buffers that older transformers versions saved beside the weights.
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")
@@ -187,19 +187,8 @@ def tokenizer_files(folder: Path, context: int, *, pad: bool = False) -> None:
     `model_max_length` = context), and `generation_config.json`."""
     shutil.copyfile(fetch("gpt2-bpe/encoder.json"), folder / "vocab.json")
     shutil.copyfile(fetch("gpt2-bpe/vocab.bpe"), folder / "merges.txt")
-    special = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
-    special |= {"pad_token": ENDOFTEXT} if pad else {}
-    added = {"content": ENDOFTEXT, "lstrip": False, "normalized": True, "rstrip": False}
-    tokenizer = {
-        "tokenizer_class": "GPT2Tokenizer",
-        "model_max_length": context,
-        "add_prefix_space": False,
-        "add_bos_token": False,
-        "errors": "replace",
-        "clean_up_tokenization_spaces": False,
-        "added_tokens_decoder": {str(EOT_ID): {**added, "single_word": False, "special": True}},
-        **special,
-    }
+    tokenizer = hf_tokenizer_config(context, pad=pad)
+    special = {k: v for k, v in tokenizer.items() if k.endswith("_token")}
     generation = {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}
     generation |= {"pad_token_id": EOT_ID} if pad else {}
     for name, obj in [

@@ -102,3 +102,43 @@ def test_requests_that_do_not_fit_are_refused(params):
         engine.submit(Request([1] * 40, max_tokens=9, on_token=print))
     with pytest.raises(ValueError, match="at least one token"):
         engine.submit(Request([], max_tokens=1, on_token=print))
+
+
+def test_scores_are_the_log_softmax_of_prompt_and_answer_with_the_end_token(params):
+    """Log-probs of prompt tokens 1.. and of every answer token, end-of-text included, equal
+    the model's log_softmax over the whole sequence; max_tokens 0 only scores the prompt."""
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, EOS, rng.integers(2, 20)).tolist() for _ in range(6)]
+    asks = [Request(p, 12, None, logprobs=2, score_prompt=True) for p in prompts]
+    asks.append(Request(prompts[0], 0, None, logprobs=0, score_prompt=True))
+    logp = jax.jit(lambda x: jax.nn.log_softmax(GPT(CFG).apply({"params": params}, x)))
+    padded = lambda seq: np.array([seq + [0] * (CFG.context_length - len(seq))])  # one program
+    eos = int(np.argmax(logp(padded(prompts[0]))[0, len(prompts[0]) - 1]))  # prompt 0's answer
+    out, done = {}, threading.Event()
+    for i, r in enumerate(asks):
+        toks = []
+        r.on_token = lambda t, f, i=i, toks=toks: (
+            toks.append(t)
+            if f is None
+            else (out.update({i: (toks, f)}), len(out) == 7 and done.set())
+        )
+    engine = Engine(CFG, params, slots=4, eos_id=eos).start()
+    try:
+        for r in asks:
+            engine.submit(r)
+        assert done.wait(120)
+    finally:
+        engine.stop()
+    finishes = [out[i][1] for i in range(6)]
+    assert "stop" in finishes and "length" in finishes  # both ends are checked
+    for i, r in enumerate(asks):
+        toks, finish = out[i]
+        seq = r.prompt + toks + ([eos] if finish == "stop" else [])
+        full = np.asarray(logp(padded(seq)))[0, : len(seq)]  # causal: the pads change nothing
+        scored = r.prompt_scores + r.scores
+        assert [s.token for s in scored] == seq[1:]
+        want = full[np.arange(len(seq) - 1), seq[1:]]
+        np.testing.assert_allclose([s.logprob for s in scored], want, atol=1e-4)
+        best = -np.sort(-full[:-1], axis=-1)[:, : r.logprobs]
+        np.testing.assert_allclose([s.top_logprobs for s in scored], best, atol=1e-4)
+    assert out[6] == ([], "length") and len(asks[6].prompt_scores) == len(prompts[0]) - 1

@@ -75,9 +75,15 @@ def instruct_run(records, tmp_path_factory):
         "--max-new-tokens",
         "8",
         "--mask-instruction",
+        *HARNESS,
     )
     assert res.returncode == 0, res.stderr
     return out, res
+
+
+# An lm-eval task scored at the evaluations (tests/test_harness.py checks the scores).
+HARNESS = ["--harness-tasks", "gj_gen", "--harness-limit", "2"]
+HARNESS += ["--harness-include-path", str(ROOT / "tests" / "fixtures" / "harness")]
 
 
 def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_path):
@@ -105,7 +111,12 @@ def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_
     assert run("train.instruct", split, *args, "--max-steps", "3").returncode == 0
     resumed = run("train.instruct", split, *args, "--max-steps", "6", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert records_of(split) == records_of(out)
+    scored = [r["step"] for r in records_of(out) if "harness/gj_gen/exact_match" in r]
+    assert scored == [3, 6]  # at the evaluations; without --harness-tasks the records are equal:
+    assert records_of(split) == [
+        {k: v for k, v in r.items() if not k.startswith("harness/")} for r in records_of(out)
+    ]
+    assert (out / "harness.png").is_file()
     ask = subprocess.run(
         [
             sys.executable,

@@ -14,8 +14,9 @@ import numpy as np
 import openai
 import pytest
 
-from gptjax import GPTConfig, init_params
+from gptjax import GPTConfig, generate, init_params
 from gptjax.data import instruct
+from gptjax.inference.generation import completion
 from gptjax.inference.server import Background, create_app
 from gptjax.model.classifier import init_classifier
 from gptjax.training.checkpoint import save_model
@@ -29,9 +30,13 @@ SLOTS = 4
 
 
 @pytest.fixture(scope="module")
-def instruct_dir(tmp_path_factory):
+def params():
     params = jax.jit(init_params, static_argnums=0)(CFG, jax.random.key(0))
-    params = jax.tree.map(lambda x: x * 4.0, params)  # peaked logits: no near-ties in argmax
+    return jax.tree.map(lambda x: x * 4.0, params)  # peaked logits: no near-ties in argmax
+
+
+@pytest.fixture(scope="module")
+def instruct_dir(tmp_path_factory, params):
     out = tmp_path_factory.mktemp("serve") / "tiny-instruct"
     return save_model(out, CFG, params, task={"kind": "instruct", "template": "alpaca"})
 
@@ -92,6 +97,117 @@ def test_concurrent_requests_equal_one_by_one(server, client):
     assert [r.choices[0].text for r in got] == want
 
 
+def test_logprobs_are_the_models_log_softmax(server, params, tmp_path):
+    """Echoed prompt and generated tokens' log-probs and alternatives equal transformers'
+    log_softmax on the exported model, greedy or sampled; streamed pieces add up to the whole."""
+    import torch
+    import transformers
+
+    from convert import to_hf
+
+    served, url = server
+    to_hf(CFG, params, tmp_path)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = served.enc.encode("Every effort moves you forward")
+    with torch.no_grad():
+        full = torch.log_softmax(hf(torch.tensor([ids])).logits[0].float(), -1).numpy()
+    for temperature in (0, 1.5):  # the log-probs do not depend on the sampling
+        body = dict(prompt=ids, max_tokens=3, echo=True, logprobs=5, temperature=temperature)
+        got = post(url + "/v1/completions", json.dumps({**body, "seed": 3}).encode())[1]
+        lp = got["choices"][0]["logprobs"]
+        assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        n = len(ids)
+        want = full[np.arange(n - 1), ids[1:]]
+        np.testing.assert_allclose(lp["token_logprobs"][1:n], want, atol=1e-4)
+        tops = [sorted(d.values(), reverse=True)[:5] for d in lp["top_logprobs"][1 : n + 1]]
+        np.testing.assert_allclose(tops, -np.sort(-full, axis=-1)[:, :5], atol=1e-4)
+        text = got["choices"][0]["text"]
+        pieces = [
+            text[o : o + len(t)] for t, o in zip(lp["tokens"], lp["text_offset"], strict=True)
+        ]
+        assert pieces[:n] == [served.enc.decode([t]) for t in ids]
+        assert len(lp["tokens"]) == n + 3
+    # The generated tokens too: greedy, then scored by transformers on prompt + answer.
+    (row,) = generate(CFG, served.engine.params, [ids], max_new_tokens=3, eos_id=50256)
+    answer = ids + completion(row, 3, 50256)
+    with torch.no_grad():
+        logits = hf(torch.tensor([answer])).logits[0].float()
+    want = torch.log_softmax(logits, -1).numpy()[np.arange(n - 1, len(answer) - 1), answer[n:]]
+    got = post(url + "/v1/completions", json.dumps({**body, "temperature": 0}).encode())[1]
+    assert got["choices"][0]["text"] == served.enc.decode(answer)
+    np.testing.assert_allclose(got["choices"][0]["logprobs"]["token_logprobs"][n:], want, atol=1e-4)
+    # Streamed, the chunks' log-probs add up to the same lists.
+    chunks = list(stream(url, {**body, "temperature": 0}))
+    joined = {k: [x for c in chunks for x in c["choices"][0]["logprobs"][k]] for k in lp}
+    assert joined == got["choices"][0]["logprobs"]
+    # Scoring only: max_tokens 0 with echo.
+    got = post(url + "/v1/completions", json.dumps({**body, "max_tokens": 0}).encode())[1]
+    assert got["choices"][0]["text"] == served.enc.decode(ids)
+    assert got["choices"][0]["finish_reason"] == "length"
+    assert got["usage"]["completion_tokens"] == 0
+    assert len(got["choices"][0]["logprobs"]["tokens"]) == n
+
+
+def stream(url: str, body: dict):
+    """The JSON chunks of a streamed completion (not the usage chunk)."""
+    req = urllib.request.Request(
+        url + "/v1/completions",
+        json.dumps({**body, "stream": True}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as r:
+        for line in r:
+            if line.startswith(b"data: {"):
+                chunk = json.loads(line[6:])
+                if chunk["choices"]:
+                    yield chunk
+
+
+def test_n_samples_chat_logprobs_and_tokenizer_routes(server, client):
+    served, url = server
+    kw = dict(model="tiny-instruct", max_tokens=4, temperature=1.0)
+    r = client.completions.create(prompt=["Hello", "Bye"], n=3, seed=5, **kw)
+    assert [c.index for c in r.choices] == list(range(6))
+    # Choice c answers prompt c // n, sample j drawing with seed + j.
+    alone = client.completions.create(prompt="Bye", seed=7, **kw)
+    assert r.choices[5].text == alone.choices[0].text
+    assert len({c.text for c in r.choices[:3]}) > 1
+    messages = [{"role": "user", "content": "Name a color."}]
+    kw = dict(model="tiny-instruct", max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+    r = client.chat.completions.create(messages=messages, **kw)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in content)
+    assert all(t.logprob == t.top_logprobs[0].logprob for t in content)  # greedy
+    assert all(bytes(t.bytes) == t.token.encode() for t in content)
+    chunks = client.chat.completions.create(messages=messages, stream=True, **kw)
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content
+    ]
+    assert streamed == content
+    # vLLM's tokenizer routes, as lm-eval's remote tokenizer calls them.
+    from lm_eval.utils import RemoteTokenizer, check_remote_tokenizer_support
+
+    assert check_remote_tokenizer_support(url + "/v1/completions")
+    remote = RemoteTokenizer(url + "/v1/completions")
+    text = "Héllo,  wörld!\n\t<|endoftext|> 😀"
+    ids = served.enc.encode(text, allowed_special={"<|endoftext|>"})
+    assert remote.encode(text) == ids and remote.decode(ids) == text
+    assert remote.eos_token_id == 50256
+    info = post(
+        url + "/tokenize", json.dumps({"prompt": "a b", "return_token_strs": True}).encode()
+    )
+    assert info[1] == {
+        "count": 2,
+        "max_model_len": 64,
+        "tokens": [64, 275],
+        "token_strs": ["a", " b"],
+    }
+
+
 def post(url: str, data: bytes, headers=None) -> tuple[int, dict]:
     req = urllib.request.Request(url, data, {"Content-Type": "application/json", **(headers or {})})
     try:
@@ -111,6 +227,19 @@ BAD = [
     ("/v1/completions", b'{"prompt": "hi", "max_tokens": 500}', 400, "between 1 and 63"),
     ("/v1/completions", b'{"prompt": "hi", "temperature": 9}', 400, "temperature"),
     ("/v1/completions", b'{"prompt": "hi", "model": "gpt-4"}', 404, "'gpt-4' does not exist"),
+    ("/v1/completions", b'{"prompt": "hi", "logprobs": 6}', 400, "between 0 and 5"),
+    ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "0 only with echo"),
+    ("/v1/completions", b'{"prompt": "hi", "n": 0}', 400, "n must be between 1 and 256"),
+    ("/v1/completions", b'{"prompt": ["a", "b"], "n": 200}', 400, "prompts times n"),
+    ("/v1/completions", b'{"prompt": "hi", "n": 2, "best_of": 3}', 400, "best_of"),
+    (
+        "/v1/chat/completions",
+        b'{"messages": [{"role": "user"}], "top_logprobs": 2}',
+        400,
+        "needs logprobs",
+    ),
+    ("/detokenize", b'{"tokens": [50257]}', 400, "token ids in [0, 50257)"),
+    ("/tokenize", b'{"text": "hi"}', 400, "'prompt'"),
     ("/v1/chat/completions", b'{"messages": [{"role": "robot"}]}', 400, "role"),
     ("/v1/chat/completions", b'{"messages": []}', 400, "must not be empty"),
     ("/v1/classify", b'{"texts": ["hi"]}', 400, "not a classifier"),

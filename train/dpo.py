@@ -29,13 +29,13 @@ from gptjax.options import run_cli
 from gptjax.training import dpo, parallel
 from gptjax.training.checkpoint import save_model
 from train.instruct import TASK
-from train.options import FinetuneOptions, script_main, starting_model
+from train.options import FinetuneOptions, Harness, HarnessOptions, script_main, starting_model
 
 STATS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "pref_acc")
 
 
 @dataclass(frozen=True)
-class Options(FinetuneOptions):
+class Options(FinetuneOptions, HarnessOptions):
     data: str = "instruction-data-with-preference"
     """named dataset or JSON list with chosen/rejected"""
     beta: float = 0.1
@@ -106,6 +106,7 @@ class DPO:
         self.reference_step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
         for name, pairs in self.data.items():
             self.reference(pairs, name)
+        self.harness = Harness(cfg, opts, self.plots)
 
     def logprobs(self, params, batch, rng=None):
         """Policy log-probabilities of the chosen and rejected responses: [B] each."""
@@ -173,7 +174,8 @@ class DPO:
             f"margin train {tr['reward_margin']:.3f}, val {va['reward_margin']:.3f} | val "
             f"preference accuracy {100 * va['pref_acc']:.1f}%"
         )
-        return metrics, line
+        scores, more = self.harness(params, step)
+        return metrics | scores, line + more
 
     def init_params(self):
         return self.ref_params

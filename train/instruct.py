@@ -38,13 +38,13 @@ from gptjax.training import parallel
 from gptjax.training.checkpoint import save_model
 from gptjax.training.finetune import counts, lora_config, merged, trainable_paths, with_adapters
 from gptjax.training.steps import loss_sum, make_eval_step
-from train.options import LoRAOptions, script_main, starting_model
+from train.options import Harness, HarnessOptions, LoRAOptions, script_main, starting_model
 
 TASK = {"kind": "instruct", "template": "alpaca"}
 
 
 @dataclass(frozen=True)
-class Options(LoRAOptions):
+class Options(LoRAOptions, HarnessOptions):
     data: str = "instruction-data"
     """instruction-data, or a JSON/JSONL list of records"""
     preset: Literal[*PRESETS] = "355M"
@@ -106,6 +106,7 @@ class Instruct:
             opts.batch_size,
             opts.eval_batches,
         )
+        self.harness = Harness(cfg, opts, self.plots)
 
     def sequences(self, entries: list[dict], L: int) -> instruct.Sequences:
         encode = self.enc.encode_ordinary
@@ -144,10 +145,9 @@ class Instruct:
 
     def evaluate(self, params, step: int) -> tuple[dict, str]:
         tl, vl = self.loss(params, self.train), self.loss(params, self.data["validation"])
-        return (
-            {"eval_train_loss": tl, "val_loss": vl},
-            f"step {step}: train loss {tl:.3f}, val loss {vl:.3f}",
-        )
+        scores, more = self.harness(self.merged(params), step)
+        line = f"step {step}: train loss {tl:.3f}, val loss {vl:.3f}"
+        return {"eval_train_loss": tl, "val_loss": vl, **scores}, line + more
 
     def finish(self, params) -> None:
         own = jax.tree.map(np.asarray, self.merged(params))

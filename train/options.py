@@ -2,7 +2,8 @@
 
 Scripts subclass `RunOptions` (the loop's), `FinetuneOptions` (+ the book's finetuning
 conventions: no dropout, a constant learning rate, no clipping) or `LoRAOptions`, and may
-redeclare a field to change its default.
+redeclare a field to change its default. Language-model scripts add `HarnessOptions` and score
+lm-eval tasks at their evaluations with `Harness`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,55 @@ class LoRAOptions(FinetuneOptions):
     """LoRA alpha; the update is scaled by alpha / r"""
     lora_targets: str = "c_attn,c_proj,c_fc"
     """Dense modules LoRA adapts (comma-separated)"""
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    harness_tasks: str | None = None
+    """lm-eval tasks to score during training, comma-separated (needs gptjax[eval])"""
+    harness_every: int = 0
+    """steps between lm-eval scores (a multiple of --eval-every; 0: at every eval)"""
+    harness_limit: float | None = None
+    """documents per lm-eval task (a fraction if < 1; unset: all)"""
+    harness_include_path: str | None = None
+    """a folder of your own lm-eval task YAML files"""
+
+
+class Harness:
+    """A run's lm-eval tasks (`--harness-tasks`), built once, with a panel in `plots`;
+    `harness(params, step)` -> (harness/<task>/<metric> records, a line for the log), empty
+    at evaluations it skips or when no tasks were asked for."""
+
+    def __init__(self, cfg: GPTConfig, opts, plots: dict):
+        self.every, self.tasks = opts.harness_every or 1, None  # 0: at every evaluation
+        if not opts.harness_tasks:
+            return
+        if opts.harness_every % opts.eval_every:
+            raise ValueError(
+                f"--harness-every {opts.harness_every} must be a multiple of --eval-every "
+                f"{opts.eval_every}"
+            )
+        try:
+            from gptjax.eval.harness import InLoop
+        except ImportError:
+            raise ValueError(
+                "--harness-tasks: lm-eval is not installed; pip install 'gptjax[eval]'"
+            ) from None
+        self.tasks = InLoop(
+            cfg,
+            opts.harness_tasks,
+            include_path=opts.harness_include_path,
+            limit=opts.harness_limit,
+            batch_size=opts.batch_size,
+            dtype=opts.dtype,
+        )
+        plots["harness.png"] = ("lm-eval", self.tasks.metrics())
+
+    def __call__(self, params, step: int) -> tuple[dict, str]:
+        if self.tasks is None or step % self.every:
+            return {}, ""
+        scores = self.tasks.scores(params)
+        return scores, "\n  lm-eval " + ", ".join(f"{k[8:]} {v:.4f}" for k, v in scores.items())
 
 
 def starting_model(

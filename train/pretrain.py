@@ -32,11 +32,11 @@ from gptjax.training.cross_entropy import ce_chunks_for
 from gptjax.training.flops import flops_per_token
 from gptjax.training.parallel import DTYPES
 from gptjax.training.steps import lm_loss, make_eval_step, perplexity
-from train.options import RunOptions, script_main, starting_model
+from train.options import Harness, HarnessOptions, RunOptions, script_main, starting_model
 
 
 @dataclass(frozen=True)
-class Options(RunOptions):
+class Options(RunOptions, HarnessOptions):
     data: str = "the-verdict"
     """named dataset, .txt file, folder of .txt files, or folder of llm.c .bin shards (python -m
     train.prepare)
@@ -77,14 +77,6 @@ class Options(RunOptions):
     """HellaSwag examples per eval (unset: all)"""
     hellaswag_data: str | None = None
     """HellaSwag .jsonl (unset: validation, cached)"""
-    harness_tasks: str | None = None
-    """lm-eval tasks to score during training, comma-separated (needs gptjax[eval])"""
-    harness_every: int = 0
-    """steps between lm-eval scores (a multiple of --eval-every; 0: at every eval)"""
-    harness_limit: float | None = None
-    """documents per lm-eval task (a fraction if < 1; unset: all)"""
-    harness_include_path: str | None = None
-    """a folder of your own lm-eval task YAML files"""
 
 
 def corpus(data: str, T: int, train_ratio: float) -> tuple:
@@ -111,31 +103,6 @@ def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
     if opts.context_length and not opts.init_from:
         arch["context_length"] = opts.context_length
     return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
-
-
-def harness_tasks(cfg: GPTConfig, opts: Options):
-    """The run's lm-eval tasks (`--harness-tasks`), built once, or None."""
-    if not opts.harness_tasks:
-        return None
-    if opts.harness_every % opts.eval_every:
-        raise ValueError(
-            f"--harness-every {opts.harness_every} must be a multiple of --eval-every "
-            f"{opts.eval_every}"
-        )
-    try:
-        from gptjax.eval.harness import InLoop
-    except ImportError:
-        raise ValueError(
-            "--harness-tasks: lm-eval is not installed; pip install 'gptjax[eval]'"
-        ) from None
-    return InLoop(
-        cfg,
-        opts.harness_tasks,
-        include_path=opts.harness_include_path,
-        limit=opts.harness_limit,
-        batch_size=opts.batch_size,
-        dtype=opts.dtype,
-    )
 
 
 class Pretrain:
@@ -168,9 +135,7 @@ class Pretrain:
         )
         self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
-        self.harness = harness_tasks(cfg, opts)
-        if self.harness is not None:
-            self.plots["harness.png"] = ("lm-eval", self.harness.metrics())
+        self.harness = Harness(cfg, opts, self.plots)
         self.hellaswag = None
         if opts.hellaswag_every:
             if opts.hellaswag_every % opts.eval_every:
@@ -214,11 +179,8 @@ class Pretrain:
             scores = self.hellaswag.scores(params)
             metrics |= {f"hellaswag_{k}": v for k, v in scores.items()}
             line += f"\n  hellaswag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f}"
-        if self.harness is not None and step % (self.opts.harness_every or 1) == 0:
-            scores = self.harness.scores(params)
-            metrics |= scores
-            line += "\n  lm-eval " + ", ".join(f"{k[8:]} {v:.4f}" for k, v in scores.items())
-        return metrics, line
+        scores, more = self.harness(params, step)
+        return metrics | scores, line + more
 
     def describe(self, params) -> str:
         return f"parameters: {count_params(params):,} ({self.cfg})"

@@ -46,6 +46,24 @@ def gpt2(model_dir: str | Path | None = None) -> tiktoken.Encoding:
     )
 
 
+def hf_tokenizer_config(context: int, *, pad: bool = False) -> dict:
+    """GPT-2's `tokenizer_config.json` as transformers writes it: <|endoftext|> as bos, eos and
+    unk (and pad with `pad`), no token added in front, `model_max_length` = context."""
+    special = {"bos_token": ENDOFTEXT, "eos_token": ENDOFTEXT, "unk_token": ENDOFTEXT}
+    special |= {"pad_token": ENDOFTEXT} if pad else {}
+    added = {"content": ENDOFTEXT, "lstrip": False, "normalized": True, "rstrip": False}
+    return {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": context,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {str(EOT_ID): {**added, "single_word": False, "special": True}},
+        **special,
+    }
+
+
 def check_vocab(vocab_size: int, source: str) -> None:
     """A model must have a row for every GPT-2 token id it will be fed."""
     if vocab_size <= EOT_ID:

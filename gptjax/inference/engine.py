@@ -4,9 +4,13 @@ The engine owns `slots` rows of one KV cache [slots, C, N, H] (C = context_lengt
 its own position. A request waits in a queue, takes the first free slot at the next step (its
 prompt prefilled together with the others admitted at that step, in one call), is decoded with
 everyone else in flight by one jitted step, and frees its slot when it ends (end-of-text,
-`max_tokens`, or cancelled). Greedy answers equal `gptjax.generate` on the same prompt: each row
-attends only to its own cache row, so what else is in flight never changes it. A sampled answer
-draws its n-th token with fold_in(fold_in(key(seed), 0), n), as `generate(rng=key(seed))` does.
+`max_tokens`, or cancelled). A request that asks for log-probs gets, for each token it is
+handed (and, on request, each prompt token after the first), the model's raw float32
+log-softmax of that token and its top alternatives, whatever the sampling.
+
+Greedy answers equal `gptjax.generate` on the same prompt: each row attends only to its own
+cache row, so what else is in flight never changes it. A sampled answer draws its n-th token
+with fold_in(fold_in(key(seed), 0), n), as `generate(rng=key(seed))` does.
 
 No HTTP here: `train.serve` puts a web API in front of it. Shapes: K slots, C positions per
 slot, P prompt bucket length, V vocabulary.
@@ -43,6 +47,32 @@ class Slots(NamedTuple):
     top_p: jax.Array  # [K] float32, 1 = no nucleus cut
 
 
+WIDTHS = (1, 5, 20)  # top-alternative counts compiled for; a request's is rounded up to one
+
+
+class Scored(NamedTuple):
+    """One token's log-prob and the most likely tokens at its position (best first)."""
+
+    token: int
+    logprob: float
+    top_ids: np.ndarray  # [w] int32
+    top_logprobs: np.ndarray  # [w] float32
+
+
+def width(wanted: list[int]) -> int:
+    """The compiled top-k width that covers every request's `logprobs` (0 when none asks)."""
+    return next(w for w in WIDTHS if w >= max(wanted)) if wanted else 0
+
+
+def scores(logits, tokens, top: int):
+    """[..., V] logits, [...] tokens -> (log-prob of each token [...], top-`top` ids and
+    log-probs [..., top]), from the raw float32 log-softmax."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    lp = jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+    top_lp, top_ids = jax.lax.top_k(logp, top)
+    return lp, top_ids, top_lp
+
+
 def pick(logits, keys, count, temperature, top_p, *, sample: bool, nucleus: bool):
     """[K, V] -> [K] int32: argmax where temperature is 0, else a draw as `generate` makes it
     (slot k's n-th token with fold_in(keys[k], n))."""
@@ -51,9 +81,10 @@ def pick(logits, keys, count, temperature, top_p, *, sample: bool, nucleus: bool
     return next_token(logits, keys, sampling, temperature, top_p)
 
 
-@partial(jax.jit, static_argnames=("cfg", "dtype", "sample", "nucleus"), donate_argnums=(2,))
-def step(cfg: GPTConfig, params, slots: Slots, *, dtype, sample: bool, nucleus: bool):
-    """Every slot picks its next token and runs it through the model: -> (slots, tokens [K])."""
+@partial(jax.jit, static_argnames=("cfg", "dtype", "sample", "nucleus", "top"), donate_argnums=(2,))
+def step(cfg: GPTConfig, params, slots: Slots, *, dtype, sample: bool, nucleus: bool, top: int):
+    """Every slot picks its next token and runs it through the model: -> (slots, tokens [K],
+    None or (when top > 0) the picked tokens' `scores`)."""
     tok = pick(
         slots.logits,
         slots.keys,
@@ -63,6 +94,7 @@ def step(cfg: GPTConfig, params, slots: Slots, *, dtype, sample: bool, nucleus: 
         sample=sample,
         nucleus=nucleus,
     )
+    scored = scores(slots.logits, tok, top) if top else None
     C = slots.cache[0].k.shape[1]
     pos = jnp.minimum(slots.pos, C - 1)  # idle slots run too; keep their writes in bounds
     logits, cache = GPT(cfg, dtype).apply(
@@ -71,10 +103,10 @@ def step(cfg: GPTConfig, params, slots: Slots, *, dtype, sample: bool, nucleus: 
     slots = slots._replace(
         cache=cache, logits=logits[:, -1], pos=slots.pos + 1, count=slots.count + 1
     )
-    return slots, tok
+    return slots, tok, scored
 
 
-@partial(jax.jit, static_argnames=("cfg", "dtype"), donate_argnums=(2,))
+@partial(jax.jit, static_argnames=("cfg", "dtype", "top"), donate_argnums=(2,))
 def admit(
     cfg: GPTConfig,
     params,
@@ -87,10 +119,12 @@ def admit(
     top_p,
     *,
     dtype,
+    top: int = 0,
 ):
     """Prefill prompts [k, P] (row i: lengths[i] tokens, then anything) into slots `where` [k];
     an index of K (no such slot) drops the row. Pads sit after the prompt, where causality
-    hides them and the slot's next tokens overwrite them."""
+    hides them and the slot's next tokens overwrite them. -> (slots, None or (top > 0) the
+    `scores` of prompt tokens 1..P-1 [k, P-1])."""
     k, _ = prompts.shape
     C = slots.cache[0].k.shape[1]
     model = GPT(cfg, dtype)
@@ -99,6 +133,7 @@ def admit(
     )
     last = logits[jnp.arange(k), lengths - 1]  # [k, V]
     put = lambda full, new: full.at[where].set(new, mode="drop")
+    scored = scores(logits[:, :-1], prompts[:, 1:], top) if top else None
     return Slots(
         cache=jax.tree.map(put, slots.cache, cache),
         logits=put(slots.logits, last),
@@ -107,14 +142,18 @@ def admit(
         keys=put(slots.keys, keys),
         temperature=put(slots.temperature, temperature),
         top_p=put(slots.top_p, top_p),
-    )
+    ), scored
 
 
 @dataclass(eq=False)
 class Request:
     """One generation. `on_token(token, finish)` is called from the engine's thread for each
     new token (finish None) and once at the end (token None, finish "stop" at end-of-text or
-    "length" at max_tokens, "cancelled"); returning False from it cancels the request."""
+    "length" at max_tokens, "cancelled"); returning False from it cancels the request.
+
+    With `logprobs` (0 to 20 alternatives) the engine appends a `Scored` to `scores` before it
+    hands each token on, the end-of-text token included; with `score_prompt` too it sets
+    `prompt_scores` (prompt tokens 1.., before any token). max_tokens 0 only prefills."""
 
     prompt: list[int]
     max_tokens: int
@@ -122,6 +161,10 @@ class Request:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    logprobs: int | None = None
+    score_prompt: bool = False
+    scores: list[Scored] = field(default_factory=list, init=False)
+    prompt_scores: list[Scored] = field(default_factory=list, init=False)
     cancelled: bool = field(default=False, init=False)
     generated: int = field(default=0, init=False)
     key: Any = field(default=None, init=False)  # the row key, from seed
@@ -177,8 +220,8 @@ class Engine:
         C = self.cfg.context_length
         if n_prompt < 1:
             raise ValueError("the prompt needs at least one token")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be at least 0, got {max_tokens}")
         if n_prompt + max_tokens > C:
             raise ValueError(
                 f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceed the "
@@ -187,6 +230,8 @@ class Engine:
 
     def submit(self, request: Request) -> Request:
         self.check(len(request.prompt), request.max_tokens)
+        if request.logprobs is not None and not 0 <= request.logprobs <= WIDTHS[-1]:
+            raise ValueError(f"logprobs must be in [0, {WIDTHS[-1]}], got {request.logprobs}")
         if self.error is not None:
             raise RuntimeError(f"the engine stopped: {self.error}")
         self.waiting.put(request)
@@ -257,7 +302,8 @@ class Engine:
             temperature[j], top_p[j] = r.temperature, r.top_p
             keys[j] = r.key
             self.busy[i] = r
-        self.slots = admit(
+        wanted = [r.logprobs or 0 for _, r in new if r.score_prompt and r.logprobs is not None]
+        self.slots, scored = admit(
             self.cfg,
             self.params,
             self.slots,
@@ -268,23 +314,44 @@ class Engine:
             temperature,
             top_p,
             dtype=self.dtype,
+            top=width(wanted),
         )
+        self._admitted(new, jax.tree.map(np.asarray, scored))
+
+    def _admitted(self, new: list[tuple[int, Request]], scored) -> None:
+        """Hand out the prompts' scores; end the requests that only wanted those."""
+        for j, (i, r) in enumerate(new):
+            if scored is not None and r.score_prompt and r.logprobs is not None:
+                r.prompt_scores = _rows([x[j] for x in scored], r.prompt[1:], r.logprobs)
+            if r.max_tokens == 0:
+                self._finish(i, "length")
 
     def run_step(self) -> None:
         """One decode step for every busy slot; hand each its token."""
         live = [r for r in self.busy if r is not None]
         sample = any(r.temperature > 0 for r in live)
         nucleus = any(r.temperature > 0 and r.top_p < 1.0 for r in live)
-        self.slots, tok = step(
-            self.cfg, self.params, self.slots, dtype=self.dtype, sample=sample, nucleus=nucleus
+        top = width([r.logprobs or 0 for r in live if r.logprobs is not None])
+        self.slots, tok, scored = step(
+            self.cfg,
+            self.params,
+            self.slots,
+            dtype=self.dtype,
+            sample=sample,
+            nucleus=nucleus,
+            top=top,
         )
         tok = np.asarray(tok)
+        scored = jax.tree.map(np.asarray, scored)
         for i, r in enumerate(self.busy):
             if r is None:
                 continue
             if r.cancelled:
                 self._finish(i, "cancelled")
-            elif tok[i] == self.eos_id:
+                continue
+            if r.logprobs is not None:
+                r.scores += _rows([x[i : i + 1] for x in scored], tok[i : i + 1], r.logprobs)
+            if tok[i] == self.eos_id:
                 self._finish(i, "stop")
             else:
                 r.generated += 1
@@ -296,6 +363,13 @@ class Engine:
     def _finish(self, i: int, reason: str) -> None:
         r, self.busy[i] = self.busy[i], None
         tell(r, None, reason)
+
+
+def _rows(scored, tokens, w: int) -> list[Scored]:
+    """`scores` of len(tokens) positions ([n], [n, top], [n, top]) as Scored entries with w
+    alternatives each."""
+    lp, ids, top = scored
+    return [Scored(int(t), float(lp[n]), ids[n, :w], top[n, :w]) for n, t in enumerate(tokens)]
 
 
 def tell(r: Request, token: int | None, finish: str | None):

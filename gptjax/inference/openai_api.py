@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from gptjax.data import instruct
 
 MAX_STOPS = 16  # lm-eval sends a task's stop strings and <|endoftext|>; OpenAI allows 4
-MAX_TEXTS = 256  # prompts or texts in one request
+MAX_TEXTS = 256  # prompts or texts in one request; also prompts times n
+MAX_LOGPROBS = 5  # completions' `logprobs`, as OpenAI's
+MAX_TOP_LOGPROBS = 20  # chat's `top_logprobs`, as OpenAI's
 
 
 class APIError(Exception):
@@ -64,11 +66,18 @@ class Params:
     stop: tuple[str, ...]
     seed: int
     stream: bool
+    n: int = 1  # samples per prompt
+    logprobs: int | None = None  # alternatives per token; None: no log-probs
+    echo: bool = False  # the prompt (and its log-probs) before the completion
 
 
 def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> Params:
-    """Sampling settings of a request whose longest prompt has n_prompt tokens."""
-    if n_prompt >= context:
+    """Sampling settings of a request whose longest prompt has n_prompt tokens (a chat request
+    when `default_max` is None)."""
+    chat = default_max is None
+    echo = False if chat else get(body, "echo", bool, False)
+    least = 0 if echo else 1  # echo with max_tokens 0 only scores the prompt
+    if n_prompt > context - least:
         raise APIError(
             400,
             f"the prompt is {n_prompt} tokens; this model's context is "
@@ -79,11 +88,11 @@ def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> 
     room = context - n_prompt
     mt = get(body, "max_tokens", int)
     mt = get(body, "max_completion_tokens", int) if mt is None else mt
-    if mt is not None and not 1 <= mt <= room:
+    if mt is not None and not least <= mt <= room:
         raise APIError(
             400,
-            f"max_tokens must be between 1 and {room} (context {context} minus "
-            f"the prompt's {n_prompt} tokens), got {mt}",
+            f"max_tokens must be between {least} and {room} (context {context} minus "
+            f"the prompt's {n_prompt} tokens{'' if echo else '; 0 only with echo'}), got {mt}",
             "max_tokens",
             "context_length_exceeded",
         )
@@ -93,11 +102,8 @@ def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> 
         raise APIError(400, f"temperature must be in [0, 2], got {temperature}", "temperature")
     if not 0 < top_p <= 1:
         raise APIError(400, f"top_p must be in (0, 1], got {top_p}", "top_p")
-    if get(body, "n", int, 1) != 1:
-        raise APIError(400, "only n = 1 is supported", "n")
-    for name in ("logprobs", "echo", "tools"):
-        if body.get(name):
-            raise APIError(400, f"'{name}' is not supported by this server", name)
+    if body.get("tools"):
+        raise APIError(400, "'tools' is not supported by this server", "tools")
     seed = get(body, "seed", int)
     if seed is not None and not -(2**63) <= seed < 2**63:
         raise APIError(400, f"seed must fit in 64 bits, got {seed}", "seed")
@@ -108,7 +114,36 @@ def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> 
         stop=stops(body),
         seed=secrets.randbits(31) if seed is None else seed,
         stream=get(body, "stream", bool, False),
+        n=_samples(body),
+        logprobs=_chat_logprobs(body) if chat else _ranged(body, "logprobs", MAX_LOGPROBS),
+        echo=echo,
     )
+
+
+def _samples(body: dict) -> int:
+    n = get(body, "n", int, 1)
+    if not 1 <= n <= MAX_TEXTS:
+        raise APIError(400, f"n must be between 1 and {MAX_TEXTS}, got {n}", "n")
+    if get(body, "best_of", int, n) != n:
+        raise APIError(400, "best_of other than n is not supported by this server", "best_of")
+    return n
+
+
+def _ranged(body: dict, name: str, most: int) -> int | None:
+    value = get(body, name, int)
+    if value is not None and not 0 <= value <= most:
+        raise APIError(400, f"{name} must be between 0 and {most}, got {value}", name)
+    return value
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    """Chat's `logprobs: true` with `top_logprobs` alternatives (0 when absent)."""
+    top = _ranged(body, "top_logprobs", MAX_TOP_LOGPROBS)
+    if not get(body, "logprobs", bool, False):
+        if top is not None:
+            raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
+        return None
+    return top or 0
 
 
 def stops(body: dict) -> tuple[str, ...]:
@@ -198,6 +233,63 @@ def classify_texts(body: dict) -> list[str]:
             400, f"'texts' must be a string or a list of 1 to {MAX_TEXTS} strings", "texts"
         )
     return texts
+
+
+def token_bytes(enc, token: int) -> bytes:
+    """A token's bytes; ids past the tokenizer's (a padded vocabulary) as a readable name."""
+    if token < enc.n_vocab:
+        return enc.decode_single_token_bytes(token)
+    return f"<|token_{token}|>".encode()
+
+
+def token_text(enc, token: int) -> str:
+    return token_bytes(enc, token).decode("utf-8", errors="replace")
+
+
+def text_logprobs(enc, entries: list, offset: int = 0) -> dict:
+    """Completions' `logprobs` object of `entries`: Scored tokens, or plain token ids for a
+    token with no log-prob (the first prompt token of an echo). `text_offset` counts from
+    `offset`, the length of the choice's text before these tokens."""
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for e in entries:
+        scored = not isinstance(e, int)
+        text = token_text(enc, e.token if scored else e)
+        out["tokens"].append(text)
+        out["text_offset"].append(offset)
+        offset += len(text)
+        out["token_logprobs"].append(e.logprob if scored else None)
+        out["top_logprobs"].append(_alternatives(enc, e) if scored else None)
+    return out
+
+
+def _alternatives(enc, e) -> dict[str, float]:
+    """{token text: log-prob}: the top alternatives, best first, then the token itself. When
+    two ids print the same text the likelier keeps it, so max() still finds the best."""
+    top = {}
+    for i, lp in zip(e.top_ids.tolist(), e.top_logprobs.tolist(), strict=True):
+        top.setdefault(token_text(enc, i), lp)
+    top.setdefault(token_text(enc, e.token), e.logprob)
+    return top
+
+
+def chat_content_logprobs(enc, entries: list) -> list[dict]:
+    """Chat's `logprobs.content` entries of Scored tokens: token, logprob, bytes and the top
+    alternatives in the same shape."""
+    entry = lambda t, lp: {
+        "token": token_text(enc, t),
+        "logprob": lp,
+        "bytes": list(token_bytes(enc, t)),
+    }
+    return [
+        {
+            **entry(e.token, e.logprob),
+            "top_logprobs": [
+                entry(i, lp)
+                for i, lp in zip(e.top_ids.tolist(), e.top_logprobs.tolist(), strict=True)
+            ],
+        }
+        for e in entries
+    ]
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

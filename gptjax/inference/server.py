@@ -3,7 +3,9 @@
 
 A language model answers `/v1/completions`, an instruction-tuned one also `/v1/chat/completions`
 (messages in the Alpaca template), a classifier `/v1/classify`. `GET /` is a page to chat or
-classify; `GET /v1/models` and `GET /health` say what is served.
+classify; `GET /v1/models` and `GET /health` say what is served. `POST /tokenize`,
+`POST /detokenize` and `GET /tokenizer_info` speak vLLM's shapes, which lm-eval's remote
+tokenizer uses.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
+from gptjax.data.tokenizer import ENDOFTEXT
 from gptjax.inference import openai_api as api
 from gptjax.inference.engine import Engine
 from gptjax.inference.stream import answer
@@ -118,15 +121,53 @@ def create_app(served: Served, *, api_key: str | None = None, max_body: int = MA
         check_model(served, body, "lm", "instruct")
         prompts = api.completion_prompts(body, served.enc, served.cfg.vocab_size)
         p = api.params(body, max(map(len, prompts)), served.cfg.context_length, 16)
+        if len(prompts) * p.n > api.MAX_TEXTS:
+            raise api.APIError(400, f"prompts times n must be at most {api.MAX_TEXTS}", "n")
         return await answer(served, "text_completion", prompts, p)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await read_json(request, max_body)
         check_model(served, body, "instruct")
-        prompt = served.enc.encode(api.chat_prompt(body), allowed_special={"<|endoftext|>"})
+        prompt = served.enc.encode(api.chat_prompt(body), allowed_special={ENDOFTEXT})
         p = api.params(body, len(prompt), served.cfg.context_length, None)
         return await answer(served, "chat.completion", [prompt], p)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        body = await read_json(request, max_body)
+        check_model(served, body)
+        api.get(body, "add_special_tokens", bool)  # GPT-2 adds none either way
+        if "messages" in body:
+            check_model(served, body, "instruct")
+            text = api.chat_prompt(body)
+        else:
+            text = api.get(body, "prompt", str, required=True)
+        ids = served.enc.encode(text, allowed_special={ENDOFTEXT})
+        strs = [api.token_text(served.enc, t) for t in ids]
+        return {
+            "count": len(ids),
+            "max_model_len": served.cfg.context_length,
+            "tokens": ids,
+            "token_strs": strs if api.get(body, "return_token_strs", bool, False) else None,
+        }
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = await read_json(request, max_body)
+        check_model(served, body)
+        ids = api.get(body, "tokens", list, required=True)
+        vocab = min(served.cfg.vocab_size, served.enc.n_vocab)
+        if not all(type(t) is int and 0 <= t < vocab for t in ids):
+            raise api.APIError(400, f"'tokens' must be token ids in [0, {vocab})", "tokens")
+        return {"prompt": served.enc.decode(ids, errors="replace")}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        info = tokenizer.hf_tokenizer_config(served.cfg.context_length)
+        if served.cfg.vocab_size <= tokenizer.EOT_ID:  # a model without <|endoftext|>
+            info |= {"bos_token": None, "eos_token": None, "unk_token": None}
+        return info
 
     @app.post("/v1/classify")
     async def classify(request: Request):
