@@ -69,15 +69,25 @@ def test_completions_and_chat_equal_generate(server, client):
     r = client.completions.create(prompt=prompt, **kw)
     assert r.choices[0].text == want
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (4, 10)
-    chunks = list(client.completions.create(prompt=prompt, stream=True, **kw))
-    assert "".join(c.choices[0].text for c in chunks if c.choices) == want
-    assert chunks[-1].usage.total_tokens == 14
+    # The loops of OpenAI's own examples: every chunk has a choice unless usage is asked for.
+    stream = client.completions.create(prompt=prompt, stream=True, **kw)
+    assert "".join(c.choices[0].text for c in stream) == want
+    usage = {"include_usage": True}
+    chunks = list(client.completions.create(prompt=prompt, stream=True, stream_options=usage, **kw))
+    assert all(c.usage is None and c.choices for c in chunks[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 14
+    assert chunks[-2].choices[0].finish_reason == "length"
     messages = [{"role": "user", "content": "Name a color."}]
     r = client.chat.completions.create(messages=messages, **kw)
     assert r.choices[0].message.content == want_chat
-    chunks = list(client.chat.completions.create(messages=messages, stream=True, **kw))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    text, chunks = "", []
+    for chunk in client.chat.completions.create(messages=messages, stream=True, **kw):
+        chunks.append(chunk)
+        if chunk.choices[0].delta.content is not None:
+            text += chunk.choices[0].delta.content
     assert text == want_chat
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "length"]
     # A stop string ends the answer before it, streamed or not.
     stop = want[len(want) // 2 : len(want) // 2 + 2]
     r = client.completions.create(prompt=prompt, stop=[stop], **kw)
@@ -221,15 +231,30 @@ BAD = [
     ("/v1/completions", b"{not json", 400, "not valid JSON"),
     ("/v1/completions", b"[1, 2]", 400, "JSON object"),
     ("/v1/completions", b'{"max_tokens": 3}', 400, "'prompt'"),
-    ("/v1/completions", b'{"prompt": "hi", "max_tokens": "ten"}', 400, "'max_tokens' must be int"),
-    ("/v1/completions", b'{"prompt": 7}', 400, "'prompt' must be str or list"),
+    (
+        "/v1/completions",
+        b'{"prompt": "hi", "max_tokens": "ten"}',
+        400,
+        "max_tokens: Input should be a valid integer (got str 'ten')",
+    ),
+    ("/v1/completions", b'{"prompt": 7}', 400, "prompt: Input should be a valid string"),
     ("/v1/completions", json.dumps({"prompt": "word " * 70}).encode(), 400, "context is 64"),
     ("/v1/completions", b'{"prompt": "hi", "max_tokens": 500}', 400, "between 1 and 63"),
     ("/v1/completions", b'{"prompt": "hi", "temperature": 9}', 400, "temperature"),
     ("/v1/completions", b'{"prompt": "hi", "model": "gpt-4"}', 404, "'gpt-4' does not exist"),
-    ("/v1/completions", b'{"prompt": "hi", "logprobs": 6}', 400, "between 0 and 5"),
+    (
+        "/v1/completions",
+        b'{"prompt": "hi", "logprobs": 6}',
+        400,
+        "logprobs: Input should be less than or equal to 5",
+    ),
     ("/v1/completions", b'{"prompt": "hi", "max_tokens": 0}', 400, "0 only with echo"),
-    ("/v1/completions", b'{"prompt": "hi", "n": 0}', 400, "n must be between 1 and 256"),
+    (
+        "/v1/completions",
+        b'{"prompt": "hi", "n": 0}',
+        400,
+        "n: Input should be greater than or equal to 1",
+    ),
     ("/v1/completions", b'{"prompt": ["a", "b"], "n": 200}', 400, "prompts times n"),
     ("/v1/completions", b'{"prompt": "hi", "n": 2, "best_of": 3}', 400, "best_of"),
     (
@@ -240,8 +265,18 @@ BAD = [
     ),
     ("/detokenize", b'{"tokens": [50257]}', 400, "token ids in [0, 50257)"),
     ("/tokenize", b'{"text": "hi"}', 400, "'prompt'"),
-    ("/v1/chat/completions", b'{"messages": [{"role": "robot"}]}', 400, "role"),
-    ("/v1/chat/completions", b'{"messages": []}', 400, "must not be empty"),
+    (
+        "/v1/chat/completions",
+        b'{"messages": [{"role": "robot"}]}',
+        400,
+        "messages[0].role: Input should be 'system'",
+    ),
+    (
+        "/v1/chat/completions",
+        b'{"messages": []}',
+        400,
+        "messages: List should have at least 1 item",
+    ),
     ("/v1/classify", b'{"texts": ["hi"]}', 400, "not a classifier"),
     ("/v1/nothing", b"{}", 404, "Not Found"),
     ("/v1/completions", b'{"prompt": "' + b"x" * (1 << 20) + b'"}', 413, "larger than"),

@@ -2,7 +2,9 @@
 
     python -m train.serve --ckpt runs/instruct [--port 8000] [--slots 8] [--api-key KEY]
 
-prints `serving NAME (KIND) on http://127.0.0.1:8000 with 8 slots`, then uvicorn's request log.
+prints `serving NAME (KIND) on http://127.0.0.1:8000 with 8 slots`, then uvicorn's request log;
+`/health` says 503 until the model has compiled, 200 after. On SIGTERM it turns new requests
+away (503), lets those in flight finish for up to --grace seconds and exits 0 with one line.
 The checkpoint's kind is read from it: a language model answers `/v1/completions`, an
 instruction-tuned one (`train.instruct`, `train.dpo`) also `/v1/chat/completions` (messages in
 the Alpaca template), a classifier `/v1/classify`. `GET /` is a page to chat or classify;
@@ -12,7 +14,11 @@ the Alpaca template), a classifier `/v1/classify`. `GET /` is a page to chat or 
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -45,6 +51,12 @@ class Options:
     """compute dtype"""
     max_body: int = MAX_BODY
     """largest request body in bytes (larger: 413)"""
+    max_queue: int | None = None
+    """generations that may wait for a slot (more: 429 with Retry-After; unset: 4 x --slots)"""
+    timeout: float | None = None
+    """seconds a request may take (longer: 504, its slots freed; unset: no limit)"""
+    grace: float = 30.0
+    """seconds requests in flight get to finish after SIGTERM"""
     name: str | None = None
     """model id in the API (unset: the checkpoint's folder name)"""
 
@@ -70,13 +82,55 @@ def load(opts: Options) -> Served:
         dtype=opts.dtype,
         module=module,
         head=head,
+        max_queue=opts.max_queue,
+        timeout=opts.timeout,
     )
+
+
+class Server:
+    """uvicorn's server with a graceful SIGTERM: stop admitting, let requests in flight finish
+    for up to `grace` seconds, then stop (a second signal stops at once)."""
+
+    def __init__(self, served: Served, config, grace: float):
+        import uvicorn
+
+        self.served, self.grace, self.cut = served, grace, None
+        self.server = uvicorn.Server(config)
+        self.server.handle_exit = self.handle_exit
+        self.uvicorn_exit = uvicorn.Server.handle_exit.__get__(self.server)
+
+    def handle_exit(self, sig, frame) -> None:
+        # SIGTERM is handled here, not recorded for uvicorn to raise again on its way out
+        # (which would end the process by the signal instead of exit 0).
+        if sig != signal.SIGTERM:
+            return self.uvicorn_exit(sig, frame)
+        if self.served.draining:  # a second SIGTERM: stop now
+            self.server.should_exit = self.server.force_exit = True
+            return
+        self.served.draining = True
+        threading.Thread(target=self.drain, daemon=True).start()
+
+    def drain(self) -> None:
+        deadline = time.monotonic() + self.grace
+        while self.served.inflight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.cut = self.served.inflight
+        self.server.should_exit = True
+
+    def run(self) -> None:
+        self.server.run()
+        if self.cut is not None:
+            cut = f"{self.cut} cut at --grace {self.grace:g} s" if self.cut else "none cut"
+            print(f"stopped on SIGTERM: requests in flight finished ({cut})", flush=True)
 
 
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
-    if opts.slots < 1:
-        raise ValueError(f"--slots must be at least 1, got {opts.slots}")
+    for name, least in (("slots", 1), ("max_queue", 0), ("timeout", 1e-9), ("grace", 0)):
+        value = getattr(opts, name)
+        if value is not None and value < least:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be {'positive' if least else 'at least 0'}, got {value}")
     served = load(opts)
     import uvicorn
 
@@ -88,7 +142,11 @@ def main(argv=None) -> None:
             f"warning: {opts.host} is reachable from other machines and no --api-key is set",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level="info")
+    config = uvicorn.Config(
+        app, host=opts.host, port=opts.port, log_level="info", timeout_graceful_shutdown=1
+    )
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our lines, not its own
+    Server(served, config, opts.grace).run()
 
 
 if __name__ == "__main__":

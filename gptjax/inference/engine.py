@@ -201,6 +201,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._running = False
         self.error: BaseException | None = None
+        self.ready = threading.Event()  # set once the first programs are compiled
 
     def _empty(self, K: int) -> Slots:
         cache = GPT(self.cfg, self.dtype).init_cache(K, self.cfg.context_length)
@@ -242,7 +243,13 @@ class Engine:
         """Slots not in use."""
         return sum(r is None for r in self.busy)
 
-    def start(self) -> Engine:
+    def start(self, warm: bool = True) -> Engine:
+        """Run the engine's thread; `warm`: compile the prefill and decode programs first, with
+        a one-token request nobody hears (`ready` is set when it is done)."""
+        if warm:
+            self.waiting.put(Request([0], 1, lambda tok, finish: finish and self.ready.set()))
+        else:
+            self.ready.set()
         self._running = True
         self._thread = threading.Thread(target=self._loop, name="gptjax-engine", daemon=True)
         self._thread.start()
@@ -265,6 +272,7 @@ class Engine:
                 self.run_step()
         except BaseException as e:  # tell every client instead of leaving them waiting
             self.error = e
+            self.ready.set()  # ready to say so
             for i, r in enumerate(self.busy):
                 if r is not None:
                     self._finish(i, "error")

@@ -1,5 +1,6 @@
-"""OpenAI's request and response shapes for `train.serve`: parse and check a JSON body into
-token ids and sampling settings, and build the answers. No HTTP here.
+"""OpenAI's request and response shapes for `train.serve`: a validated body (`schema`) into
+token ids and sampling settings, with the checks that need the model, and the answers' shapes.
+No HTTP here.
 
 Every bad field is an `APIError` naming the field and what was expected; the server turns it
 into OpenAI's error JSON ({"error": {"message", "type", "param", "code"}}) with its status.
@@ -13,47 +14,36 @@ import uuid
 from dataclasses import dataclass
 
 from gptjax.data import instruct
-
-MAX_STOPS = 16  # lm-eval sends a task's stop strings and <|endoftext|>; OpenAI allows 4
-MAX_TEXTS = 256  # prompts or texts in one request; also prompts times n
-MAX_LOGPROBS = 5  # completions' `logprobs`, as OpenAI's
-MAX_TOP_LOGPROBS = 20  # chat's `top_logprobs`, as OpenAI's
+from gptjax.inference import schema
+from gptjax.inference.schema import MAX_TEXTS
 
 
 class APIError(Exception):
     """An error for the client: HTTP status, message, and the offending field (if any)."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers
 
     def body(self) -> dict:
-        kind = {401: "authentication_error", 404: "not_found_error"}.get(
-            self.status, "invalid_request_error"
-        )
+        kind = {
+            401: "authentication_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+            503: "service_unavailable",
+            504: "timeout",
+        }.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {
             "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
         }
-
-
-def get(body: dict, name: str, types, default=None, *, required=False):
-    """body[name], checked to be of `types` (bool is not a number here)."""
-    if name not in body or body[name] is None:
-        if required:
-            raise APIError(400, f"missing required field '{name}'", name, "missing_field")
-        return default
-    value = body[name]
-    numeric = types in (int, float, (int, float))
-    if (numeric and isinstance(value, bool)) or not isinstance(value, types):
-        names = (
-            types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
-        )
-        raise APIError(
-            400, f"'{name}' must be {names}, got {type(value).__name__}", name, "invalid_type"
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -69,13 +59,15 @@ class Params:
     n: int = 1  # samples per prompt
     logprobs: int | None = None  # alternatives per token; None: no log-probs
     echo: bool = False  # the prompt (and its log-probs) before the completion
+    include_usage: bool = False  # a stream ends with a usage chunk
 
 
-def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> Params:
-    """Sampling settings of a request whose longest prompt has n_prompt tokens (a chat request
-    when `default_max` is None)."""
-    chat = default_max is None
-    echo = False if chat else get(body, "echo", bool, False)
+def params(req: schema.Sampling, n_prompt: int, context: int, default_max: int | None) -> Params:
+    """Sampling settings of a request whose longest prompt has n_prompt tokens; default_max:
+    max_tokens when unset (None: the room left)."""
+    if field := req.refused():
+        raise APIError(400, f"'{field}' is not supported by this server", field)
+    echo = bool(getattr(req, "echo", False))
     least = 0 if echo else 1  # echo with max_tokens 0 only scores the prompt
     if n_prompt > context - least:
         raise APIError(
@@ -86,8 +78,11 @@ def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> 
             "context_length_exceeded",
         )
     room = context - n_prompt
-    mt = get(body, "max_tokens", int)
-    mt = get(body, "max_completion_tokens", int) if mt is None else mt
+    mt = (
+        req.max_tokens
+        if req.max_tokens is not None
+        else getattr(req, "max_completion_tokens", None)
+    )
     if mt is not None and not least <= mt <= room:
         raise APIError(
             400,
@@ -96,143 +91,76 @@ def params(body: dict, n_prompt: int, context: int, default_max: int | None) -> 
             "max_tokens",
             "context_length_exceeded",
         )
-    temperature = float(get(body, "temperature", (int, float), 1.0))
-    top_p = float(get(body, "top_p", (int, float), 1.0))
-    if not 0 <= temperature <= 2:
-        raise APIError(400, f"temperature must be in [0, 2], got {temperature}", "temperature")
-    if not 0 < top_p <= 1:
-        raise APIError(400, f"top_p must be in (0, 1], got {top_p}", "top_p")
-    if body.get("tools"):
-        raise APIError(400, "'tools' is not supported by this server", "tools")
-    seed = get(body, "seed", int)
-    if seed is not None and not -(2**63) <= seed < 2**63:
-        raise APIError(400, f"seed must fit in 64 bits, got {seed}", "seed")
+    n = req.n or 1
+    if getattr(req, "best_of", None) not in (None, n):
+        raise APIError(400, "best_of other than n is not supported by this server", "best_of")
+    if req.stream_options is not None and not req.stream:
+        raise APIError(400, "stream_options is only allowed with stream: true", "stream_options")
     return Params(
         max_tokens=mt if mt is not None else min(default_max or room, room),
-        temperature=temperature,
-        top_p=top_p,
-        stop=stops(body),
-        seed=secrets.randbits(31) if seed is None else seed,
-        stream=get(body, "stream", bool, False),
-        n=_samples(body),
-        logprobs=_chat_logprobs(body) if chat else _ranged(body, "logprobs", MAX_LOGPROBS),
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
+        seed=secrets.randbits(31) if req.seed is None else req.seed,
+        stream=bool(req.stream),
+        n=n,
+        logprobs=_logprobs(req),
         echo=echo,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 
-def _samples(body: dict) -> int:
-    n = get(body, "n", int, 1)
-    if not 1 <= n <= MAX_TEXTS:
-        raise APIError(400, f"n must be between 1 and {MAX_TEXTS}, got {n}", "n")
-    if get(body, "best_of", int, n) != n:
-        raise APIError(400, "best_of other than n is not supported by this server", "best_of")
-    return n
-
-
-def _ranged(body: dict, name: str, most: int) -> int | None:
-    value = get(body, name, int)
-    if value is not None and not 0 <= value <= most:
-        raise APIError(400, f"{name} must be between 0 and {most}, got {value}", name)
-    return value
-
-
-def _chat_logprobs(body: dict) -> int | None:
-    """Chat's `logprobs: true` with `top_logprobs` alternatives (0 when absent)."""
-    top = _ranged(body, "top_logprobs", MAX_TOP_LOGPROBS)
-    if not get(body, "logprobs", bool, False):
-        if top is not None:
+def _logprobs(req: schema.Sampling) -> int | None:
+    """Alternatives per token, or None: completions' `logprobs`, or chat's `logprobs: true`
+    with `top_logprobs` (0 when unset)."""
+    if isinstance(req, schema.CompletionRequest):
+        return req.logprobs
+    if not req.logprobs:
+        if req.top_logprobs is not None:
             raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs")
         return None
-    return top or 0
+    return req.top_logprobs or 0
 
 
-def stops(body: dict) -> tuple[str, ...]:
-    stop = get(body, "stop", (str, list), [])
-    stop = [stop] if isinstance(stop, str) else stop
-    if len(stop) > MAX_STOPS or not all(isinstance(s, str) and s for s in stop):
-        raise APIError(
-            400,
-            f"'stop' must be a string or a list of at most {MAX_STOPS} non-empty strings",
-            "stop",
-        )
-    return tuple(stop)
-
-
-def completion_prompts(body: dict, enc, vocab_size: int) -> list[list[int]]:
+def completion_prompts(req: schema.CompletionRequest, enc, vocab_size: int) -> list[list[int]]:
     """`prompt`: a string, a list of strings, a list of token ids, or a list of such lists."""
-    prompt = get(body, "prompt", (str, list), required=True)
-    items = [prompt] if isinstance(prompt, str) or _is_ids(prompt) else prompt
-    if not 1 <= len(items) <= MAX_TEXTS:
-        raise APIError(400, f"'prompt' must hold 1 to {MAX_TEXTS} prompts", "prompt")
+    prompt = req.prompt
+    flat = isinstance(prompt, str) or (bool(prompt) and isinstance(prompt[0], int))
     out = []
-    for item in items:
-        if isinstance(item, str):
-            out.append(enc.encode(item, allowed_special={"<|endoftext|>"}))
-        elif isinstance(item, list) and _is_ids(item):
-            if any(not 0 <= t < vocab_size for t in item):
-                raise APIError(400, f"token ids must be in [0, {vocab_size})", "prompt")
-            out.append(list(item))
-        else:
-            raise APIError(
-                400,
-                "'prompt' must be a string, a list of strings or token ids",
-                "prompt",
-                "invalid_type",
-            )
-        if not out[-1]:
+    for item in [prompt] if flat else prompt:
+        ids = encode(enc, item) if isinstance(item, str) else list(item)
+        if any(t >= vocab_size for t in ids):
+            raise APIError(400, f"token ids must be in [0, {vocab_size})", "prompt")
+        if not ids:
             raise APIError(400, "a prompt needs at least one token", "prompt")
+        out.append(ids)
+    if len(out) * (req.n or 1) > MAX_TEXTS:
+        raise APIError(400, f"prompts times n must be at most {MAX_TEXTS}", "n")
     return out
 
 
-def _is_ids(x) -> bool:
-    return isinstance(x, list) and bool(x) and all(type(t) is int for t in x)
+def encode(enc, text: str) -> list[int]:
+    """A text's ids, <|endoftext|> written in it read as the special token (as transformers'
+    tokenizer does)."""
+    return enc.encode(text, allowed_special={"<|endoftext|>"})
 
 
-def chat_prompt(body: dict) -> str:
+def chat_prompt(messages: list[schema.Message]) -> str:
     """The Alpaca prompt of `messages`: earlier user/assistant turns as answered examples, the
     last user message as the instruction; a system message goes first, on its own."""
-    messages = get(body, "messages", list, required=True)
-    if not messages:
-        raise APIError(400, "'messages' must not be empty", "messages")
     system, turns, pending = [], [], None
-    for i, m in enumerate(messages):
-        role, text = _message(m, i)
-        if role in ("system", "developer"):
-            system.append(text)
-        elif role == "user":
-            pending = text
+    for m in messages:
+        if m.role in ("system", "developer"):
+            system.append(m.text())
+        elif m.role == "user":
+            pending = m.text()
         elif pending is not None:  # an assistant's answer to the user message before it
-            turns.append(instruct.training_text({"instruction": pending}, text))
+            turns.append(instruct.training_text({"instruction": pending}, m.text()))
             pending = None
     if pending is None:
         raise APIError(400, "the last message must come from the user", "messages")
     last = instruct.format_prompt({"instruction": pending}) + instruct.RESPONSE
     return "\n\n".join([*system, *turns, last])
-
-
-def _message(m, i: int) -> tuple[str, str]:
-    where = f"messages[{i}]"
-    if not isinstance(m, dict):
-        raise APIError(400, f"{where} must be an object", where, "invalid_type")
-    role = get(m, "role", str, required=True)
-    if role not in ("system", "developer", "user", "assistant"):
-        raise APIError(400, f"{where}.role must be system, user or assistant, got {role!r}", where)
-    content = get(m, "content", (str, list), "")
-    if isinstance(content, list):  # content parts: only text ones
-        if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-            raise APIError(400, f"{where}.content: only text parts are supported", where)
-        content = "".join(str(p.get("text", "")) for p in content)
-    return role, content
-
-
-def classify_texts(body: dict) -> list[str]:
-    texts = get(body, "texts", (list, str), required=True)
-    texts = [texts] if isinstance(texts, str) else texts
-    if not 1 <= len(texts) <= MAX_TEXTS or not all(isinstance(t, str) for t in texts):
-        raise APIError(
-            400, f"'texts' must be a string or a list of 1 to {MAX_TEXTS} strings", "texts"
-        )
-    return texts
 
 
 def token_bytes(enc, token: int) -> bytes:

@@ -3,7 +3,8 @@
 
 A language model answers `/v1/completions`, an instruction-tuned one also `/v1/chat/completions`
 (messages in the Alpaca template), a classifier `/v1/classify`. `GET /` is a page to chat or
-classify; `GET /v1/models` and `GET /health` say what is served. `POST /tokenize`,
+classify; `GET /v1/models` and `GET /health` say what is served, `GET /metrics` how it goes
+(Prometheus), `/openapi.json` and `/docs` every request body. `POST /tokenize`,
 `POST /detokenize` and `GET /tokenizer_info` speak vLLM's shapes, which lm-eval's remote
 tokenizer uses.
 """
@@ -14,32 +15,39 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import jax
 import jax.numpy as jnp
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
-from gptjax.data.tokenizer import ENDOFTEXT
 from gptjax.inference import openai_api as api
+from gptjax.inference import schema
 from gptjax.inference.engine import Engine
+from gptjax.inference.gate import Gate
+from gptjax.inference.metrics import Metrics
 from gptjax.inference.stream import answer
 from gptjax.model.classifier import Predictor
 
 MAX_BODY = 1 << 20
-DRAIN = 8  # see read_json
 
 
 @dataclass
 class Served:
     """What the app serves: `kind` is lm, instruct or classifier; `engine` generates (not for
-    a classifier), `predictor` classifies (only for one)."""
+    a classifier), `predictor` classifies (only for one). `max_queue` generations may wait for
+    a slot (more: 429), each request may take `timeout` seconds (None: no limit; more: 504);
+    `draining` (set on SIGTERM) turns new requests away while `inflight` ones finish."""
 
     name: str
     kind: str
@@ -47,6 +55,21 @@ class Served:
     enc: object
     engine: Engine | None = None
     predictor: Predictor | None = None
+    max_queue: int = 32
+    timeout: float | None = None
+    metrics: Metrics | None = None
+    draining: bool = False
+    inflight: int = 0
+    warm: threading.Event = field(default_factory=threading.Event)
+
+    def state(self) -> str:
+        """starting (compiling), ready, draining or failed (the engine stopped on an error)."""
+        if self.engine is not None and self.engine.error is not None:
+            return "failed"
+        if self.draining:
+            return "draining"
+        ready = self.engine.ready if self.engine is not None else self.warm
+        return "ready" if ready.is_set() else "starting"
 
 
 def build(
@@ -59,52 +82,68 @@ def build(
     dtype=jnp.float32,
     module=None,
     head: dict | None = None,
+    max_queue: int | None = None,
+    timeout: float | None = None,
 ) -> Served:
     """What to serve: `params` on the devices, with an engine of `slots` rows (kind lm or
-    instruct) or a predictor (kind classifier: its `module` and `head`)."""
-    served = Served(name, kind, cfg, tokenizer.gpt2())
+    instruct) or a predictor (kind classifier: its `module` and `head`); max_queue: 4 x slots
+    unless given."""
+    max_queue = 4 * slots if max_queue is None else max_queue
+    served = Served(name, kind, cfg, tokenizer.gpt2(), max_queue=max_queue, timeout=timeout)
     params = jax.device_put(params)
     if kind == "classifier":
         served.predictor = Predictor(module, params, head)
     else:
         eos = tokenizer.EOT_ID if cfg.vocab_size > tokenizer.EOT_ID else None
         served.engine = Engine(cfg, params, slots=slots, eos_id=eos, dtype=jnp.dtype(dtype))
+    served.metrics = Metrics(name, served.engine)
     return served
 
 
 def create_app(served: Served, *, api_key: str | None = None, max_body: int = MAX_BODY):
-    """The ASGI app; its lifespan starts and stops the engine's thread."""
+    """The ASGI app; its lifespan starts and stops the engine's thread (which compiles the
+    prefill and decode programs first: /health says 503 until then)."""
 
     @asynccontextmanager
     async def lifespan(app):
         if served.engine is not None:
             served.engine.start()
+        else:  # the classifier's programs, compiled off the event loop
+            warm = lambda: (served.predictor([[0]]), served.warm.set())
+            threading.Thread(target=warm, daemon=True).start()
         yield
         if served.engine is not None:
             served.engine.stop()
 
-    app = FastAPI(title="gptjax", lifespan=lifespan, docs_url=None, redoc_url=None)
-    errors(app, served, api_key)
+    app = FastAPI(title="gptjax", lifespan=lifespan, redoc_url=None)
+    errors(app)
+    app.add_middleware(Gate, served=served, api_key=api_key, max_body=max_body)
 
     info = json.dumps({"model": served.name, "kind": served.kind}).replace("<", "\\u003c")
     html = resources.files("gptjax.inference").joinpath("web/index.html").read_text()
     html = html.replace("/*SERVED*/null", info)  # the page, filled in once
 
-    @app.get("/")
+    @app.get("/", include_in_schema=False)
     async def page():
         return HTMLResponse(html)
 
     @app.get("/health")
     async def health():
-        engine = served.engine
-        free = engine.free() if engine else None
-        return {
-            "status": "ok",
+        """200 once the model is compiled and serving; 503 while starting or shutting down."""
+        engine, state = served.engine, served.state()
+        body = {
+            "status": state,
             "model": served.name,
             "kind": served.kind,
-            "free_slots": free,
+            "free_slots": engine.free() if engine else None,
             "slots": len(engine.busy) if engine else None,
         }
+        return JSONResponse(body, status_code=200 if state == "ready" else 503)
+
+    @app.get("/metrics")
+    async def metrics():
+        """Prometheus metrics, in its text format."""
+        return Response(served.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models():
@@ -112,68 +151,35 @@ def create_app(served: Served, *, api_key: str | None = None, max_body: int = MA
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str):
-        check_model(served, {"model": model_id})
+        check_model(served, model_id)
         return model_card(served)
 
+    routes(app, served)
+    tokenizer_routes(app, served)
+    return app
+
+
+def routes(app: FastAPI, served: Served) -> None:
+    """The POST endpoints, their bodies validated by `schema`'s models."""
+
     @app.post("/v1/completions")
-    async def completions(request: Request):
-        body = await read_json(request, max_body)
-        check_model(served, body, "lm", "instruct")
+    async def completions(body: schema.CompletionRequest):
+        check_model(served, body.model, "lm", "instruct")
         prompts = api.completion_prompts(body, served.enc, served.cfg.vocab_size)
         p = api.params(body, max(map(len, prompts)), served.cfg.context_length, 16)
-        if len(prompts) * p.n > api.MAX_TEXTS:
-            raise api.APIError(400, f"prompts times n must be at most {api.MAX_TEXTS}", "n")
         return await answer(served, "text_completion", prompts, p)
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await read_json(request, max_body)
-        check_model(served, body, "instruct")
-        prompt = served.enc.encode(api.chat_prompt(body), allowed_special={ENDOFTEXT})
+    async def chat(body: schema.ChatRequest):
+        check_model(served, body.model, "instruct")
+        prompt = api.encode(served.enc, api.chat_prompt(body.messages))
         p = api.params(body, len(prompt), served.cfg.context_length, None)
         return await answer(served, "chat.completion", [prompt], p)
 
-    @app.post("/tokenize")
-    async def tokenize(request: Request):
-        body = await read_json(request, max_body)
-        check_model(served, body)
-        api.get(body, "add_special_tokens", bool)  # GPT-2 adds none either way
-        if "messages" in body:
-            check_model(served, body, "instruct")
-            text = api.chat_prompt(body)
-        else:
-            text = api.get(body, "prompt", str, required=True)
-        ids = served.enc.encode(text, allowed_special={ENDOFTEXT})
-        strs = [api.token_text(served.enc, t) for t in ids]
-        return {
-            "count": len(ids),
-            "max_model_len": served.cfg.context_length,
-            "tokens": ids,
-            "token_strs": strs if api.get(body, "return_token_strs", bool, False) else None,
-        }
-
-    @app.post("/detokenize")
-    async def detokenize(request: Request):
-        body = await read_json(request, max_body)
-        check_model(served, body)
-        ids = api.get(body, "tokens", list, required=True)
-        vocab = min(served.cfg.vocab_size, served.enc.n_vocab)
-        if not all(type(t) is int and 0 <= t < vocab for t in ids):
-            raise api.APIError(400, f"'tokens' must be token ids in [0, {vocab})", "tokens")
-        return {"prompt": served.enc.decode(ids, errors="replace")}
-
-    @app.get("/tokenizer_info")
-    async def tokenizer_info():
-        info = tokenizer.hf_tokenizer_config(served.cfg.context_length)
-        if served.cfg.vocab_size <= tokenizer.EOT_ID:  # a model without <|endoftext|>
-            info |= {"bos_token": None, "eos_token": None, "unk_token": None}
-        return info
-
     @app.post("/v1/classify")
-    async def classify(request: Request):
-        body = await read_json(request, max_body)
-        check_model(served, body, "classifier")
-        texts = api.classify_texts(body)
+    async def classify(body: schema.ClassifyRequest):
+        check_model(served, body.model, "classifier")
+        texts = [body.texts] if isinstance(body.texts, str) else body.texts
         ids = [served.enc.encode_ordinary(t) for t in texts]
         probs = await asyncio.to_thread(served.predictor, ids)
         labels = served.predictor.head["labels"]
@@ -188,16 +194,57 @@ def create_app(served: Served, *, api_key: str | None = None, max_body: int = MA
         n = sum(min(len(x), served.predictor.head["max_length"]) for x in ids)
         return {"object": "list", "model": served.name, "data": data, "usage": api.usage(n, 0)}
 
-    return app
+
+def tokenizer_routes(app: FastAPI, served: Served) -> None:
+    """vLLM's tokenizer endpoints, which lm-eval's remote tokenizer calls."""
+
+    @app.post("/tokenize")
+    async def tokenize(body: schema.TokenizeRequest):
+        """vLLM's: a text (or a chat) -> its token ids."""
+        check_model(served, body.model)
+        if body.messages is not None:
+            check_model(served, body.model, "instruct")
+            text = api.chat_prompt(body.messages)
+        elif body.prompt is not None:
+            text = body.prompt
+        else:
+            raise api.APIError(400, "missing required field 'prompt'", "prompt")
+        ids = api.encode(served.enc, text)
+        strs = [api.token_text(served.enc, t) for t in ids] if body.return_token_strs else None
+        context = served.cfg.context_length
+        return {"count": len(ids), "max_model_len": context, "tokens": ids, "token_strs": strs}
+
+    @app.post("/detokenize")
+    async def detokenize(body: schema.DetokenizeRequest):
+        """vLLM's: token ids -> text."""
+        check_model(served, body.model)
+        vocab = min(served.cfg.vocab_size, served.enc.n_vocab)
+        if any(t >= vocab for t in body.tokens):
+            raise api.APIError(400, f"'tokens' must be token ids in [0, {vocab})", "tokens")
+        return {"prompt": served.enc.decode(body.tokens, errors="replace")}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        """vLLM's: the tokenizer's settings, as transformers' tokenizer_config.json has them."""
+        info = tokenizer.hf_tokenizer_config(served.cfg.context_length)
+        if served.cfg.vocab_size <= tokenizer.EOT_ID:  # a model without <|endoftext|>
+            info |= {"bos_token": None, "eos_token": None, "unk_token": None}
+        return info
 
 
-def errors(app: FastAPI, served: Served, api_key: str | None) -> None:
-    """OpenAI-style error JSON for every failure, and the API key check."""
+def errors(app: FastAPI) -> None:
+    """OpenAI-style error JSON for every failure: 400 naming the field for a body that does not
+    validate (not FastAPI's 422)."""
 
     def reply(e: api.APIError):
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    def invalid(request, e: RequestValidationError):
+        message, param = schema.described(e.errors())
+        return reply(api.APIError(400, message, param, "invalid_request"))
 
     app.add_exception_handler(api.APIError, lambda request, e: reply(e))
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(
         HTTPException, lambda request, e: reply(api.APIError(e.status_code, str(e.detail)))
     )
@@ -206,45 +253,8 @@ def errors(app: FastAPI, served: Served, api_key: str | None) -> None:
     async def unexpected(request, e: Exception):  # a bug, not bad input: say what, stay up
         return reply(api.APIError(500, f"internal error: {type(e).__name__}: {e}"))
 
-    denied = api.APIError(
-        401, "missing or wrong API key: send 'Authorization: Bearer KEY'", code="invalid_api_key"
-    )
 
-    @app.middleware("http")
-    async def authorize(request: Request, call_next):
-        guarded = api_key and request.url.path.startswith("/v1/")
-        if guarded and request.headers.get("authorization", "") != f"Bearer {api_key}":
-            return reply(denied)
-        return await call_next(request)
-
-
-async def read_json(request: Request, max_body: int) -> dict:
-    """The body as a JSON object: 413 past max_body bytes, 400 if it is not a JSON object."""
-    too_big = api.APIError(413, f"request body is larger than {max_body} bytes")
-    # A body up to DRAIN times the limit is read to its end (and dropped) before the 413: a
-    # client still sending when the server answers and closes gets a broken pipe, not the 413.
-    if int(request.headers.get("content-length") or 0) > DRAIN * max_body:
-        raise too_big
-    body, size = bytearray(), 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > DRAIN * max_body:
-            raise too_big
-        if size <= max_body:
-            body += chunk
-    if size > max_body:
-        raise too_big
-    try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise api.APIError(400, f"request body is not valid JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise api.APIError(400, "request body must be a JSON object")
-    return obj
-
-
-def check_model(served: Served, body: dict, *kinds: str) -> None:
-    model = api.get(body, "model", str)
+def check_model(served: Served, model: str | None, *kinds: str) -> None:
     if model is not None and model != served.name:
         raise api.APIError(
             404,
@@ -272,6 +282,25 @@ def model_card(served: Served) -> dict:
     }
 
 
+def wait_ready(url: str, seconds: float = 300) -> None:
+    """Wait until GET /health says 200 (listening, the model compiled); TimeoutError after
+    `seconds`, RuntimeError if the server says it failed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or json.loads(e.read()).get("status") == "failed":
+                raise RuntimeError(f"{url} cannot serve: {e}") from None
+        except (urllib.error.URLError, ConnectionError):
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready after {seconds:.0f} s")
+        time.sleep(0.05)
+
+
 class Background:
     """Run an app on 127.0.0.1 in a thread (tests, the load script): `with Background(app) as
     url:` gives its base URL, on a free port unless `port` is given."""
@@ -279,7 +308,18 @@ class Background:
     def __init__(self, app, port: int = 0):
         import uvicorn
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        # log_config None: uvicorn's own handlers would keep whatever sys.stderr is now (a test's
+        # captured stream, closed later); its warnings go through the root logger instead. A
+        # long keep-alive: a client idle while others wait for a compile must not find its
+        # connection closed under it (uvicorn closes idle ones after 5 s).
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            log_config=None,
+            timeout_keep_alive=60,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -290,7 +330,9 @@ class Background:
                 raise RuntimeError("the server did not start")
             time.sleep(0.02)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        return url
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

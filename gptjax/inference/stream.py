@@ -53,11 +53,16 @@ def generations(prompts: list[list[int]], p: api.Params) -> list[Generation]:
 
 
 async def events(served, gens: list[Generation], stop: tuple[str, ...]) -> AsyncIterator[Event]:
-    """Submit every generation; yield Events until each has finished."""
+    """Submit every generation; yield Events until each has finished; past `served.timeout`
+    seconds: 504 (slots freed)."""
+    engine, metrics = served.engine, served.metrics
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     detok = [Detokenizer(served.enc, stop) for _ in gens]
     counts, sent = [0] * len(gens), [0] * len(gens)
+    start = loop.time()
+    last = [start] * len(gens)
+    deadline = None if served.timeout is None else start + served.timeout
     live: list[Generation | None] = []
 
     def scored(i: int, upto: int | None) -> list[Scored]:
@@ -70,20 +75,27 @@ async def events(served, gens: list[Generation], stop: tuple[str, ...]) -> Async
             gen.on_token = lambda tok, fin, i=i: loop.call_soon_threadsafe(
                 queue.put_nowait, (i, tok, fin)
             )
-            live.append(served.engine.submit(gen))
+            live.append(engine.submit(gen))
+            metrics.prompt_tokens.inc(len(gen.prompt))
         while any(r is not None for r in live):
-            i, tok, fin = await queue.get()
+            i, tok, fin = await _next(queue, deadline, served.timeout)
             if live[i] is None:  # ended already at a stop string
                 continue
+            now = loop.time()
             if fin is not None:  # every score is in: the end-of-text one too
                 live[i] = None
+                _finished(metrics, FINISH.get(fin, fin), now - start)
                 yield Event(i, detok[i].flush(), FINISH.get(fin, fin), counts[i], scored(i, None))
                 continue
             counts[i] += 1
+            metrics.generation_tokens.inc()
+            (metrics.itl if counts[i] > 1 else metrics.ttft).observe(now - last[i])
+            last[i] = now
             delta, stopped = detok[i].push(tok)
             if stopped:
                 live[i].cancel()
                 live[i] = None
+                _finished(metrics, "stop", now - start)
                 yield Event(i, delta, "stop", counts[i], scored(i, counts[i]))
             elif delta:
                 yield Event(i, delta, None, counts[i], scored(i, counts[i]))
@@ -93,10 +105,37 @@ async def events(served, gens: list[Generation], stop: tuple[str, ...]) -> Async
                 r.cancel()
 
 
+async def _next(queue: asyncio.Queue, deadline: float | None, timeout: float | None):
+    if deadline is None:
+        return await queue.get()
+    try:
+        return await asyncio.wait_for(queue.get(), deadline - asyncio.get_running_loop().time())
+    except TimeoutError:
+        raise api.APIError(
+            504,
+            f"the request took longer than the server's --timeout {timeout:g} s",
+            code="timeout",
+        ) from None
+
+
+def _finished(metrics, reason: str, seconds: float) -> None:
+    metrics.finished(reason)
+    metrics.e2e.observe(seconds)
+
+
 async def answer(served, kind: str, prompts: list[list[int]], p: api.Params):
     """The whole answer as JSON, or (p.stream) a streaming response of chunks."""
     n_prompt = sum(map(len, prompts)) * p.n
     gens = generations(prompts, p)
+    waiting = served.engine.waiting.qsize()
+    if waiting + len(gens) > served.max_queue:
+        raise api.APIError(
+            429,
+            f"the server is busy ({waiting} requests wait for a slot, at most "
+            f"{served.max_queue}); retry later",
+            code="queue_full",
+            headers={"Retry-After": "1"},
+        )
     if p.stream:
         return StreamingResponse(
             _sse(served, kind, gens, p, n_prompt), media_type="text/event-stream"
@@ -148,20 +187,32 @@ def _add(served, p: api.Params, choice: dict, gen, text: str, scored, offset: in
 
 
 async def _sse(served, kind, gens, p: api.Params, n_prompt: int) -> AsyncIterator[str]:
+    """OpenAI's stream: chat's first chunk gives the role, each choice's last chunk its
+    finish_reason; with stream_options.include_usage every chunk has `usage: null` and a last
+    chunk (no choices) the usage; then `data: [DONE]`. An error after the first chunk is an
+    `error` event, as OpenAI's client expects."""
     chunk_kind = kind if kind == "text_completion" else "chat.completion.chunk"
     id = api.new_id(kind)
+    usage = {"usage": None} if p.include_usage else {}
     send = lambda choices, **extra: (
-        "data: " + json.dumps(api.envelope(chunk_kind, served.name, choices, id, **extra)) + "\n\n"
+        "data: "
+        + json.dumps(api.envelope(chunk_kind, served.name, choices, id, **(usage | extra)))
+        + "\n\n"
     )
     if kind != "text_completion":
         role = {"role": "assistant", "content": ""}
         yield send([_choice(kind, i, None, True) | {"delta": role} for i in range(len(gens))])
     counts, offsets = [0] * len(gens), [None] * len(gens)
-    async for e in events(served, gens, p.stop):
-        counts[e.index] = e.tokens
-        choice = _choice(kind, e.index, e.finish, chunk=True)
-        added = _add(served, p, choice, gens[e.index], e.text, e.scored, offsets[e.index])
-        offsets[e.index] = (offsets[e.index] or 0) + added
-        yield send([choice])
-    yield send([], usage=api.usage(n_prompt, sum(counts)))
+    try:
+        async for e in events(served, gens, p.stop):
+            counts[e.index] = e.tokens
+            choice = _choice(kind, e.index, e.finish, chunk=True)
+            added = _add(served, p, choice, gens[e.index], e.text, e.scored, offsets[e.index])
+            offsets[e.index] = (offsets[e.index] or 0) + added
+            yield send([choice])
+    except api.APIError as e:
+        yield "data: " + json.dumps(e.body()) + "\n\n"
+    else:
+        if p.include_usage:
+            yield send([], usage=api.usage(n_prompt, sum(counts)))
     yield "data: [DONE]\n\n"

@@ -1,12 +1,17 @@
 """Load test of `train.serve` on loopback: N requests from C concurrent `openai` clients.
 
     python -m train.bench.serve_load --preset tiny --requests 200 --clients 16 --slots 8,1
+    python -m train.bench.serve_load --soak --requests 1000 --slots 8
 
 For each --slots value it starts the server in this process on 127.0.0.1 (a free port), warms
 it up, sends the requests (greedy, prompts of different lengths), checks every answer equals
 the prompt's greedy answer alone (`gptjax.generate`), and prints one row per setting:
 
     slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s
+
+--soak streams every fifth request and hangs up after its first chunk (`answered` counts the
+others), then checks every slot came back and prints the process's resident memory before
+and after.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,6 +31,7 @@ from gptjax.config import PRESETS
 from gptjax.data import tokenizer
 from gptjax.inference import generation
 from gptjax.inference.engine import Engine
+from gptjax.inference.metrics import Metrics
 from gptjax.inference.server import Background, create_app
 from gptjax.options import parse, run_cli
 from train.serve import Options as ServeOptions
@@ -64,6 +71,8 @@ class Options:
     """tokens per answer"""
     prompts: int = 20
     """distinct prompts, cycled"""
+    soak: bool = False
+    """cancel every fifth request mid-stream; print resident memory before and after"""
 
 
 def prompts(n: int) -> list[str]:
@@ -92,15 +101,36 @@ def run(url: str, model: str, texts: list[str], opts: Options) -> tuple[list, fl
 
     def one(i: int):
         start = time.perf_counter()
-        r = clients[i % opts.clients].completions.create(
-            model=model, prompt=texts[i % len(texts)], max_tokens=opts.max_tokens, temperature=0
-        )
+        ask = dict(model=model, prompt=texts[i % len(texts)], max_tokens=opts.max_tokens)
+        if opts.soak and i % 5 == 4:  # hang up after the first chunk
+            with clients[i % opts.clients].completions.create(
+                **ask, temperature=0, stream=True
+            ) as s:
+                next(iter(s))
+            return None
+        r = clients[i % opts.clients].completions.create(**ask, temperature=0)
         return i, r.choices[0].text, r.usage.completion_tokens, time.perf_counter() - start
 
     start = time.perf_counter()
     with ThreadPoolExecutor(opts.clients) as pool:
-        results = list(pool.map(one, range(opts.requests)))
+        results = [r for r in pool.map(one, range(opts.requests)) if r is not None]
     return results, time.perf_counter() - start
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def with_slots(served, slots: int, max_queue: int):
+    """The same model behind a fresh engine of `slots` rows."""
+    old = served.engine
+    engine = Engine(served.cfg, old.params, slots=slots, eos_id=old.eos_id, dtype=old.dtype)
+    metrics = Metrics(served.name, engine)
+    return replace(served, engine=engine, metrics=metrics, max_queue=max_queue)
 
 
 def main(argv=None) -> None:
@@ -119,12 +149,13 @@ def main(argv=None) -> None:
     print("slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s")
     ok = True
     for slots in [int(s) for s in opts.slots.split(",")]:
-        old = served.engine
-        engine = Engine(served.cfg, old.params, slots=slots, eos_id=old.eos_id, dtype=old.dtype)
-        served = replace(served, engine=engine)
+        served = with_slots(served, slots, max_queue=opts.requests)  # no 429s here
         with Background(create_app(served)) as url:
             run(url, served.name, texts, replace(opts, requests=2 * opts.clients))  # compile
+            before = rss_mib()
             results, wall = run(url, served.name, texts, opts)
+            ok &= settled(served.engine)
+            after = rss_mib()
         equal = sum(text == want[i % len(texts)] for i, text, _, _ in results)
         lat = sorted(s for *_, s in results)
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -134,9 +165,23 @@ def main(argv=None) -> None:
             f"{statistics.median(lat):5.2f}  {p99:5.2f}  {tokens / wall:8.1f}  {wall:6.1f}",
             flush=True,
         )
-        ok &= equal == len(results) == opts.requests
+        sent = opts.requests - (opts.requests // 5 if opts.soak else 0)
+        ok &= equal == len(results) == sent
+        if opts.soak:
+            print(f"resident memory: {before:.0f} MiB before, {after:.0f} MiB after", flush=True)
     if not ok:
         sys.exit("some answers were lost or differ from the prompt's answer alone")
+
+
+def settled(engine, seconds: float = 30) -> bool:
+    """Whether every slot is free again (hung-up requests included) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while engine.free() < len(engine.busy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if engine.free() < len(engine.busy):
+        print(f"{len(engine.busy) - engine.free()} slots still busy", flush=True)
+        return False
+    return True
 
 
 if __name__ == "__main__":
