@@ -126,7 +126,7 @@ class Server:
 
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
-    for name, least in (("slots", 1), ("max_queue", 0), ("timeout", 1e-9), ("grace", 0)):
+    for name, least in (("slots", 1), ("max_queue", 1), ("timeout", 1e-9), ("grace", 0)):
         value = getattr(opts, name)
         if value is not None and value < least:
             flag = "--" + name.replace("_", "-")
