@@ -13,11 +13,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The accelerator build of jaxlib: cuda where nvidia-smi sees a GPU, tpu where TPU devices exist,
-# else the CPU build of constraints.txt. Override with `make demo ACCEL=cpu` (or cuda, tpu).
+# The accelerator build of jaxlib: cuda where nvidia-smi sees a GPU (the cuda13 extra when its
+# driver reports CUDA 13 or later, else cuda12), tpu where TPU devices exist, else the CPU build
+# of constraints.txt. Override with `make demo ACCEL=cpu` (or cuda, cuda12, cuda13, tpu).
 ACCEL ?= $(shell if nvidia-smi -L >/dev/null 2>&1; then echo cuda; \
 	elif ls /dev/accel0 /dev/vfio/0 >/dev/null 2>&1; then echo tpu; else echo cpu; fi)
-EXTRA := $(if $(filter cuda tpu,$(ACCEL)),$(ACCEL),)
+CUDA_MAJOR = $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9]*\).*/\1/p' | head -1)
+CUDA_EXTRA = $(if $(shell [ "0$(CUDA_MAJOR)" -ge 13 ] && echo new),cuda13,cuda12)
+EXTRA = $(if $(filter cuda,$(ACCEL)),$(CUDA_EXTRA),$(filter cuda12 cuda13 tpu,$(ACCEL)))
 
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e '.$(if $(EXTRA),[$(EXTRA)])'

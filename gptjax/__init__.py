@@ -1,5 +1,6 @@
 """gptjax: GPT-2 rebuilt from scratch as pure-functional JAX."""
 
+from gptjax import accelerator  # first: it may set XLA_FLAGS before any backend starts
 from gptjax.config import GPTConfig
 from gptjax.data import instruct, textdata, tokenizer
 from gptjax.inference.generation import generate
@@ -12,6 +13,7 @@ __all__ = [
     "GPT",
     "GPTClassifier",
     "GPTConfig",
+    "accelerator",
     "classifier",
     "count_params",
     "dpo",

@@ -178,3 +178,26 @@ def test_cudnn_probe_failure_falls_back_with_one_line(capsys):
     assert "cuDNN attention unavailable" in capsys.readouterr().err
     assert resolve_impl("auto", jnp.bfloat16) == "reference"  # no GPU: the reference einsums
     assert resolve_impl("cudnn", jnp.float32) == "xla"  # cuDNN has no float32 kernel
+
+
+def test_the_tpu_flash_kernel_equals_the_reference():
+    """Pallas's TPU flash attention (the TPU's `auto`): natively on a TPU, else in Pallas's TPU
+    interpret mode; forward and gradients equal XLA's attention."""
+    import contextlib
+
+    from jax.experimental.pallas import tpu as pltpu
+
+    from gptjax.model.attention import tpu_flash_attention, tpu_flash_fits
+
+    assert tpu_flash_fits(128) and tpu_flash_fits(1024)
+    assert not tpu_flash_fits(64) and not tpu_flash_fits(200)
+    q, k, v = jax.random.normal(jax.random.key(3), (3, 1, 128, 2, 64))
+    xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    on_tpu = jax.default_backend() == "tpu"
+    with contextlib.nullcontext() if on_tpu else pltpu.force_tpu_interpret_mode():
+        out = tpu_flash_attention(q, k, v)
+        grads = jax.grad(lambda *a: jnp.sum(jnp.sin(tpu_flash_attention(*a))), (0, 1, 2))(q, k, v)
+    want = jax.grad(lambda *a: jnp.sum(jnp.sin(xla(*a))), (0, 1, 2))(q, k, v)
+    np.testing.assert_allclose(out, xla(q, k, v), atol=1e-5)
+    for g, w in zip(grads, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)

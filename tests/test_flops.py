@@ -6,7 +6,13 @@ from types import SimpleNamespace
 import jax
 
 from gptjax import GPTConfig
-from gptjax.training.flops import flops_per_token, peak_flops
+from gptjax.training.flops import (
+    chip,
+    decode_bytes,
+    flops_per_token,
+    peak_bandwidth,
+    peak_flops,
+)
 from gptjax.training.parallel import compute_dtype, describe_devices
 from train.bench import speed as bench
 
@@ -24,11 +30,31 @@ def test_peak_by_device_kind_and_none_on_cpu():
     assert describe_devices().endswith("(cpu), 1 process")
 
 
-def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
+def test_chips_by_the_longest_device_kind_match():
+    kind = lambda k: chip(SimpleNamespace(device_kind=k))
+    assert kind("NVIDIA H100 PCIe") == (756e12, 2.0e12)  # before the SXM row
+    assert kind("NVIDIA H100 80GB HBM3") == (989e12, 3.35e12)
+    assert kind("NVIDIA H200") == (989e12, 4.8e12)
+    assert kind("NVIDIA GH200 480GB").hbm == 4.0e12  # not the H200 row
+    assert kind("NVIDIA L40S").bf16 == 362e12 and kind("NVIDIA L40").bf16 == 181e12
+    assert kind("NVIDIA L4").hbm == 300e9
+    assert kind("NVIDIA A100-SXM4-80GB").hbm == 2039e9
+    assert kind("TPU v5 lite").bf16 == 197e12 and kind("TPU v5").bf16 == 459e12
+    assert kind("TPU v6 lite").bf16 == 918e12
+    assert kind("cpu") is None and peak_bandwidth(jax.devices()[0]) is None
+    # A 124M decode step at B 1 in bf16 reads its weights and one row of cache: on an H200,
+    # 4.8 TB/s / ~250 MB is the ~19K tokens/s roofline.
+    step = decode_bytes(GPTConfig.preset("124M"), 1, 136, 2)
+    assert step == 124_439_808 * 2 + 2 * 12 * 136 * 768 * 2
+    assert round(4.8e12 / step, -3) == 19_000
+
+
+def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     args = ["--seq-len", "16", "--new-tokens", "4", "--repeats", "1", "--json"]
     # Training rows each in a fresh process (--apart, as on a GPU, where JAX's and torch's
     # memory must never meet), decoding rows in this one.
     bench.main([*args, "--presets", "tiny", "--decode-presets", "none", "--apart"])
+    monkeypatch.setattr(bench, "peak_bandwidth", lambda: 1e9)  # as if on a 1 GB/s chip
     bench.main([*args, "--presets", "none", "--decode-presets", "tiny"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["what"], r["impl"]) for r in rows] == [
@@ -38,6 +64,7 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys):
         ("generate", "hf-torch"),
     ]
     assert all(r["tok_per_s"] > 0 and r["device"] for r in rows)
+    assert rows[2]["roofline"] > 0 and "roofline" not in rows[3]  # ours against the bound
     bench.main(["--presets", "tiny", "--seq-len", "16", "--compile-only"])
     assert "tiny train step compiles in" in capsys.readouterr().out
 

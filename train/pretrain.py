@@ -56,7 +56,7 @@ class Options(RunOptions, HarnessOptions):
     dtype: Literal[*DTYPES] = "auto"
     """compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"""
     attention: Literal[*IMPLS] = "auto"
-    """attention kernel (auto: cuDNN on GPU in bf16, else reference einsums)"""
+    """attention kernel (auto: cuDNN on GPU in bf16, Pallas flash on TPU, else reference)"""
     remat: Literal[*REMAT] = "none"
     """recompute block activations in the backward pass (block: all, dots: all but matmul
     outputs)

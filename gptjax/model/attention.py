@@ -161,7 +161,10 @@ def fused_attention(q, k, v, mask, impl: str, causal: bool) -> jax.Array:
     [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S)` with T = S (training,
     a prefill from position 0), which cuDNN and Pallas compute without reading the mask; any
     other mask (a cache, padding) goes through XLA's kernel."""
-    if impl == "pallas" and causal:
+    if impl == "pallas" and causal and jax.default_backend() == "tpu":
+        if tpu_flash_fits(q.shape[1]):
+            return tpu_flash_attention(q, k, v)
+    elif impl == "pallas" and causal:
         from jax.experimental.pallas.ops.gpu.attention import mha
 
         interpret = jax.default_backend() == "cpu"  # the kernel's own interpreter: for tests
@@ -171,16 +174,37 @@ def fused_attention(q, k, v, mask, impl: str, causal: bool) -> jax.Array:
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
+def tpu_flash_fits(T: int) -> bool:
+    """Whether Pallas's TPU flash kernel takes T (its default blocks are 128 long)."""
+    return T >= 128 and T % 128 == 0
+
+
+def tpu_flash_attention(q, k, v) -> jax.Array:
+    """Causal q, k, v [B, T, N, H] -> [B, T, N, H] by Pallas's TPU flash attention kernel
+    (which wants [B, N, T, H]); on CPU only inside `pltpu.force_tpu_interpret_mode()`."""
+    from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
+
+    heads_first = lambda x: x.transpose(0, 2, 1, 3)
+    out = flash_attention(
+        heads_first(q), heads_first(k), heads_first(v), causal=True, sm_scale=q.shape[-1] ** -0.5
+    )
+    return heads_first(out)
+
+
 def resolve_impl(impl: str, dtype) -> str:
     """The attention implementation `impl` means here. "auto": cuDNN's flash attention on a
-    GPU in bfloat16/float16 if it works on this machine (probed once), else the reference
-    einsums (on CPU they are as fast as XLA's kernel, and TPUs fuse them). "cudnn" asked for
-    in float32 (which cuDNN lacks) gets XLA's kernel."""
+    GPU in bfloat16/float16 if it works on this machine (probed once); Pallas's flash kernel on
+    a TPU (causal self-attention at T a multiple of 128; other shapes take XLA's kernel); else
+    the reference einsums (on CPU as fast as XLA's kernel). "cudnn" asked for in float32
+    (which cuDNN lacks) gets XLA's kernel. "pallas" is the backend's Pallas kernel: Triton's
+    on a GPU (interpreted on CPU), the TPU flash kernel on a TPU."""
     if impl not in IMPLS:
         raise ValueError(
             f"unknown attention implementation {impl!r}; expected one of: {', '.join(IMPLS)}"
         )
     half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+    if impl == "auto" and jax.default_backend() == "tpu":
+        return "pallas"
     if impl == "auto":
         return "cudnn" if half and jax.default_backend() == "gpu" and cudnn_works() else "reference"
     return "xla" if impl == "cudnn" and not half else impl

@@ -297,7 +297,7 @@ def fit(opts: RunOptions, task: Task, state, step_fn, ckpts, mesh, total: int, p
     start, pmap = int(state.step), opts.parallel == "pmap"
     log = RunLog(opts, task, start, total)
     log.say(task.describe(state.params))
-    log.say(f"devices: {parallel.describe_devices()}")
+    log.say(f"devices: {parallel.describe_devices(software=True)}")
     trace = StepTrace(opts.profile, start + 3, end=total - 1)  # past compilation and warm-up
     # pmap keeps one copy per device; evals and checkpoints want one (taken only on those steps).
     single = parallel.unreplicate if pmap else lambda s: s

@@ -18,6 +18,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from gptjax import accelerator
+
 AXIS = "data"
 
 
@@ -41,15 +43,20 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     )
 
 
-def describe_devices() -> str:
-    """e.g. "8 x NVIDIA H100 80GB HBM3 (gpu), 1 process" or "1 x cpu (cpu), 1 process"."""
+def describe_devices(software: bool = False) -> str:
+    """e.g. "8 x NVIDIA H100 80GB HBM3 (gpu), 1 process" or "1 x cpu (cpu), 1 process"; with
+    `software`, then the jax / jaxlib / plugin versions and whether the scatter-add workaround
+    is on (`gptjax.accelerator`)."""
     kinds: dict[str, int] = {}
     for d in jax.devices():
         name = f"{d.device_kind} ({d.platform})"
         kinds[name] = kinds.get(name, 0) + 1
     procs = jax.process_count()
     shown = ", ".join(f"{n} x {k}" for k, n in kinds.items())
-    return f"{shown}, {procs} process{'es' if procs > 1 else ''}"
+    line = f"{shown}, {procs} process{'es' if procs > 1 else ''}"
+    if software:
+        line += " | " + accelerator.describe(accelerator.SCATTER_WORKAROUND)
+    return line
 
 
 DTYPES = ("auto", "float32", "bfloat16")  # what --dtype takes

@@ -4,7 +4,9 @@ Hugging Face transformers (PyTorch, same config, same device, same run) beside e
     python -m train.bench.speed [--presets tiny,124M] [--json]
 
 prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
-runs after a warm-up), MFU on GPUs/TPUs and compile time, then our speed as a multiple of HF's.
+runs after a warm-up), MFU on GPUs/TPUs (train rows), the fraction of the memory-bandwidth
+roofline (decode rows: weights + KV cache read per step over the chip's bytes/s) and compile
+time, then our speed as a multiple of HF's.
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
@@ -36,7 +38,7 @@ from gptjax.model.gpt import REMAT
 from gptjax.options import parse, run_cli
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import ce_chunks_for
-from gptjax.training.flops import flops_per_token, peak_flops
+from gptjax.training.flops import decode_bytes, flops_per_token, peak_bandwidth, peak_flops
 from gptjax.training.parallel import DTYPES
 from gptjax.training.profile import StepTrace
 from gptjax.training.steps import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
@@ -244,8 +246,17 @@ def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float
     return timed(case.theirs(case.cfg, opts, case.data, compiled=compiled), opts.repeats)
 
 
+def roofline(case: Case, opts: Options, bandwidth: float) -> float:
+    """Decoding's bound: B x bytes/s over the bytes a step reads (`decode_bytes`), in tok/s."""
+    B = case.data.shape[0]
+    itemsize = jnp.dtype(parallel.compute_dtype(opts.dtype)).itemsize
+    S = opts.prompt_len + opts.new_tokens  # the cache every step reads
+    return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize)
+
+
 def rows(opts: Options):
     peak, kind = peak_flops(), jax.devices()[0].device_kind
+    bandwidth = peak_bandwidth()
     impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
     for case in cases(opts):
         cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
@@ -269,6 +280,8 @@ def rows(opts: Options):
             }
             if what == "train_step" and peak:
                 row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
+            if what.startswith("generate") and bandwidth and impl == "gptjax":
+                row["roofline"] = row["tok_per_s"] / roofline(case, opts, bandwidth)
             yield row
 
 
@@ -289,7 +302,7 @@ def main(argv=None) -> None:
         return
     if not opts.json:
         print(
-            f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} "
+            f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} {'roof':>6} "
             f"{'compile s':>10} {'ours/HF':>8}"
         )
     ours = None
@@ -301,9 +314,11 @@ def main(argv=None) -> None:
             print(json.dumps(row), flush=True)
         else:
             mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else ""
+            roof = f"{100 * row['roofline']:.1f}%" if "roofline" in row else ""
             print(
                 f"{row['preset']:>6} {row['what']:>12} {row['impl']:>16} "
-                f"{row['tok_per_s']:>10.1f} {mfu:>6} {row['compile_s']:>10.2f} {ratio:>8}",
+                f"{row['tok_per_s']:>10.1f} {mfu:>6} {roof:>6} {row['compile_s']:>10.2f} "
+                f"{ratio:>8}",
                 flush=True,
             )
 

@@ -1,0 +1,213 @@
+"""One prepared GPU check: what a short GPU budget should measure, in one command.
+
+    python -m train.bench.gpu_check --out gpu-check.json            # on the GPU, < 8 min
+    python -m train.bench.gpu_check --dry --out /tmp/gpu-check.json # CPU: tiny, a few steps
+
+prints a table (one row per case: status, tokens/s, MFU or roofline fraction, seconds, note)
+and writes one JSON with the environment (driver, CUDA, jax, jaxlib, plugin, device kind,
+scatter-add workaround) and every case's rows. The cases, most important first:
+
+- scatter-add, float32, the embedding gradient's shape (50,304 x 768 table, 512K updates over
+  2K distinct rows), ms per call with and without the workaround (`gptjax.accelerator`);
+- 124M train step, T 1024, bfloat16, for each attention kernel (cudnn, xla, pallas,
+  reference) at the largest batch that fits, with MFU;
+- KV decode of 124M and 1558M at batch 1 and 8 (tokens/s, fraction of the bandwidth
+  roofline), and Hugging Face torch on the same GPU for 124M train and decode;
+- 355M; 774M and 1558M with --remat block (does it fit? MFU).
+
+Every case runs in a fresh process (`train.bench.speed --json`, or this module's own scatter
+check) under its own time limit, and is skipped, with the reason, when what is left of
+--budget is less than that limit. --dry runs the same machinery on the tiny preset so a CPU
+test keeps it working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from gptjax.files import write_json
+from gptjax.options import parse, run_cli
+
+
+@dataclass(frozen=True)
+class Options:
+    out: str = "gpu-check.json"
+    """the JSON to write"""
+    budget: float = 450.0
+    """seconds for all cases; a case whose limit does not fit in what is left is skipped"""
+    dry: bool = False
+    """the tiny preset and a few steps (a CPU check of this script)"""
+    scatter: str | None = None
+    """internal: time one scatter-add of ROWSxDIMxUPDATESxDISTINCT, print one JSON line"""
+
+
+class Case(NamedTuple):
+    name: str
+    limit: float  # seconds
+    argv: list[str]  # after `python -m`
+    env: tuple[tuple[str, str], ...] = ()  # variables set for this case
+
+
+SCATTER_FULL = "50304x768x524288x2048"
+SPEED = ["train.bench.speed", "--json", "--repeats", "5"]
+
+
+def cases(dry: bool) -> list[Case]:
+    """The cases in the order they run; --dry: the same kinds on the tiny preset."""
+    off = (("GPTJAX_NO_SCATTER_WORKAROUND", "1"),)
+    scatter = ["train.bench.gpu_check", "--scatter", "512x16x4096x64" if dry else SCATTER_FULL]
+    if dry:
+        small = ["--seq-len", "32", "--new-tokens", "8", "--repeats", "2", "--batch-size", "2"]
+        return [
+            Case("scatter-add, workaround", 60, scatter),
+            Case("scatter-add, no workaround", 60, scatter, off),
+            Case("tiny train, reference", 120, [*SPEED, *small, "--presets", "tiny",
+                 "--decode-presets", "none", "--attention", "reference", "--no-hf"]),
+            Case("tiny decode + HF", 180, [*SPEED, *small, "--presets", "none",
+                 "--decode-presets", "tiny"]),
+        ]  # fmt: skip
+    train = [*SPEED, "--seq-len", "1024", "--dtype", "bfloat16", "--decode-presets", "none"]
+    kernel = lambda k: [*train, "--presets", "124M", "--attention", k, "--no-hf"]
+    return [
+        Case("scatter-add, workaround", 60, scatter),
+        Case("scatter-add, no workaround", 90, scatter, off),
+        Case("124M train, cudnn", 100, kernel("cudnn")),
+        Case("124M train, xla", 100, kernel("xla")),
+        Case("decode 124M, 1558M", 150, [*SPEED, "--presets", "none", "--decode-presets",
+             "124M,1558M", "--decode-batches", "1,8", "--dtype", "bfloat16", "--no-hf"]),
+        Case("124M train + decode, HF torch", 200, [*train, "--presets", "124M",
+             "--decode-presets", "124M", "--decode-batches", "1"]),
+        Case("355M train", 120, [*train, "--presets", "355M", "--no-hf"]),
+        Case("124M train, pallas", 100, kernel("pallas")),
+        Case("124M train, reference", 100, kernel("reference")),
+        Case("774M train, remat block", 150, [*train, "--presets", "774M", "--remat", "block",
+             "--no-hf"]),
+        Case("1558M train, remat block", 200, [*train, "--presets", "1558M", "--remat",
+             "block", "--no-hf"]),
+    ]  # fmt: skip
+
+
+def environment() -> dict:
+    """Driver, CUDA, jax / jaxlib / plugin versions, devices and the workaround, as seen by a
+    process that imported gptjax (so the workaround was decided as in any run)."""
+    import jax
+
+    from gptjax import accelerator
+
+    env = {
+        "versions": accelerator.versions(),
+        "devices": [d.device_kind for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "scatter_workaround": accelerator.SCATTER_WORKAROUND,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    try:
+        smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+        for key in ("Driver Version", "CUDA Version"):
+            if key in smi:
+                env[key.lower().replace(" ", "_")] = smi.split(key + ":")[1].split()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass  # no NVIDIA driver here
+    return env
+
+
+def scatter_ms(spec: str, repeats: int = 10) -> dict:
+    """Median ms of table.at[ids].add(updates) for ROWSxDIMxUPDATESxDISTINCT: float32, the ids
+    drawn from DISTINCT rows (many updates per row, as token ids in a batch)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gptjax import accelerator
+
+    rows, dim, updates, distinct = map(int, spec.split("x"))
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.choice(rng.choice(rows, distinct, replace=False), updates))
+    values = jnp.ones((updates, dim), jnp.float32)
+    add = jax.jit(lambda t, i, v: t.at[i].add(v))
+    table = jnp.zeros((rows, dim), jnp.float32)
+    add(table, ids, values).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        add(table, ids, values).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return {
+        "what": "scatter_add",
+        "ms": 1e3 * statistics.median(times),
+        "workaround": accelerator.SCATTER_WORKAROUND,
+        "shape": spec,
+    }
+
+
+def run_case(case: Case, left: float) -> dict:
+    """One case in a fresh process: its JSON rows, or why it has none."""
+    out = {"case": case.name, "limit_s": case.limit}
+    if case.limit > left:
+        return out | {"status": "skipped", "note": f"{left:.0f} s of the budget left"}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", *case.argv],
+            capture_output=True,
+            text=True,
+            timeout=case.limit,
+            env={**os.environ, **dict(case.env)},
+        )
+    except subprocess.TimeoutExpired:
+        return out | {"status": "timeout", "seconds": case.limit, "note": "past its limit"}
+    rows = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    out |= {"seconds": time.perf_counter() - start, "rows": rows}
+    if done.returncode != 0 or not rows:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return out | {"status": "failed", "note": last[:200]}
+    notes = [x for x in done.stdout.splitlines() if x and not x.startswith("{")]
+    return out | {"status": "ok", "note": "; ".join(notes)[:200]}
+
+
+def table(results: list[dict]) -> str:
+    head = f"{'case':<32} {'status':>8} {'row':<34} {'tok/s or ms':>12} {'mfu/roof':>9} {'s':>6}"
+    lines = [head]
+    for r in results:
+        for i, row in enumerate(r.get("rows") or [{}]):
+            what = " ".join(str(row[k]) for k in ("preset", "what", "impl") if k in row)
+            value = row.get("tok_per_s", row.get("ms"))
+            frac = row.get("mfu", row.get("roofline"))
+            first = i == 0
+            seconds = f"{r['seconds']:.0f}" if first and "seconds" in r else ""
+            lines.append(
+                f"{r['case'] if first else '':<32} {r['status'] if first else '':>8} "
+                f"{what or r.get('note', ''):<34.34} "
+                f"{'' if value is None else f'{value:.1f}':>12} "
+                f"{'' if frac is None else f'{100 * frac:.1f}%':>9} {seconds:>6}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    opts = parse(Options, argv, __doc__)
+    if opts.scatter:
+        print(json.dumps(scatter_ms(opts.scatter)), flush=True)
+        return
+    start = time.perf_counter()
+    report = {"environment": environment(), "dry": opts.dry, "cases": []}
+    for case in cases(opts.dry):
+        left = opts.budget - (time.perf_counter() - start)
+        report["cases"].append(run_case(case, left))
+        write_json(opts.out, report)  # what is done so far survives a cut
+    report["seconds"] = time.perf_counter() - start
+    write_json(opts.out, report)
+    print(json.dumps(report["environment"]))
+    print(table(report["cases"]))
+    print(f"wrote {opts.out} ({report['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    run_cli(main)
