@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 from importlib import metadata
+from importlib.util import find_spec
 
 FTZ_ATOMICS = "-nvptx-allow-ftz-atomics"
 AFFECTED = ((0, 10, 2), (0, 11, 0))  # first and last jaxlib release with the slow lowering
@@ -66,18 +67,30 @@ def with_backend_option(xla_flags: str, option: str) -> str:
     return " ".join([*tokens, EXTRA + option])
 
 
+def installed_now() -> tuple[str | None, list[str]]:
+    """(jaxlib's version, the CUDA plugins present), cheaply: on every `import gptjax`, where
+    `versions` (a scan of every installed distribution) would cost a tenth of a second."""
+    try:
+        from jaxlib import version
+
+        jaxlib = version.__version__
+    except ImportError:
+        jaxlib = None
+    plugins = [p for p in PLUGINS if find_spec(p.replace("-", "_")) is not None]
+    return jaxlib, plugins
+
+
 def apply_scatter_workaround(environ=os.environ) -> bool:
     """Add the option to environ["XLA_FLAGS"] when `needs_ftz_atomics`; True if it did. Warns
     (once) when XLA had read its flags already, so the option cannot take effect."""
-    found = versions()
-    plugins = [p for p in PLUGINS if p in found]
+    jaxlib, plugins = installed_now()
     flags = environ.get("XLA_FLAGS", "")
-    if not needs_ftz_atomics(found.get("jaxlib"), plugins, flags, environ.get(OFF, "")):
+    if not needs_ftz_atomics(jaxlib, plugins, flags, environ.get(OFF, "")):
         return False
     environ["XLA_FLAGS"] = with_backend_option(flags, FTZ_ATOMICS)
     if not _parsed(FTZ_ATOMICS):
         warnings.warn(
-            f"jaxlib {found['jaxlib']} makes GPU scatter-add very slow (jax-ml/jax#38806) and "
+            f"jaxlib {jaxlib} makes GPU scatter-add very slow (jax-ml/jax#38806) and "
             f"jax started before gptjax could set XLA_FLAGS={EXTRA}{FTZ_ATOMICS}: import gptjax "
             "first, or set that variable before starting Python",
             stacklevel=2,

@@ -42,8 +42,8 @@ def test_the_option_joins_existing_flags():
 
 
 def test_apply_sets_xla_flags_only_on_an_affected_gpu_install(monkeypatch):
-    gpu = {"jax": "0.10.2", "jaxlib": "0.10.2", "jax-cuda12-plugin": "0.10.2"}
-    monkeypatch.setattr(accelerator, "versions", lambda: gpu)
+    gpu = ("0.10.2", ["jax-cuda12-plugin"])
+    monkeypatch.setattr(accelerator, "installed_now", lambda: gpu)
     monkeypatch.setattr(accelerator, "_parsed", lambda option: True)
     env = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
     assert apply_scatter_workaround(env) and env["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {ON}"
@@ -53,10 +53,16 @@ def test_apply_sets_xla_flags_only_on_an_affected_gpu_install(monkeypatch):
     monkeypatch.setattr(accelerator, "_parsed", lambda option: False)  # XLA read its flags
     with pytest.warns(UserWarning, match="import gptjax first"):
         assert apply_scatter_workaround({})
-    cpu = {"jax": "0.10.2", "jaxlib": "0.10.2"}
-    monkeypatch.setattr(accelerator, "versions", lambda: cpu)
+    monkeypatch.setattr(accelerator, "installed_now", lambda: ("0.10.2", []))
     env = {}
     assert not apply_scatter_workaround(env) and env == {}
+
+
+def test_the_cheap_look_agrees_with_the_installed_distributions():
+    jaxlib, plugins = accelerator.installed_now()
+    versions = accelerator.versions()
+    assert jaxlib == versions["jaxlib"]
+    assert plugins == [p for p in accelerator.PLUGINS if p in versions]
 
 
 def test_the_device_line_names_the_versions():

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -167,6 +168,14 @@ def test_health_is_503_until_compiled_and_metrics_count(params):
     assert samples["http_requests_total", http("400")] == 1
 
 
+def health(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url + "/health") as r:
+            return r.status, json.loads(r.read())["status"]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["status"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,11 +195,14 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path):
         wait_ready(url, 240)
         client = openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0)
         stream = client.completions.create(
-            model="gpt2-tiny", prompt="Hello", max_tokens=200, temperature=0, stream=True
+            model="gpt2-tiny", prompt="Hello", max_tokens=250, temperature=0, stream=True
         )
         first = next(stream)  # in flight
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while health(url) != (503, "draining"):  # the signal taken, the stream still going
+            assert time.monotonic() < deadline, "SIGTERM was not taken"
+            time.sleep(0.01)
         status, body = post(url + "/v1/completions", b'{"prompt": "Hi"}')
         assert (status, body["error"]["code"]) == (503, "shutting_down")
         rest = list(stream)

@@ -68,10 +68,8 @@ def cases(dry: bool) -> list[Case]:
         return [
             Case("scatter-add, workaround", 60, scatter),
             Case("scatter-add, no workaround", 60, scatter, off),
-            Case("tiny train, reference", 120, [*SPEED, *small, "--presets", "tiny",
-                 "--decode-presets", "none", "--attention", "reference", "--no-hf"]),
-            Case("tiny decode + HF", 180, [*SPEED, *small, "--presets", "none",
-                 "--decode-presets", "tiny"]),
+            Case("tiny train + decode, HF", 180, [*SPEED, *small, "--presets", "tiny",
+                 "--decode-presets", "tiny", "--attention", "reference"]),
         ]  # fmt: skip
     train = [*SPEED, "--seq-len", "1024", "--dtype", "bfloat16", "--decode-presets", "none"]
     kernel = lambda k: [*train, "--presets", "124M", "--attention", k, "--no-hf"]
