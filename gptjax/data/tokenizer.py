@@ -46,6 +46,12 @@ def gpt2(model_dir: str | Path | None = None) -> tiktoken.Encoding:
     )
 
 
+def encode(enc, text: str) -> list[int]:
+    """A text's ids, with <|endoftext|> written in it read as the special token (as
+    transformers' GPT-2 tokenizer and vLLM read it)."""
+    return enc.encode(text, allowed_special={ENDOFTEXT})
+
+
 def hf_tokenizer_config(context: int, *, pad: bool = False) -> dict:
     """GPT-2's `tokenizer_config.json` as transformers writes it: <|endoftext|> as bos, eos and
     unk (and pad with `pad`), no token added in front, `model_max_length` = context."""

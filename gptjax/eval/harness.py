@@ -58,7 +58,7 @@ class GptjaxLM(LM):
         self._score = jax.jit(partial(score_rows, cfg, self.dtype), static_argnames="K")
 
     def encode(self, text: str) -> list[int]:
-        return self.enc.encode(text, allowed_special={tokenizer.ENDOFTEXT})
+        return tokenizer.encode(self.enc, text)
 
     def _pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids) as lm-eval's hf model splits them: the context's

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from gptjax.data import instruct
+from gptjax.data import instruct, tokenizer
 from gptjax.inference import schema
 from gptjax.inference.schema import MAX_TEXTS
 
@@ -128,7 +128,7 @@ def completion_prompts(req: schema.CompletionRequest, enc, vocab_size: int) -> l
     flat = isinstance(prompt, str) or (bool(prompt) and isinstance(prompt[0], int))
     out = []
     for item in [prompt] if flat else prompt:
-        ids = encode(enc, item) if isinstance(item, str) else list(item)
+        ids = tokenizer.encode(enc, item) if isinstance(item, str) else list(item)
         if any(t >= vocab_size for t in ids):
             raise APIError(400, f"token ids must be in [0, {vocab_size})", "prompt")
         if not ids:
@@ -137,12 +137,6 @@ def completion_prompts(req: schema.CompletionRequest, enc, vocab_size: int) -> l
     if len(out) * (req.n or 1) > MAX_TEXTS:
         raise APIError(400, f"prompts times n must be at most {MAX_TEXTS}", "n")
     return out
-
-
-def encode(enc, text: str) -> list[int]:
-    """A text's ids, <|endoftext|> written in it read as the special token (as transformers'
-    tokenizer does)."""
-    return enc.encode(text, allowed_special={"<|endoftext|>"})
 
 
 def chat_prompt(messages: list[schema.Message]) -> str:

@@ -172,7 +172,7 @@ def routes(app: FastAPI, served: Served) -> None:
     @app.post("/v1/chat/completions")
     async def chat(body: schema.ChatRequest):
         check_model(served, body.model, "instruct")
-        prompt = api.encode(served.enc, api.chat_prompt(body.messages))
+        prompt = tokenizer.encode(served.enc, api.chat_prompt(body.messages))
         p = api.params(body, len(prompt), served.cfg.context_length, None)
         return await answer(served, "chat.completion", [prompt], p)
 
@@ -209,7 +209,7 @@ def tokenizer_routes(app: FastAPI, served: Served) -> None:
             text = body.prompt
         else:
             raise api.APIError(400, "missing required field 'prompt'", "prompt")
-        ids = api.encode(served.enc, text)
+        ids = tokenizer.encode(served.enc, text)
         strs = [api.token_text(served.enc, t) for t in ids] if body.return_token_strs else None
         context = served.cfg.context_length
         return {"count": len(ids), "max_model_len": context, "tokens": ids, "token_strs": strs}
