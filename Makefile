@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data
 export GPTJAX_CACHE ?= $(HOME)/.cache/gptjax
 
-.PHONY: demo test lint format bench clean seed-cache
+.PHONY: demo test lint format bench clean seed-cache notebooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ $(VENV)/.test: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q -c constraints.txt -e '.[test$(if $(EXTRA),$(comma)$(EXTRA))]'
 	touch $@ $(VENV)/.runtime
 
+$(VENV)/.notebooks: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt -e '.[notebooks$(if $(EXTRA),$(comma)$(EXTRA))]'
+	touch $@ $(VENV)/.runtime
+
 # Where an offline copy of the downloads sits beside the project, seed the cache from it
 # (files already in the cache are kept); elsewhere the demo downloads what it needs.
 seed-cache:
@@ -45,13 +49,22 @@ demo: $(VENV)/.runtime seed-cache
 	@echo "loss plot: $(DEMO_OUT)/loss.png   metrics: $(DEMO_OUT)/metrics.jsonl"
 
 # Two test processes (pytest-xdist, a file per worker so module fixtures run once): most tests
-# wait on subprocesses or compile, and two cores overlap them. Then the `serial` ones, alone.
+# wait on subprocesses or compile, and two cores overlap them. The chapter notebooks run there
+# too, each in a fresh kernel (nbmake), first because they are long. Then the `serial` tests.
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" --durations=15 \
+	  --nbmake --nbmake-timeout=600 notebooks tests
 	$(BIN)/pytest -m serial
+
+# Run each chapter notebook (notebooks/NN_*.py, a jupytext source) top to bottom in a fresh
+# kernel and write its .ipynb with the outputs, the copy the repository shows.
+notebooks: $(VENV)/.notebooks seed-cache
+	cd notebooks && for src in [0-9][0-9]_*.py; do \
+	  ../$(BIN)/jupytext --quiet --to ipynb "$$src" && \
+	  ../$(BIN)/jupyter-execute --inplace "$${src%.py}.ipynb" || exit 1; done
 
 lint format: $(VENV)/.test
 	$(BIN)/ruff format .

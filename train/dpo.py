@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from gptjax import GPT
 from gptjax.data import instruct, tokenizer
-from gptjax.data.preference import Pairs
+from gptjax.data.preference import encode_pairs
 from gptjax.eval.evaluator import Evaluator
 from gptjax.model.gpt import count_params
 from gptjax.options import run_cli
@@ -55,18 +54,6 @@ class Options(FinetuneOptions, HarnessOptions):
     """AdamW weight decay (>= 2-D weights only)"""
     eval_every: int = 5
     """steps between evaluations"""
-
-
-def encode_pairs(entries: list[dict], enc, max_length: int) -> Pairs:
-    """Prompt (the Alpaca template, or an entry's own `prompt`) + response header + response."""
-    chosen, rejected, prompts = [], [], []
-    for e in entries:
-        prompt = e["prompt"] if "prompt" in e else instruct.format_prompt(e)
-        head = prompt if "prompt" in e else prompt + instruct.RESPONSE
-        prompts.append(len(enc.encode_ordinary(prompt)))
-        chosen.append(enc.encode_ordinary(head + e["chosen"])[:max_length])
-        rejected.append(enc.encode_ordinary(head + e["rejected"])[:max_length])
-    return Pairs(chosen, rejected, prompts, max_length)
 
 
 class DPO:
@@ -110,18 +97,12 @@ class DPO:
 
     def logprobs(self, params, batch, rng=None):
         """Policy log-probabilities of the chosen and rejected responses: [B] each."""
-        tokens = jnp.concatenate([batch["chosen"], batch["rejected"]])  # one forward: [2B, T]
-        mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
-        rngs = {"dropout": rng} if rng is not None else {}
-        logits = GPT(self.cfg, self.dtype).apply(
-            {"params": params}, tokens[:, :-1], deterministic=rng is None, rngs=rngs
+        average = not self.opts.sum_logprobs
+        return dpo.pair_logprobs(
+            self.cfg, params, batch, average=average, dtype=self.dtype, rng=rng
         )
-        lp = dpo.sequence_logprob(
-            logits, tokens[:, 1:], mask[:, 1:], average=not self.opts.sum_logprobs
-        )
-        return jnp.split(lp, 2)
 
-    def reference(self, pairs: Pairs, name: str) -> None:
+    def reference(self, pairs, name: str) -> None:
         """The frozen reference's log-probabilities, computed once per pair before training."""
         step = self.reference_step
         B = self.opts.batch_size

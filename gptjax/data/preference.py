@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gptjax.data import instruct
 from gptjax.data.corpus import Shuffled
 from gptjax.data.instruct import bucket
 from gptjax.data.tokenizer import EOT_ID
@@ -45,3 +46,15 @@ class Pairs(Shuffled):
                 mask[b, min(self.prompts[r] + 2, len(seq)) : len(seq)] = True
             out[key], out[f"{key}_mask"] = tokens, mask
         return out
+
+
+def encode_pairs(entries: list[dict], enc, max_length: int) -> Pairs:
+    """Prompt (the Alpaca template, or an entry's own `prompt`) + response header + response."""
+    chosen, rejected, prompts = [], [], []
+    for e in entries:
+        prompt = e["prompt"] if "prompt" in e else instruct.format_prompt(e)
+        head = prompt if "prompt" in e else prompt + instruct.RESPONSE
+        prompts.append(len(enc.encode_ordinary(prompt)))
+        chosen.append(enc.encode_ordinary(head + e["chosen"])[:max_length])
+        rejected.append(enc.encode_ordinary(head + e["rejected"])[:max_length])
+    return Pairs(chosen, rejected, prompts, max_length)

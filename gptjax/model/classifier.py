@@ -7,6 +7,7 @@ classifier by adding one matrix. Shapes: B batch, T tokens, D model width, C cla
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -65,11 +66,17 @@ def init_classifier(
     """Classifier params: `base` (a GPT's params; its LM head is dropped) or fresh ones from
     `rng`, plus a new `score/kernel` [D, C] drawn from N(0, 0.02)."""
     if base is None:
-        tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
-        return GPTClassifier(cfg, num_classes).init(rng, tokens)["params"]
+        return _initializer(cfg, num_classes)(rng)
     kernel = 0.02 * jax.random.normal(rng, (cfg.emb_dim, num_classes), jnp.float32)
     body = {k: v for k, v in base.items() if k != "lm_head"}
     return {**body, "score": {"kernel": kernel}}
+
+
+@functools.cache
+def _initializer(cfg: GPTConfig, num_classes: int):
+    """A fresh classifier's init compiled once (op by op it takes seconds, as `init_params`)."""
+    tokens = lambda: jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
+    return jax.jit(lambda rng: GPTClassifier(cfg, num_classes).init(rng, tokens())["params"])
 
 
 class Predictor:

@@ -9,6 +9,7 @@ Shapes: B batch, T tokens, S cached positions, D emb_dim, F = 4D MLP width, V vo
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -295,9 +296,20 @@ def init_params(cfg: GPTConfig, rng: jax.Array, init: str = "gpt2") -> dict:
     """
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of: {', '.join(INITS)}")
-    tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
-    params = GPT(cfg).init(rng, tokens)["params"]
-    return torch_init(params, jax.random.fold_in(rng, 1)) if init == "torch" else params
+    return _initializer(cfg, init)(rng)
+
+
+@functools.cache
+def _initializer(cfg: GPTConfig, init: str):
+    """`init_params` of `cfg` compiled once: run op by op, its few hundred small random draws
+    cost seconds even for a tiny model."""
+
+    def fresh(rng):
+        tokens = jnp.zeros((1, min(8, cfg.context_length)), jnp.int32)
+        params = GPT(cfg).init(rng, tokens)["params"]
+        return torch_init(params, jax.random.fold_in(rng, 1)) if init == "torch" else params
+
+    return jax.jit(fresh)
 
 
 def torch_init(params: dict, rng: jax.Array) -> dict:
