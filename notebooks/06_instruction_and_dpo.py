@@ -88,16 +88,17 @@ draw(instruct.collate(toy, prompt_lengths=[3, 1, 2]))  # the first 2, 0 and 1 ta
 # ## Instruction tuning, a few steps
 #
 # A small GPT (2 layers, D = 64) from scratch on the training records (the book tunes GPT-2
-# 355M), sequences cut to 128 tokens. `instruct.Sequences` collates each batch and pads it to a
-# bucket length (64 or 128), so jit compiles two step programs, not one per batch length. The
-# loss is the ordinary language-model loss (`lm_loss`), which skips the `-100` targets.
+# 355M), sequences cut to 64 tokens here. `instruct.Sequences` collates each batch and pads it
+# to a bucket length (64, 128, 256, ...: one step program per bucket, not one per batch
+# length). The loss is the ordinary language-model loss (`lm_loss`), which skips the `-100`
+# targets.
 
 # %%
 enc = tokenizer.gpt2()
 cfg = GPTConfig(context_length=128, emb_dim=64, n_heads=2, n_layers=2, drop_rate=0.0)
 L = 128
 seqs = instruct.Sequences(
-    [enc.encode_ordinary(instruct.training_text(e)) for e in parts["train"]], L
+    [enc.encode_ordinary(instruct.training_text(e)) for e in parts["train"]], 64
 )
 oc = OptimConfig(lr=1e-3, warmup_steps=5)
 optimizer = make_optimizer(oc)
@@ -136,7 +137,7 @@ print("wanted:", entry["output"])
 
 # %%
 prefs = instruct.split(instruct.load_entries("instruction-data-with-preference"))
-pairs = {name: encode_pairs(prefs[name][:16], enc, L) for name in ("train", "validation")}
+pairs = {name: encode_pairs(prefs[name][:8], enc, L) for name in ("train", "validation")}
 reference = state.params
 ref_step = jax.jit(lambda p, b: jnp.stack(pair_logprobs(cfg, p, b), axis=1))
 for data in pairs.values():
@@ -174,7 +175,7 @@ for i in range(9):
             row |= {f"{name} loss": float(loss), f"{name} margin": float(margin)}
         history.append(row)
     if i < 8:
-        batch = pairs["train"].batch(pairs["train"].rows(i // 4, i % 4, 4, seed=0, shuffle=True))
+        batch = pairs["train"].batch(pairs["train"].rows(i // 2, i % 2, 4, seed=0, shuffle=True))
         dpo_state, _ = dpo_step(dpo_state, batch)
 history = pd.DataFrame(history).set_index("step")
 history.round(3)
@@ -190,6 +191,6 @@ ax_margin.set_ylabel("reward margin (chosen - rejected)")
 for ax in (ax_loss, ax_margin):
     ax.set_xlabel("DPO step")
     ax.legend(fontsize=8)
-fig.suptitle("DPO on 16 preference pairs: the margin grows from 0")
+fig.suptitle("DPO on 8 preference pairs: the margin grows from 0")
 fig.tight_layout()
 plt.show()

@@ -24,7 +24,7 @@
 # 2. `jax.grad` of any scalar: here, how much each input position moves one prediction;
 # 3. LoRA as a transform of the parameter tree (with B = 0 it is the base model, exactly);
 # 4. `jax.eval_shape`: GPT-2 1558M's memory, worked out without allocating a byte;
-# 5. sharding a batch over eight devices (forced CPU devices here), with the same result as one.
+# 5. sharding a batch over eight devices (forced CPU devices here): the step of one device.
 
 # %%
 import os
@@ -180,7 +180,8 @@ pd.DataFrame(
 # A `Mesh` names the devices' axis ("data"); a `NamedSharding` with `PartitionSpec("data")`
 # splits an array's first axis across it. Given a sharded batch and replicated parameters,
 # `jax.jit` of the unchanged train step runs data-parallel: XLA inserts the gradient
-# all-reduce. The result equals the single-device step's.
+# all-reduce. The loss equals the single-device step's, and the updated parameters differ only
+# by float32 rounding: the eight devices add up the gradient in another order.
 
 # %%
 devices = jax.devices("cpu")

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gptjax.data import instruct, tokenizer
-from gptjax.data.preference import encode_pairs
+from gptjax.data.preference import Pairs, encode_pairs
 from gptjax.eval.evaluator import Evaluator
 from gptjax.model.gpt import count_params
 from gptjax.options import run_cli
@@ -102,7 +102,7 @@ class DPO:
             self.cfg, params, batch, average=average, dtype=self.dtype, rng=rng
         )
 
-    def reference(self, pairs, name: str) -> None:
+    def reference(self, pairs: Pairs, name: str) -> None:
         """The frozen reference's log-probabilities, computed once per pair before training."""
         step = self.reference_step
         B = self.opts.batch_size
