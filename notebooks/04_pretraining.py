@@ -148,7 +148,8 @@ plt.show()
 
 # %% [markdown]
 # The same settings on the model just trained, for the book's prompt. Greedy decoding repeats
-# what the model memorised; higher temperatures wander further.
+# the likeliest token of a model this young (a comma); sampling gives other tokens a chance, and
+# higher temperatures wander further.
 
 # %%
 prompt = jnp.array([enc.encode_ordinary("Every effort moves you")])
