@@ -115,6 +115,20 @@ pd.DataFrame(
     index=["row 0", "row 1"],
 )
 
+# %%
+fig, (before, after) = plt.subplots(1, 2, figsize=(9, 3))
+for row, marker in ((0, "o-"), (1, "s-")):
+    before.plot(range(6), batch[row], marker, label=f"row {row}")
+    after.plot(range(6), normed[row], marker, label=f"row {row}")
+for ax, title in ((before, "before LayerNorm"), (after, "after: mean 0, variance 1 per row")):
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("feature (D = 6)")
+    ax.set_ylabel("value")
+    ax.set_title(title)
+    ax.legend()
+fig.tight_layout()
+plt.show()
+
 # %% [markdown]
 # **GELU** is GPT-2's activation: smooth, and slightly negative for small negative inputs, so
 # a neuron with a negative input still passes a gradient, unlike ReLU.
