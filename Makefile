@@ -55,7 +55,7 @@ test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial" --durations=15 \
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not serial" --durations=15 \
 	  --nbmake --nbmake-timeout=600 notebooks tests
 	$(BIN)/pytest -m serial
 

@@ -1,17 +1,8 @@
-"""Weight converters between OpenAI / Hugging Face / PEFT checkpoints and gptjax parameter trees."""
+"""Weight converters between OpenAI / Hugging Face / PEFT checkpoints and gptjax parameter trees:
+the command line (`python -m convert`) over the readers and writers of `gptjax.store`."""
 
-from convert.hf import from_hf, hf_labels, to_hf
-from convert.load import load_model
-from convert.openai import from_openai
-from convert.peft import from_peft, peft_modules, to_peft
+from gptjax.store.hf import from_hf, hf_labels, to_hf
+from gptjax.store.openai import from_openai
+from gptjax.store.peft import from_peft, peft_modules, to_peft
 
-__all__ = [
-    "from_hf",
-    "from_openai",
-    "from_peft",
-    "hf_labels",
-    "load_model",
-    "peft_modules",
-    "to_hf",
-    "to_peft",
-]
+__all__ = ["from_hf", "from_openai", "from_peft", "hf_labels", "peft_modules", "to_hf", "to_peft"]

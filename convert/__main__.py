@@ -21,13 +21,11 @@ from tyro.conf import Positional
 
 from convert.check import check
 from convert.fetch import download_model
-from convert.hf import from_hf, to_hf
-from convert.load import load_model
-from convert.openai import from_openai
-from gptjax.data.cache import fetch
 from gptjax.model.gpt import count_params
 from gptjax.options import Command, dispatch, parse, run_cli
-from gptjax.training.checkpoint import model_dir, read_classifier, save_model
+from gptjax.store import Model
+from gptjax.store.hf import from_hf, to_hf
+from gptjax.store.openai import from_openai
 
 
 @dataclass(frozen=True)
@@ -60,21 +58,13 @@ class Check:
     """tokens per window (the book uses 256)"""
 
 
-def tokenizer_files(model_dir: Path) -> list[Path]:
-    """The BPE files that travel with a converted checkpoint: the folder's, else the cache's."""
-    here = [model_dir / "encoder.json", model_dir / "vocab.bpe"]
-    if all(p.is_file() for p in here):
-        return here
-    return [fetch("gpt2-bpe/encoder.json"), fetch("gpt2-bpe/vocab.bpe")]
-
-
 def convert_from(name: str):
     def run(argv) -> None:
         opts = parse(Convert, argv, COMMANDS[name].help)
         source = Path(opts.source)
         cfg, params = (from_openai if name == "openai" else from_hf)(source, progress=True)
-        folder = source if source.is_dir() else source.parent
-        out = save_model(opts.out, cfg, params, extra_files=tokenizer_files(folder))
+        model = Model(cfg, params, folder=source if source.is_dir() else source.parent)
+        out = model.save(opts.out, extra_files=model.bpe_files())
         print(f"wrote {out}: {count_params(params):,} parameters, {cfg}")
 
     return run
@@ -82,10 +72,10 @@ def convert_from(name: str):
 
 def export_hf(argv) -> None:
     opts = parse(Convert, argv, COMMANDS["export-hf"].help)
-    cfg, params = load_model(opts.source)
-    head = read_classifier(model_dir(Path(opts.source))) or {}  # a classifier keeps its labels
+    model = Model.open(opts.source)
+    head = model.head or {}  # a classifier keeps its labels
     labels = {k: head[k] for k in ("labels", "pad_id") if k in head}
-    print(f"wrote {to_hf(cfg, params, opts.out, **labels)}")
+    print(f"wrote {to_hf(model.cfg, model.params, opts.out, **labels)}")
 
 
 def download(argv) -> None:

@@ -7,11 +7,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from convert.load import load_model
 from gptjax import generate
-from gptjax.data import tokenizer
 from gptjax.data.cache import fetch
 from gptjax.data.sliding import batches, sliding_windows, train_val_split
+from gptjax.store import Model
 from gptjax.training.steps import make_eval_step
 
 
@@ -21,15 +20,14 @@ def mean_loss(eval_step, params, ids, T: int, drop_last: bool) -> float:
     total = count = 0.0
     for b in batches(x, y, 2, drop_last=drop_last):
         m = eval_step(params, b)
-        total, count = total + float(m["loss_sum"]), count + float(m["tokens"])
+        total, count = total + float(m["loss"]), count + float(m["tokens"])
     return total / count
 
 
 def check(model_dir: str, context_length: int = 256, prompt: str = "Every effort moves you"):
-    cfg, params = load_model(model_dir)
-    enc = tokenizer.gpt2()
-    tokenizer.check_vocab(cfg.vocab_size, model_dir)
-    params = jax.device_put(params)
+    model = Model.open(model_dir)
+    enc, cfg = model.encoding(), model.cfg
+    params = jax.device_put(model.params)
     T = min(context_length, cfg.context_length)
     train_text, val_text = train_val_split(fetch("the-verdict.txt").read_text(), 0.9)
     eval_step = jax.jit(make_eval_step(cfg))

@@ -36,9 +36,18 @@ class GPTConfig:
         """H, the width of one attention head."""
         return self.emb_dim // self.n_heads
 
+    def fit(self, length: int | None, flag: str) -> int:
+        """`length` tokens per row, or the whole context when None; a length the model has no
+        positions for is refused, naming the `flag` that asked for it."""
+        if length is None:
+            return self.context_length
+        if length > self.context_length:
+            raise ValueError(f"{flag} {length} exceeds the model's context ({self.context_length})")
+        return length
+
     @classmethod
     def preset(cls, name: str, **overrides) -> GPTConfig:
-        """A named size: "124M", "355M", "774M", "1558M" (or gpt2, gpt2-medium, ...) or "tiny"."""
+        """A named size: "124M", "355M", "774M", "1558M" (gpt2, gpt2-medium, ...), tiny, nano."""
         key = ALIASES.get(name, name)
         if key not in PRESETS:
             known = ", ".join([*PRESETS, *ALIASES])
@@ -57,12 +66,14 @@ class GPTConfig:
         return cls(**d)
 
 
-# OpenAI's released sizes (folder names as in gs://gpt-2/models) and a tiny one for tests and demos.
+# OpenAI's released sizes (folder names as in gs://gpt-2/models), a tiny one for demos and
+# notebooks, and a nano one for tests and smoke runs (GPT-2's vocabulary, little else).
 PRESETS: dict[str, dict] = {
     "124M": dict(emb_dim=768, n_heads=12, n_layers=12),
     "355M": dict(emb_dim=1024, n_heads=16, n_layers=24),
     "774M": dict(emb_dim=1280, n_heads=20, n_layers=36),
     "1558M": dict(emb_dim=1600, n_heads=25, n_layers=48),
     "tiny": dict(context_length=256, emb_dim=128, n_heads=4, n_layers=4),
+    "nano": dict(context_length=64, emb_dim=32, n_heads=2, n_layers=2),
 }
 ALIASES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1558M"}

@@ -6,10 +6,8 @@ themselves (a docstring under each field). tyro turns the fields into flags (`ma
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import io
 import os
 import re
 import sys
@@ -20,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+from gptjax.errors import first_line
+
 T = TypeVar("T")
 
 CONFIG_HELP = "Options may also come from --config FILE (TOML or YAML); flags override the file."
@@ -27,7 +27,8 @@ CONFIG_HELP = "Options may also come from --config FILE (TOML or YAML); flags ov
 
 def parse(cls: type[T], argv: Sequence[str] | None = None, doc: str | None = None) -> T:
     """Build `cls` from `--config FILE` and command-line flags (argv defaults to sys.argv[1:]);
-    the first paragraph of `doc` describes the command in `--help`."""
+    the first paragraph of `doc` describes the command in `--help`. A bad flag is one line on
+    stderr and SystemExit(2)."""
     import tyro  # only where options are parsed: `import gptjax` stays light
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -36,27 +37,47 @@ def parse(cls: type[T], argv: Sequence[str] | None = None, doc: str | None = Non
     about = (doc or cls.__doc__ or "").split("\n\n")[0].strip()
     description = f"{about}\n\n{CONFIG_HELP}" if about else CONFIG_HELP
     kw = {"default": default} if default is not None else {}
-    report = io.StringIO()
     try:
-        with contextlib.redirect_stderr(report):
+        with _one_line_errors():
             return tyro.cli(cls, args=argv, prog=_prog(), description=description, **kw)
-    except SystemExit as e:
-        if e.code:  # a bad flag: tyro draws a box; the project's rule is one line
-            print(f"error: {one_line(report.getvalue())} (see --help)", file=sys.stderr)
-        raise
+    except CommandLineError as e:
+        print(f"error: {e} (see --help)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
-def one_line(box: str) -> str:
-    """tyro's boxed error as one line: its title and the message before the first rule."""
-    rows = []
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", box).splitlines():
-        text = line.strip(" │╭╮╰╯─")
-        if not text and "─" in line and rows:
-            break  # the rule under the message: what follows is the flag's help
-        rows += [text] if text else []
-    title, *message = rows or ["invalid options"]
-    message = " ".join(message)
-    return message if message.lower().startswith(title.lower()) else f"{title}: {message}"
+class CommandLineError(Exception):
+    """The command line was refused; the message says why in one line."""
+
+
+def _one_line_errors():
+    """tyro's parse-error hook, turning each refusal into a CommandLineError of one line instead
+    of tyro's drawn box. The hook is tyro's private API (`tyro._errors`), so pyproject pins tyro
+    to the minor version it was written against and tests/test_options.py checks every kind of
+    refusal; a kind it does not know still gives one line."""
+    from tyro import _errors
+
+    def refuse(event) -> None:
+        raise CommandLineError(_say(event, _errors))
+
+    return _errors.on_parse_error(refuse)
+
+
+def _say(event, kinds) -> str:
+    """A tyro parse-error event in words."""
+    flag = lambda arg: "/".join(arg.lowered.name_or_flags) or str(arg.lowered.metavar)
+    if isinstance(event, kinds.InstantiationFailure):
+        return (f"{flag(event.argument)}: " if event.argument else "") + event.message
+    if isinstance(event, kinds.InvalidChoice):
+        choices = ", ".join(event.choices)
+        return f"invalid choice '{event.value}' for '{flag(event.argument)}' ({choices})"
+    if isinstance(event, kinds.UnrecognizedArgs):
+        return f"unrecognized options: {' '.join(event.tokens)}"
+    if isinstance(event, kinds.BadValue):
+        got = event.offending_value
+        return f"{flag(event.argument)}: " + (f"unexpected {got!r}" if got else "expected a value")
+    if isinstance(event, kinds.MissingArgs):
+        return "required: " + ", ".join(flag(a.arg) for a in event.missing_arguments)
+    return "invalid options (" + re.sub(r"(?<!^)(?=[A-Z])", " ", type(event).__name__).lower() + ")"
 
 
 def _prog() -> str:
@@ -117,7 +138,7 @@ def read_file(path: str | Path) -> dict:
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ValueError(f"{path}: not valid YAML ({first_line(e)})") from None
     else:
         raise ValueError(f"--config {path}: expected a .toml, .yaml or .yml file")
     if not isinstance(data, dict):
@@ -169,10 +190,11 @@ def check_value(annotation, value: Any, where: str) -> Any:
         if value not in args:
             raise ValueError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
-    if origin is list:
+    if origin in (list, tuple):  # a tuple[T, ...] option is a list in the file
         if not isinstance(value, list):
             raise ValueError(f"{where} must be a list, got {value!r}")
-        return [check_value(args[0] if args else Any, v, where) for v in value]
+        items = [check_value(args[0] if args else Any, v, where) for v in value]
+        return items if origin is list else tuple(items)
     if annotation is Any:
         return value
     ok = {

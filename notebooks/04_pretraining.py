@@ -34,13 +34,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from convert.load import load_model
-from convert.names import rows
 from gptjax import GPTConfig, count_params, generate, init_params
 from gptjax.data import tokenizer
 from gptjax.data.cache import cache_dir, fetch
 from gptjax.data.sliding import batches, sliding_windows, train_val_split
 from gptjax.inference.generation import Sampling, filter_logits
+from gptjax.store import Model
+from gptjax.store.names import rows
 from gptjax.training import (
     OptimConfig,
     init_state,
@@ -85,7 +85,7 @@ print(f"tiny GPT: {count_params(state.params):,} parameters")
 def mean_loss(params, windows, B=8):
     """Mean token cross entropy over all full batches of `windows`."""
     sums = [eval_step(params, b) for b in batches(*windows, B)]
-    return float(sum(s["loss_sum"] for s in sums) / sum(s["tokens"] for s in sums))
+    return float(sum(s["loss"] for s in sums) / sum(s["tokens"] for s in sums))
 
 
 # %%
@@ -171,7 +171,7 @@ pd.DataFrame(samples)
 # ## Loading OpenAI's GPT-2 weights
 #
 # OpenAI published GPT-2 as TensorFlow checkpoints. gptjax reads them without TensorFlow
-# (`convert.openai`), and its parameter names are OpenAI's, so loading is a name map: a Dense
+# (`gptjax.store.openai`), and its parameter names are OpenAI's, so loading is a name map: a Dense
 # kernel [in, out] is OpenAI's conv1d weight [1, in, out] without its leading 1.
 #
 # `gptjax convert download 124M` fetches the 124M files (500 MB) into the cache. Where they are
@@ -180,7 +180,8 @@ pd.DataFrame(samples)
 # %%
 folder = cache_dir() / "models" / "124M"
 if (folder / "hparams.json").is_file():
-    gpt2_cfg, gpt2_params = load_model(folder)
+    gpt2 = Model.open(folder)
+    gpt2_cfg, gpt2_params = gpt2.cfg, gpt2.params
     out = generate(
         gpt2_cfg,
         gpt2_params,
@@ -204,7 +205,8 @@ else:
 
 # %%
 tiny_openai = "../tests/fixtures/openai-tiny"
-small_cfg, small_params = load_model(tiny_openai)
+small = Model.open(tiny_openai)
+small_cfg, small_params = small.cfg, small.params
 reference = np.load(f"{tiny_openai}/reference.npz")
 kernel = small_params["h_1"]["attn"]["c_attn"]["kernel"]
 np.testing.assert_array_equal(kernel, reference["model.h1.attn.c_attn.w"][0])

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # The suite compiles hundreds of tiny programs (here, in its subprocesses and in the notebook
@@ -47,3 +49,37 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_dir("gptjax-xla-")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, worker_id) -> Path:
+    """One pretraining run (tests.runs.REFERENCE: 24 steps of the nano preset, checkpoints 8,
+    16 and 24), made once for the whole session and shared by every xdist worker: the run that
+    interrupted runs must end equal to, and the weights that --init-from, generate and export
+    start from. Read it; copy it before changing it."""
+    from filelock import FileLock
+
+    from tests.runs import REFERENCE, pretrain
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # an xdist worker's: this session's folder is the one above it
+        shared = shared.parent
+    out = shared / "reference-run"
+    with FileLock(str(shared / "reference-run.lock")):
+        if not (out / "done").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            res = pretrain(out, *REFERENCE)
+            assert res.returncode == 0, res.stderr
+            (out / "done").write_text(res.stderr)
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two xdist workers with --dist loadgroup: tests go to whichever worker is
+    free, one by one, except the tests of a module whose module- or class-scoped fixtures are
+    costly to make twice (a trained model, a server), which stay together on one worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d[-1].scope in ("module", "class") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

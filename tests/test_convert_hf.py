@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from convert import from_hf
 from gptjax import GPTConfig
-from gptjax.training.checkpoint import read_model, save_model
+from gptjax.store import Model
 
 HF_CONFIG = dict(vocab_size=11, n_positions=8, n_embd=8, n_head=2, n_layer=1)
 
@@ -90,31 +90,24 @@ def test_not_a_gpt2_folder(tmp_path):
 
 def test_model_checkpoint_round_trip(tmp_path):
     cfg, params = from_hf(write_folder(tmp_path / "hf", tensors()))
-    save_model(tmp_path / "ckpt", cfg, params)
-    cfg2, params2 = read_model(tmp_path / "ckpt")
+    Model(cfg, params).save(tmp_path / "ckpt")
+    opened = Model.open(tmp_path / "ckpt")
+    cfg2, params2 = opened.cfg, opened.params
     assert cfg2 == cfg
     for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(a, b)
-    save_model(tmp_path / "ckpt", cfg, params)  # overwriting keeps one complete checkpoint
+    Model(cfg, params).save(tmp_path / "ckpt")  # overwriting keeps one complete checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "hf"]
-    with pytest.raises(ValueError, match="not a gptjax checkpoint"):
-        read_model(tmp_path)
+    with pytest.raises(ValueError, match="not a gptjax model"):
+        Model.open(tmp_path)
 
 
 def test_hf_cli_writes_a_checkpoint_with_tokenizer_files(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+    from tests.cli import run
 
     folder = write_folder(tmp_path / "hf", tensors())
-    res = subprocess.run(
-        [sys.executable, "-m", "convert", "hf", str(folder), str(tmp_path / "o")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    res = run("convert.__main__", "hf", folder, tmp_path / "o")
     assert res.returncode == 0, res.stderr
     assert {p.name for p in (tmp_path / "o").iterdir()} >= {"params", "config.json", "vocab.bpe"}
-    cfg, _ = read_model(tmp_path / "o")
+    cfg = Model.open(tmp_path / "o").cfg
     assert cfg.emb_dim == 8

@@ -98,7 +98,7 @@ def test_a_bad_request_or_callback_fails_alone(params):
 
 def test_requests_that_do_not_fit_are_refused(params):
     engine = Engine(CFG, params, slots=1)
-    with pytest.raises(ValueError, match="exceed the model's context of 48"):
+    with pytest.raises(ValueError, match="max_tokens=9 does not fit: it must be between 0 and 8"):
         engine.submit(Request([1] * 40, max_tokens=9, on_token=print))
     with pytest.raises(ValueError, match="at least one token"):
         engine.submit(Request([], max_tokens=1, on_token=print))

@@ -53,9 +53,9 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     args = ["--seq-len", "16", "--new-tokens", "4", "--repeats", "1", "--json"]
     # Training rows each in a fresh process (--apart, as on a GPU, where JAX's and torch's
     # memory must never meet), decoding rows in this one.
-    bench.main([*args, "--presets", "tiny", "--decode-presets", "none", "--apart"])
+    bench.main([*args, "--presets", "nano", "--decode-presets", "none", "--apart"])
     monkeypatch.setattr(bench, "peak_bandwidth", lambda: 1e9)  # as if on a 1 GB/s chip
-    bench.main([*args, "--presets", "none", "--decode-presets", "tiny"])
+    bench.main([*args, "--presets", "none", "--decode-presets", "nano"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["what"], r["impl"]) for r in rows] == [
         ("train_step", "gptjax"),
@@ -65,8 +65,8 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     ]
     assert all(r["tok_per_s"] > 0 and r["device"] for r in rows)
     assert rows[2]["roofline"] > 0 and "roofline" not in rows[3]  # ours against the bound
-    bench.main(["--presets", "tiny", "--seq-len", "16", "--compile-only"])
-    assert "tiny train step compiles in" in capsys.readouterr().out
+    bench.main(["--presets", "nano", "--seq-len", "16", "--compile-only"])
+    assert "nano train step compiles in" in capsys.readouterr().out
 
 
 def test_auto_dtype_is_float32_on_cpu():
@@ -77,13 +77,13 @@ def test_auto_dtype_is_float32_on_cpu():
 def test_tokens_per_second_leave_out_evals_and_checkpoints(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
+    from gptjax.training.loop import LoopConfig
     from gptjax.training.runlog import RunLog
-    from train.options import RunOptions
 
     clock = iter([0.0, 2.0, 9.0, 10.0])  # start, fetch, eval and save done, next fetch
     monkeypatch.setattr("gptjax.training.runlog.time.perf_counter", lambda: next(clock))
     task = SimpleNamespace(identity={}, seen=("tokens_seen", 16), plots={})
-    log = RunLog(RunOptions(batch_size=4, out=str(tmp_path), progress=False), task, 0, 2)
+    log = RunLog(LoopConfig(batch_size=4, out=str(tmp_path), progress=False), task, 0, 2)
     m = {"loss": 1.0, "lr": 1e-3, "grad_norm": 1.0}
     assert log.step_records([1], [m], False)[0]["tokens_per_s"] == 64 / 2
     log.restart_clock()  # after the eval and checkpoint of step 1

@@ -1,4 +1,4 @@
-"""The prepared GPU check keeps working: its dry mode runs every kind of case on CPU (tiny
+"""The prepared GPU check keeps working: its dry mode runs every kind of case on CPU (nano
 preset, a few steps), and the budget and time limits skip or stop a case with the reason."""
 
 import json

@@ -4,6 +4,7 @@ metrics, per-sample log-likelihoods within 1e-4 and the same generations, on a s
 task set (tests/fixtures/harness: multiple choice, generate_until, perplexity)."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from convert import to_hf
 from gptjax import GPTConfig, init_params
-from gptjax.training.checkpoint import save_model
+from gptjax.store import Model
 from tests.conftest import ROOT
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -25,7 +26,7 @@ def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("harness")
     cfg = GPTConfig.preset("tiny", context_length=64, emb_dim=64, n_heads=2, n_layers=1)
     params = jax.tree.map(lambda x: x * 3.0, init_params(cfg, jax.random.key(0)))  # peakier
-    save_model(path / "ours", cfg, params)
+    Model(cfg, params).save(path / "ours")
     to_hf(cfg, params, path / "hf")
     return path
 
@@ -67,11 +68,23 @@ def hf(model):
     return json.loads(json.dumps(results, default=str))
 
 
+def as_type_of(value, like):
+    """`value` as the type of `like`, where lm-eval's saved samples turned it into a string."""
+    if isinstance(like, list | tuple):
+        return [as_type_of(v, w) for v, w in zip(value, like, strict=True)]
+    if isinstance(value, str) and isinstance(like, bool):
+        return value == "True"
+    if isinstance(value, str) and isinstance(like, float):
+        return float(value)
+    return value
+
+
 def same_answers(ours: dict, hf: dict, tasks: list[str]) -> None:
     a, b = responses(ours), responses(hf)
     assert a.keys() == {k: v for k, v in b.items() if k[0] in tasks}.keys() and len(a) > 30
     for key, mine in a.items():
         theirs = b[key]
+        mine = as_type_of(mine, theirs)  # lm-eval saves the samples' responses as strings
         if isinstance(mine, str):
             assert mine == theirs, key
         elif isinstance(mine, list):  # (loglikelihood, is_greedy)
@@ -85,16 +98,45 @@ def same_answers(ours: dict, hf: dict, tasks: list[str]) -> None:
     assert any(a[k] for k in a if k[0] == "gj_gen")  # the generations are not all empty
 
 
+def read_output(folder: Path) -> dict:
+    """lm-eval's output in `folder` read the way a user's script reads it, with lm-eval's own
+    file-name helpers: the newest results_*.json, and each task's samples_*.jsonl."""
+    from lm_eval.utils import get_file_task_name, get_results_filenames
+    from lm_eval.utils import get_sample_results_filenames as sample_files
+
+    names = [str(p) for p in folder.iterdir()]
+    (results,) = get_results_filenames(names)
+    out = json.loads(Path(results).read_text())
+    out["samples"] = {
+        get_file_task_name(Path(f).name): [json.loads(x) for x in Path(f).read_text().splitlines()]
+        for f in sample_files(names)
+    }
+    return out
+
+
 def test_gptjax_and_the_hf_model_give_the_same_answers(model, hf, tmp_path, capsys):
+    from lm_eval.utils import sanitize_model_name
+
     from train.eval_harness import main
 
-    out = tmp_path / "results.json"
-    args = ["--ckpt", str(model / "ours"), "--tasks", ",".join(TASKS), "--include-path", INCLUDE]
+    out = tmp_path / "results"
+    args = ["--ckpt", str(model / "ours"), "--tasks", *TASKS, "--include-path", INCLUDE]
     main([*args, "--output-path", str(out), "--log-samples", "--batch-size", "4"])
     assert "gj_mc" in capsys.readouterr().out  # lm-eval's table
-    ours = json.loads(out.read_text())
+    # lm_eval --output_path's layout: a folder named after the model, as lm-eval names it.
+    folder = out / sanitize_model_name(str(model / "ours"))
+    assert [p.name for p in out.iterdir()] == [folder.name]
+    ours = read_output(folder)
+    assert set(ours["samples"]) == set(TASKS)
     same_answers(ours, hf, TASKS)
     assert np.isfinite(ours["results"]["gj_ppl"]["word_perplexity,none"])
+
+    # A path ending in .json: lm-eval's results file beside it, named after it.
+    single = tmp_path / "one" / "scores.json"
+    main([*args[:3], "gj_mc", *args[-2:], "--output-path", str(single), "--limit", "2"])
+    (written,) = single.parent.iterdir()
+    assert written.name.startswith("scores_") and written.suffix == ".json"
+    assert json.loads(written.read_text())["results"]["gj_mc"]["acc,none"] >= 0
 
 
 def test_lm_eval_through_the_server_gives_the_same_answers(model, hf):
@@ -131,17 +173,18 @@ def test_bad_tasks_are_one_line(model, capsys):
 
 
 def test_pretrain_scores_lm_eval_tasks_at_its_evaluations(tmp_path):
-    from tests.test_pretrain import run
+    from tests.runs import pretrain
 
     out = tmp_path / "run"
-    res = run(
+    res = pretrain(
         out,
         "--max-steps",
         "4",
         "--eval-every",
         "2",
         "--harness-tasks",
-        "gj_mc,gj_gen",
+        "gj_mc",
+        "gj_gen",
         "--harness-include-path",
         INCLUDE,
         "--harness-every",

@@ -2,19 +2,18 @@
 
 import json
 import math
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from gptjax.training.runlog import read_metrics
+from tests.cli import run
 from tests.conftest import ROOT
 
 FAST = [
     "--preset",
-    "tiny",
+    "nano",
     "--max-length",
     "64",
     "--batch-size",
@@ -46,9 +45,8 @@ def records(tmp_path_factory):
     return path
 
 
-def run(module, out, *args):
-    cmd = [sys.executable, "-m", module, "--out", str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+def train(module, out, *args):
+    return run(module, "--out", out, *args)
 
 
 def records_of(out):
@@ -58,7 +56,7 @@ def records_of(out):
 @pytest.fixture(scope="module")
 def instruct_run(records, tmp_path_factory):
     out = tmp_path_factory.mktemp("instruct") / "run"
-    res = run(
+    res = train(
         "train.instruct",
         out,
         *FAST,
@@ -108,8 +106,8 @@ def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_
         "8",
         "--mask-instruction",
     ]
-    assert run("train.instruct", split, *args, "--max-steps", "3").returncode == 0
-    resumed = run("train.instruct", split, *args, "--max-steps", "6", "--resume")
+    assert train("train.instruct", split, *args, "--max-steps", "3").returncode == 0
+    resumed = train("train.instruct", split, *args, "--max-steps", "6", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     scored = [r["step"] for r in records_of(out) if "harness/gj_gen/exact_match" in r]
     assert scored == [3, 6]  # at the evaluations; without --harness-tasks the records are equal:
@@ -117,21 +115,8 @@ def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_
         {k: v for k, v in r.items() if not k.startswith("harness/")} for r in records_of(out)
     ]
     assert (out / "harness.png").is_file()
-    ask = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train.generate",
-            "--ckpt",
-            str(out),
-            "--instruction",
-            "Name a color.",
-            "--max-new-tokens",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    ask = run(
+        "train.generate", "--ckpt", out, "--instruction", "Name a color.", "--max-new-tokens", "3"
     )
     assert ask.returncode == 0, ask.stderr
     assert "### Instruction" not in ask.stdout  # only the response is printed
@@ -139,7 +124,7 @@ def test_instruct_trains_answers_and_resumes_exactly(records, instruct_run, tmp_
 
 def test_dpo_starts_at_log_two_and_raises_the_margin(records, instruct_run, tmp_path):
     out, _ = instruct_run
-    res = run(
+    res = train(
         "train.dpo",
         tmp_path / "dpo",
         "--init-from",
@@ -216,35 +201,18 @@ def test_judge_scores_through_both_apis(tmp_path, api):
     ]
     responses = tmp_path / "test-responses.json"
     responses.write_text(json.dumps(entries))
-    judge = [
-        sys.executable,
-        "-m",
-        "train.judge",
-        str(responses),
-        "--url",
-        url,
-        "--api",
-        api,
-        "--no-progress",
-    ]
+    judge = [responses, "--url", url, "--api", api, "--no-progress"]
     try:
-        res = subprocess.run(judge, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        res = run("train.judge", *judge)
         assert res.returncode == 0, res.stderr
         scores = json.loads((tmp_path / "scores.json").read_text())
         assert scores["scores"] == [85, 40, None, 70] and scores["unparseable"] == 1
         assert "mean score 65.00 over 3 of 4 answers" in res.stdout
-        missing = subprocess.run(
-            [*judge, "--model", "missing"], capture_output=True, text=True, cwd=ROOT
-        )
-        assert missing.returncode == 2 and "Traceback" not in missing.stderr
+        missing = run("train.judge", *judge, "--model", "missing")
+        assert missing.returncode == 2 and missing.stderr == missing.error + "\n"
         hint = "ollama pull missing" if api == "ollama" else "/v1/models"
         assert hint in missing.stderr
     finally:
         server.shutdown()
-    down = subprocess.run(
-        [*judge[:-5], "--url", "http://127.0.0.1:9", "--api", api],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    down = run("train.judge", responses, "--url", "http://127.0.0.1:9", "--api", api)
     assert down.returncode == 2 and "cannot reach the judge" in down.stderr

@@ -1,42 +1,27 @@
 """Data parallel runs equal the single-device run: 8 forced CPU devices under jit (replicated
-and FSDP) and pmap, and 2 processes over 127.0.0.1 with gloo."""
+and FSDP) and pmap, and 2 processes over 127.0.0.1 with gloo, stopped by a signal to one of
+them and resumed by both. The single-device runs they are held to run in this process."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.runs import pretrain, pretrain_cmd
 
 # Alone on the machine (make test runs these after the rest): 8 forced devices starved of CPU by
 # a parallel test can miss XLA's 20 s collective rendezvous and abort.
 pytestmark = pytest.mark.serial
 
-ARGS = [
-    "--preset",
-    "tiny",
-    "--context-length",
-    "32",
-    "--batch-size",
-    "8",
-    "--max-steps",
-    "4",
-    "--drop-rate",
-    "0",
-    "--lr",
-    "1e-3",
-    "--eval-every",
-    "2",
-    "--eval-batches",
-    "1",
-    "--sample-tokens",
-    "2",
-    "--no-progress",
-]
+# A constant learning rate, so a run's length changes none of its steps.
+ARGS = ["--batch-size", "8", "--drop-rate", "0", "--min-lr-ratio", "1", "--sample-tokens", "0"]
 
 
 def env_with(devices: int) -> dict:
@@ -46,44 +31,40 @@ def env_with(devices: int) -> dict:
     return env
 
 
-def pretrain(out, *args, devices=1):
-    cmd = [sys.executable, "-m", "train.pretrain", "--out", str(out), *ARGS, *args]
-    return subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env_with(devices),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc):
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    return out
-
-
 def curve(out):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return np.array([[r["train_loss"], r["grad_norm"], r.get("val_loss", 0.0)] for r in records])
 
 
-@pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    """The one-device run both comparisons are made against."""
-    out = tmp_path_factory.mktemp("single") / "run"
-    finish(pretrain(out))
+def single(out, *args):
+    """The one-device run, in this process (which has one device)."""
+    res = pretrain(out, *ARGS, *args)
+    assert res.returncode == 0, res.stderr
     return curve(out)
 
 
-def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path, single):
+# The three 8-device runs in one process: JAX's device count is fixed when it starts.
+EIGHT = """
+import sys
+from gptjax.options import run_cli
+from train.pretrain import main
+folder, argv = sys.argv[1], sys.argv[2:]
+for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "pmap"])]:
+    run_cli(lambda: main([*argv, "--out", f"{folder}/{name}", *extra]))
+"""
+
+
+def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
+    args = [*ARGS, "--max-steps", "4", "--eval-every", "2"]
+    reference = single(tmp_path / "single", *args)
+    assert len(reference) == 4
     # One run at a time: two 8-device runs sharing CI's two cores can miss XLA's 20 s collective
     # rendezvous and abort.
-    reference = single
-    assert len(reference) == 4
-    for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "pmap"])]:
-        finish(pretrain(tmp_path / name, *extra, devices=8))
+    argv = pretrain_cmd(tmp_path / "unused", *args)[5:]  # the options after --out OUT
+    cmd = [sys.executable, "-c", EIGHT, str(tmp_path), *argv]
+    res = subprocess.run(cmd, cwd=ROOT, env=env_with(8), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    for name in ("jit", "fsdp", "pmap"):
         np.testing.assert_allclose(curve(tmp_path / name), reference, rtol=1e-5, err_msg=name)
 
 
@@ -93,50 +74,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(tmp_path, single):
+def two_processes(out, *args) -> list[subprocess.Popen]:
     coordinator = f"127.0.0.1:{free_port()}"
-    procs = [
-        pretrain(
-            tmp_path / "multi",
-            "--coordinator",
-            coordinator,
-            "--num-processes",
-            "2",
-            "--process-id",
-            str(i),
+    multi = ["--coordinator", coordinator, "--num-processes", "2", *ARGS, *args]
+    return [
+        subprocess.Popen(
+            pretrain_cmd(out, *multi, "--process-id", str(i)),
+            cwd=ROOT,
+            env=env_with(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
-    for p in procs:
-        finish(p)
-    np.testing.assert_allclose(curve(tmp_path / "multi"), single, rtol=1e-5)
-    assert (tmp_path / "multi" / "checkpoints" / "4").is_dir()
 
 
-def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
-    import signal
-    import time
-
-    coordinator = f"127.0.0.1:{free_port()}"
+def test_two_processes_stop_together_on_a_signal_to_one_and_resume_equal_to_one(tmp_path):
     out = tmp_path / "multi"
-    procs = [
-        pretrain(
-            out,
-            "--coordinator",
-            coordinator,
-            "--num-processes",
-            "2",
-            "--process-id",
-            str(i),
-            "--max-steps",
-            "2000",
-            "--eval-every",
-            "1000",
-            "--ckpt-every",
-            "1000",
-        )
-        for i in range(2)
-    ]
+    schedule = ["--eval-every", "1000", "--ckpt-every", "1000"]
+    procs = two_processes(out, *schedule, "--max-steps", "2000")
     metrics, deadline = out / "metrics.jsonl", time.time() + 240
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         assert all(p.poll() is None for p in procs) and time.time() < deadline
@@ -147,3 +104,12 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
     stopped = int(errs[0].split("after step ")[1].split(" ")[0])
     assert sorted(int(p.name) for p in (out / "checkpoints").iterdir()) == [stopped]
     assert len(metrics.read_text().splitlines()) == stopped
+
+    total = ["--max-steps", str(stopped + 2)]  # both continue from the checkpoint of both
+    procs = two_processes(out, *schedule, *total)
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert f"continuing from checkpoint {stopped}" in errs[0]
+    reference = single(tmp_path / "single", *schedule, *total)
+    np.testing.assert_allclose(curve(out), reference, rtol=1e-5)
+    assert (out / "checkpoints" / str(stopped + 2)).is_dir()

@@ -3,15 +3,13 @@ resumes after an interruption, and `train.pretrain` trains on them and on llm.c'
 
 import gzip
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from gptjax.data import tokenizer
 from gptjax.data.shards import ShardWindows, read_shard, shard_windows, write_shard
-from tests.conftest import ROOT
+from tests.cli import run
 from train import prepare, pretrain
 
 SETTINGS = ["--shard-tokens", "700", "--val-tokens", "300", "--name", "mini"]
@@ -58,23 +56,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def prepared(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train.prepare",
-            str(corpus[0]),
-            "--out",
-            str(out),
-            "--workers",
-            "2",
-            *SETTINGS,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    res = run("train.prepare", corpus[0], "--out", out, "--workers", "2", *SETTINGS)
     assert res.returncode == 0, res.stderr
     assert "per worker, 2 workers" in res.stdout
     return out
@@ -163,7 +145,7 @@ def test_pretrain_on_our_shards_and_an_llmc_shard(prepared, tmp_path):
             "--out",
             str(tmp_path / "run"),
             "--preset",
-            "tiny",
+            "nano",
             "--context-length",
             "16",
             "--batch-size",

@@ -19,7 +19,7 @@ from gptjax.data import instruct
 from gptjax.inference.generation import completion
 from gptjax.inference.server import Background, create_app
 from gptjax.model.classifier import init_classifier
-from gptjax.training.checkpoint import save_model
+from gptjax.store import Model
 from train.bench.serve_load import expected  # greedy `generate` on each prompt alone
 from train.serve import Options, load
 
@@ -38,7 +38,7 @@ def params():
 @pytest.fixture(scope="module")
 def instruct_dir(tmp_path_factory, params):
     out = tmp_path_factory.mktemp("serve") / "tiny-instruct"
-    return save_model(out, CFG, params, task={"kind": "instruct", "template": "alpaca"})
+    return Model(CFG, params, task={"kind": "instruct", "template": "alpaca"}).save(out)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +312,7 @@ def classifier_dir(tmp_path_factory):
     params = jax.jit(init_classifier, static_argnums=(0, 1))(CFG, 2, jax.random.key(1))
     head = {"labels": ["ham", "spam"], "pad_id": 50256, "pooling": "last-non-pad"}
     out = tmp_path_factory.mktemp("serve") / "tiny-spam"
-    return save_model(out, CFG, params, classifier=head)
+    return Model(CFG, params, head=head).save(out)
 
 
 def test_classifier_endpoint_and_api_key(classifier_dir):

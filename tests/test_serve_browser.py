@@ -10,7 +10,7 @@ import pytest
 
 from gptjax import GPTConfig, init_params
 from gptjax.inference.server import Background, create_app
-from gptjax.training.checkpoint import save_model
+from gptjax.store import Model
 from train.serve import Options, load
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -54,7 +54,7 @@ def test_chat_page_streams_the_answer(browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     params = jax.jit(init_params, static_argnums=0)(CFG, jax.random.key(0))
-    ckpt = save_model(tmp_path / "tiny-chat", CFG, params, task={"kind": "instruct"})
+    ckpt = Model(CFG, params, task={"kind": "instruct"}).save(tmp_path / "tiny-chat")
     served = load(Options(ckpt=str(ckpt), slots=2))
     with Background(create_app(served)) as url:
         browser.get(url + "/")

@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from gptjax import GPTConfig, init_params
+from gptjax.data import instruct
 from gptjax.inference.server import Background, build, create_app
+from gptjax.store import Model
 from tests.conftest import ROOT
 from tests.test_serve import post
 
@@ -34,7 +36,7 @@ def params():
 
 
 def serve(params, **kw):
-    return build("tiny", "instruct", CFG, params, **kw)
+    return build(Model(CFG, params, task=instruct.TASK), "tiny", **kw)
 
 
 def test_openapi_describes_every_body_and_refuses_by_name(params):
@@ -258,10 +260,10 @@ def fuzz(op, mode, url, seen: dict, given, settings, HealthCheck, examples: int 
 
 
 def test_soak_mode_hangs_up_on_every_fifth_and_checks_the_rest(params, tmp_path, capsys):
-    from gptjax.training.checkpoint import save_model
+    from gptjax.store import Model
     from train.bench.serve_load import main
 
-    ckpt = save_model(tmp_path / "tiny", CFG, params)
+    ckpt = Model(CFG, params).save(tmp_path / "tiny")
     args = ["--ckpt", str(ckpt), "--soak", "--requests", "40", "--clients", "8"]
     main([*args, "--slots", "2", "--max-tokens", "8", "--prompts", "5"])  # exits on a failure
     out = capsys.readouterr().out

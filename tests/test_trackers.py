@@ -1,7 +1,6 @@
 """TensorBoard and W&B get the records metrics.jsonl gets, and a resumed run continues both."""
 
 import json
-import os
 import shutil
 import struct
 from pathlib import Path
@@ -11,9 +10,9 @@ import pytest
 
 from gptjax.training import trackers
 from gptjax.training.runlog import read_metrics
-from tests.test_pretrain import run
+from tests.runs import pretrain
 
-ARGS = ["--ckpt-every", "4", "--eval-every", "3", "--log-to", "jsonl,tensorboard,wandb"]
+ARGS = ["--ckpt-every", "4", "--eval-every", "3", "--log-to", "jsonl", "tensorboard", "wandb"]
 
 
 def tensorboard_scalars(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
@@ -59,14 +58,15 @@ def wandb_history(path: Path) -> tuple[str, list[int], dict]:
     return run_id, steps, config
 
 
-def test_tensorboard_and_wandb_see_what_metrics_jsonl_has_across_a_resume(tmp_path):
+def test_tensorboard_and_wandb_see_what_metrics_jsonl_has_across_a_resume(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    first = run(out, "--max-steps", "6", *ARGS, env=env)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    first = pretrain(out, "--max-steps", "6", *ARGS)
     assert first.returncode == 0, first.stderr
     assert f"tensorboard --logdir {out}/tensorboard" in first.stdout
     shutil.rmtree(out / "checkpoints" / "6")  # as if killed after logging steps 5-6
-    second = run(out, "--max-steps", "8", *ARGS, env=env)
+    second = pretrain(out, "--max-steps", "8", *ARGS)
     assert second.returncode == 0, second.stderr
     assert "continuing from checkpoint 4" in second.stderr
 
@@ -85,13 +85,18 @@ def test_tensorboard_and_wandb_see_what_metrics_jsonl_has_across_a_resume(tmp_pa
     (first_id, first_steps, config), (second_id, second_steps, _) = map(wandb_history, runs)
     assert first_id == second_id == json.loads((out / "wandb.json").read_text())["id"]
     assert first_steps == list(range(1, 7)) and second_steps == [7, 8]  # no step twice
-    assert config["model"]["emb_dim"] == 128 and config["options"]["max_steps"] == 6
+    assert config["model"]["emb_dim"] == 32 and config["options"]["max_steps"] == 6
 
 
-def test_log_to_names_and_missing_extras_are_one_line(monkeypatch):
-    assert trackers.parse_log_to("tensorboard, jsonl,tensorboard") == ("tensorboard", "jsonl")
-    with pytest.raises(ValueError, match="unknown destination 'mlflow'"):
-        trackers.parse_log_to("jsonl,mlflow")
+def test_log_to_names_and_missing_extras_are_one_line(monkeypatch, capsys):
+    from gptjax.options import parse
+    from train.pretrain import Options
+
+    opts = parse(Options, ["--log-to", "tensorboard", "jsonl", "tensorboard"])
+    assert opts.loop_config().log_to == ("tensorboard", "jsonl")
+    with pytest.raises(SystemExit):
+        parse(Options, ["--log-to", "jsonl", "mlflow"])
+    assert "invalid choice 'mlflow' for '--log-to'" in capsys.readouterr().err
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)

@@ -83,6 +83,22 @@ def test_warmup_trains_from_step_1_then_cosine():
     np.testing.assert_allclose(sched(10), 1.0)
     np.testing.assert_allclose(sched(60), 0.55, rtol=1e-5)
     np.testing.assert_allclose(sched(110), 0.1, rtol=1e-5)
+    # optax's joined schedules give the values of the hand-written formula, for any warmup
+    for W, total, ratio in [(1, 20, 0.0), (4, 24, 1.0), (7, 0, 0.1), (0, 50, 0.1)]:
+        oc = OptimConfig(lr=3e-4, warmup_steps=W, decay_steps=total, min_lr_ratio=ratio)
+        got = [lr_schedule(oc)(c) for c in range(60)]
+        np.testing.assert_allclose(got, [formula(oc, c) for c in range(60)], rtol=1e-6, atol=1e-10)
+
+
+def formula(oc: OptimConfig, count: int) -> float:
+    """The rate of step count + 1 as written before optax's schedules were joined."""
+    W, lr = oc.warmup_steps, oc.lr
+    if count < W:
+        return lr * (count + 1) / W
+    if oc.decay_steps <= W:
+        return lr
+    progress = min(count - W, oc.decay_steps - W) / (oc.decay_steps - W)
+    return lr * (oc.min_lr_ratio + (1 - oc.min_lr_ratio) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
 def test_eval_step_is_deterministic_mean():
@@ -90,7 +106,7 @@ def test_eval_step_is_deterministic_mean():
     params = init_params(cfg, jax.random.key(0))
     m = jax.jit(make_eval_step(cfg))(params, random_batch(1))
     assert float(m["tokens"]) == 64
-    assert 4.0 < float(m["loss_sum"]) / 64 < 5.0  # about ln(89) = 4.49 at init
+    assert 4.0 < float(m["loss"]) / 64 < 5.0  # about ln(89) = 4.49 at init
 
 
 def test_matches_pytorch_adamw_for_20_steps(tmp_path):

@@ -20,26 +20,18 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from convert.peft import to_peft
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.data import textdata, tokenizer
-from gptjax.eval.evaluator import Evaluator
 from gptjax.files import write_json
 from gptjax.model.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.options import run_cli
+from gptjax.store import Model
 from gptjax.training import parallel
-from gptjax.training.checkpoint import save_model
 from gptjax.training.cross_entropy import cross_entropy_sum
-from gptjax.training.finetune import (
-    MODES,
-    counts,
-    lora_config,
-    merged,
-    trainable_paths,
-    with_adapters,
-)
+from gptjax.training.evaluator import Evaluator
+from gptjax.training.finetune import MODES, lora_config, trainable_paths, with_adapters
+from gptjax.training.task import LOSS_PLOT, Task
 from train.classify_predict import predict
 from train.options import LoRAOptions, script_main, starting_model
 
@@ -65,18 +57,19 @@ class Options(LoRAOptions):
     """steps between evaluations"""
 
 
-class Classify:
-    """Cross entropy of the classifier's logits against the labels (the loop's `Task`)."""
+class Classify(Task):
+    """Cross entropy of the classifier's logits against the labels."""
+
+    count = "count"
 
     def __init__(self, opts: Options):
-        self.opts = opts
+        self.opts, self.out = opts, Path(opts.out)
         self.names, splits = textdata.load(opts.data, seed=opts.split_seed)
         cfg, self.base = self._model()
         self.enc = tokenizer.gpt2()
         ids = {s: [self.enc.encode_ordinary(t) for t in sp.texts] for s, sp in splits.items()}
-        L = opts.max_length or min(cfg.context_length, max(len(x) for x in ids["train"]))
-        if cfg.context_length < L:
-            raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
+        longest = min(cfg.context_length, max(len(x) for x in ids["train"]))
+        L = cfg.fit(opts.max_length, "--max-length") if opts.max_length else longest
         self.data = {
             s: textdata.Examples(textdata.pad(ids[s], L), sp.labels) for s, sp in splits.items()
         }
@@ -98,10 +91,9 @@ class Classify:
             cfg, C, tokenizer.EOT_ID, opts.pooling, parallel.compute_dtype(opts.dtype)
         )
         self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
-        self.seen = ("examples_seen", 1)
         self.plots = {
-            "loss.png": ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
-            "accuracy.png": ("accuracy", {"train_acc": "train acc", "val_acc": "val acc"}),
+            **LOSS_PLOT,
+            "accuracy.png": ("accuracy", {"eval_train_acc": "train acc", "val_acc": "val acc"}),
         }
         self.evaluator = Evaluator(
             self.eval_step, parallel.make_mesh(), opts.batch_size, opts.eval_batches
@@ -129,16 +121,10 @@ class Classify:
             base = init_classifier(self.cfg, len(self.names), key, base=base)
         return with_adapters(base, self.lcfg, jax.random.fold_in(key, 1))
 
-    def abstract_params(self):
-        return jax.eval_shape(self.init_params)
-
-    def merged(self, params):
-        return merged(params, self.lcfg)
-
     def logits(self, params, inputs, rng=None):
         rngs = {"dropout": rng} if rng is not None else {}
         return self.model.apply(
-            {"params": self.merged(params)}, inputs, deterministic=rng is None, rngs=rngs
+            {"params": self.model_params(params)}, inputs, deterministic=rng is None, rngs=rngs
         )
 
     def loss_fn(self, params, batch, rng, train):
@@ -148,39 +134,30 @@ class Classify:
     def eval_step(self, params, batch) -> dict:
         s, n = self.loss_fn(params, batch, None, False)
         hit = jnp.argmax(self.logits(params, batch["inputs"]), -1) == batch["labels"]
-        return {"loss_sum": s, "count": n, "correct": jnp.sum(hit).astype(jnp.float32)}
+        return {"loss": s, "count": n, "acc": jnp.sum(hit).astype(jnp.float32)}
 
-    def scores(self, params, split: str, n_batches=-1) -> tuple[float, float]:
-        sums = self.evaluator.sums(params, self.data[split], n_batches)
-        return sums["loss_sum"] / sums["count"], sums["correct"] / sums["count"]
-
-    def evaluate(self, params, step: int) -> tuple[dict, str]:
-        (tl, ta), (vl, va) = self.scores(params, "train"), self.scores(params, "validation")
-        line = (
-            f"step {step}: train loss {tl:.3f}, val loss {vl:.3f} | "
-            f"train acc {100 * ta:.2f}%, val acc {100 * va:.2f}%"
-        )
-        return {"eval_train_loss": tl, "val_loss": vl, "train_acc": ta, "val_acc": va}, line
+    def report(self, params, step: int, metrics: dict) -> tuple[dict, str]:
+        ta, va = metrics["eval_train_acc"], metrics["val_acc"]
+        return {}, f" | train acc {100 * ta:.2f}%, val acc {100 * va:.2f}%"
 
     def describe(self, params) -> str:
-        trained, total = counts(params, self.trainable, self.lcfg)
-        return f"trainable parameters: {trained:,} of {total:,} ({self.opts.trainable})"
+        return f"{super().describe(params)} ({self.opts.trainable})"
 
-    def finish(self, params) -> None:
-        acc = {s: self.scores(params, s, None)[1] for s in textdata.SPLITS}
+    def final_model(self, params) -> Model:
+        return Model(self.cfg, self.model_params(params), head=self.head)
+
+    def finish(self, params) -> Model:
+        """The accuracy on every whole split (OUT/results.json), then the classifier."""
+        acc = {s: self.means(params, s, None)["acc"] for s in textdata.SPLITS}
+        model = super().finish(params)
         if jax.process_index() != 0:
-            return
-        out = Path(self.opts.out)
+            return model
         results = {f"{s}_accuracy": a for s, a in acc.items()}
         results["examples"] = {s: len(d) for s, d in self.data.items()}
-        write_json(out / "results.json", results)
-        merged = jax.tree.map(np.asarray, self.merged(params))
-        save_model(out / "model", self.cfg, merged, classifier=self.head)
-        if self.lcfg is not None:
-            whole = {"score": params["model"]["score"]} if "score" not in self.lcfg.targets else {}
-            to_peft(self.lcfg, params["lora"], out / "peft", modules=whole)
+        write_json(self.out / "results.json", results)
         print("accuracy: " + ", ".join(f"{s} {100 * a:.2f}%" for s, a in acc.items()))
-        print(f"classifier: {out / 'model'}  results: {out / 'results.json'}")
+        print(f"results: {self.out / 'results.json'}")
+        return model
 
 
 def main(argv=None) -> None:

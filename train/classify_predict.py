@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 from tyro.conf import Positional
 
-from convert.load import load_classifier
-from gptjax.data import tokenizer
 from gptjax.model.classifier import Predictor
 from gptjax.options import parse
+from gptjax.store import Model
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,11 @@ def predict(argv) -> None:
     texts = list(opts.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on stdin")
-    model, params, head = load_classifier(opts.ckpt)
-    enc = tokenizer.gpt2()
-    probs = Predictor(model, params, head, opts.batch_size)([enc.encode_ordinary(t) for t in texts])
+    model = Model.open(opts.ckpt)
+    if model.kind != "classifier":
+        raise ValueError(f"{opts.ckpt}: not a classifier (no classifier.json or score weights)")
+    enc, head = model.encoding(), model.head
+    predictor = Predictor(model.module, model.params, head, opts.batch_size)
+    probs = predictor([enc.encode_ordinary(t) for t in texts])
     for text, p in zip(texts, probs, strict=True):
         print(f"{head['labels'][int(p.argmax())]}\t{p.max():.4f}\t{text}")

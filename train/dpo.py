@@ -22,15 +22,13 @@ from tqdm import tqdm
 
 from gptjax.data import instruct, tokenizer
 from gptjax.data.preference import Pairs, encode_pairs
-from gptjax.eval.evaluator import Evaluator
 from gptjax.model.gpt import count_params
 from gptjax.options import run_cli
+from gptjax.store import Model
 from gptjax.training import dpo, parallel
-from gptjax.training.checkpoint import save_model
-from train.instruct import TASK
+from gptjax.training.evaluator import Evaluator
+from gptjax.training.task import LOSS_PLOT, Task
 from train.options import FinetuneOptions, Harness, HarnessOptions, script_main, starting_model
-
-STATS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "pref_acc")
 
 
 @dataclass(frozen=True)
@@ -56,16 +54,18 @@ class Options(FinetuneOptions, HarnessOptions):
     """steps between evaluations"""
 
 
-class DPO:
-    """The DPO loss of the policy against reference log-probabilities (the loop's `Task`)."""
+class DPO(Task):
+    """The DPO loss of the policy against reference log-probabilities."""
+
+    count = "count"
 
     def __init__(self, opts: Options):
         if not opts.init_from:
             raise ValueError("--init-from is required: DPO tunes a trained model (the reference)")
-        self.opts = opts
+        self.opts, self.out = opts, Path(opts.out)
         cfg, self.ref_params = starting_model(opts.init_from, "", opts.drop_rate)
         self.cfg = cfg
-        L = opts.max_length or cfg.context_length
+        L = cfg.fit(opts.max_length, "--max-length")
         entries = instruct.load_entries(opts.data, required=("chosen", "rejected"))
         for i, e in enumerate(entries):
             if "prompt" not in e and "instruction" not in e:
@@ -79,21 +79,19 @@ class DPO:
             "model": cfg.to_dict(),
             "dpo": {"beta": opts.beta, "sum": opts.sum_logprobs, "max_length": L},
         }
-        self.trainable, self.seen = None, ("examples_seen", 1)
-        self.plots = {
-            "loss.png": ("DPO loss", {"train_loss": "train loss", "val_loss": "val loss"}),
-            "rewards.png": (
-                "reward margin",
-                {"eval_train_reward_margin": "train margin", "val_reward_margin": "val margin"},
-            ),
-        }
         self.evaluator = Evaluator(
             self.eval_step, parallel.make_mesh(), opts.batch_size, opts.eval_batches
         )
         self.reference_step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
         for name, pairs in self.data.items():
             self.reference(pairs, name)
-        self.harness = Harness(cfg, opts, self.plots)
+        self.harness = Harness(cfg, opts)
+        margins = {"eval_train_reward_margin": "train margin", "val_reward_margin": "val margin"}
+        self.plots = {
+            "loss.png": ("DPO loss", LOSS_PLOT["loss.png"][1]),
+            "rewards.png": ("reward margin", margins),
+            **self.harness.plots,
+        }
 
     def logprobs(self, params, batch, rng=None):
         """Policy log-probabilities of the chosen and rejected responses: [B] each."""
@@ -138,40 +136,22 @@ class DPO:
             "count": jnp.sum(valid),
         }
 
-    def stats(self, params, split: str) -> dict:
-        sums = self.evaluator.sums(params, self.data[split])
-        return {k: sums[k] / sums["count"] for k in STATS}
-
-    def evaluate(self, params, step: int) -> tuple[dict, str]:
-        tr, va = self.stats(params, "train"), self.stats(params, "validation")
-        metrics = {
-            "eval_train_loss": tr["loss"],
-            "val_loss": va["loss"],
-            **{f"eval_train_{k}": v for k, v in tr.items() if k != "loss"},
-            **{f"val_{k}": v for k, v in va.items() if k != "loss"},
-        }
-        line = (
-            f"step {step}: train loss {tr['loss']:.3f}, val loss {va['loss']:.3f} | reward "
-            f"margin train {tr['reward_margin']:.3f}, val {va['reward_margin']:.3f} | val "
-            f"preference accuracy {100 * va['pref_acc']:.1f}%"
+    def report(self, params, step: int, metrics: dict) -> tuple[dict, str]:
+        m = metrics
+        return {}, (
+            f" | reward margin train {m['eval_train_reward_margin']:.3f}, val "
+            f"{m['val_reward_margin']:.3f} | val preference accuracy {100 * m['val_pref_acc']:.1f}%"
         )
-        scores, more = self.harness(params, step)
-        return metrics | scores, line + more
 
     def init_params(self):
         return self.ref_params
-
-    def abstract_params(self):
-        return jax.eval_shape(lambda: self.ref_params)
 
     def describe(self, params) -> str:
         beta = self.opts.beta
         return f"trainable parameters: {count_params(params):,} (reference frozen, beta {beta})"
 
-    def finish(self, params) -> None:
-        if jax.process_index() == 0:
-            own = jax.tree.map(np.asarray, params)
-            print(f"model: {save_model(Path(self.opts.out) / 'model', self.cfg, own, task=TASK)}")
+    def final_model(self, params) -> Model:
+        return Model(self.cfg, params, task=instruct.TASK)
 
 
 def main(argv=None) -> None:

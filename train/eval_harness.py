@@ -1,31 +1,32 @@
 """lm-evaluation-harness tasks on any checkpoint (ours, Hugging Face or OpenAI), computed in JAX.
 
-    python -m train.eval_harness --ckpt runs/gpt2-124M --tasks hellaswag,arc_easy,lambada_openai
+    python -m train.eval_harness --ckpt runs/gpt2-124M --tasks hellaswag arc_easy lambada_openai
     python -m train.eval_harness --ckpt runs/demo --tasks my_task --include-path my-tasks/
 
-runs lm-eval's own `simple_evaluate` with a gptjax model (see `gptjax.eval.harness`), prints
-lm-eval's results table and, with --output-path, writes lm-eval's results JSON there (and each
-sample with --log-samples). Needs the `eval` extra: pip install 'gptjax[eval]'.
+runs lm-eval's own `simple_evaluate` with a gptjax model (see `gptjax.eval.harness`) and prints
+lm-eval's results table. --output-path DIR writes what `lm_eval --output_path DIR` writes, through
+lm-eval's own EvaluationTracker: DIR/<checkpoint path, sanitized>/results_<time>.json, and with
+--log-samples a samples_<task>_<time>.jsonl per task beside it (a path ending in .json: those
+files beside it, named after it, as lm-eval does). Needs the `eval` extra:
+pip install 'gptjax[eval]'.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from convert.load import load_model
-from gptjax.data import tokenizer
-from gptjax.files import write_json
 from gptjax.options import parse, run_cli
+from gptjax.store import Model
 
 
 @dataclass(frozen=True)
 class Options:
     ckpt: str
     """checkpoint, run, Hugging Face or OpenAI folder"""
-    tasks: str
-    """lm-eval task names, comma-separated (groups too, e.g. hellaswag,arc_easy)"""
+    tasks: tuple[str, ...]
+    """lm-eval task names (groups too, e.g. hellaswag arc_easy)"""
     include_path: str | None = None
     """a folder of your own task YAML files"""
     num_fewshot: int | None = None
@@ -35,7 +36,7 @@ class Options:
     batch_size: int = 16
     """rows per batch, across all devices"""
     output_path: str | None = None
-    """write lm-eval's results JSON to this file"""
+    """a folder for lm-eval's results files (as lm_eval --output_path)"""
     log_samples: bool = False
     """with --output-path: also write every sample (inputs, outputs, scores)"""
     seed: int = 1234
@@ -44,18 +45,20 @@ class Options:
     """compute dtype (log-probs are float32 either way)"""
 
 
-def evaluate(lm, names: list[str], manager, opts: Options) -> dict:
+def evaluate(lm, names: list[str], manager, opts: Options, tracker) -> dict:
     """lm-eval's simple_evaluate over `names`; a task whose files do not parse is one line."""
     from lm_eval import simple_evaluate
 
     try:
         return simple_evaluate(
             model=lm,
+            model_args={"pretrained": opts.ckpt},  # names the results folder, as lm_eval's
             tasks=names,
             num_fewshot=opts.num_fewshot,
             limit=opts.limit,
             task_manager=manager,
             log_samples=opts.log_samples,
+            evaluation_tracker=tracker,
             random_seed=opts.seed,
             numpy_random_seed=opts.seed,
             torch_random_seed=opts.seed,
@@ -65,27 +68,42 @@ def evaluate(lm, names: list[str], manager, opts: Options) -> dict:
         raise ValueError(f"--tasks {','.join(names)}: the task did not load ({e})") from None
 
 
+def save(tracker, results: dict, log_samples: bool) -> None:
+    """What lm_eval's command line writes after an evaluation, written by lm-eval itself."""
+    samples = results.pop("samples", None) if log_samples else None
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"] if log_samples else ():
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+
+
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
     try:
+        from lm_eval.loggers import EvaluationTracker
         from lm_eval.utils import make_table
 
         from gptjax.eval.harness import GptjaxLM, task_manager
     except ImportError:
         raise ValueError("lm-eval is not installed; pip install 'gptjax[eval]'") from None
-    names = [n.strip() for n in opts.tasks.split(",") if n.strip()]
-    cfg, params = load_model(opts.ckpt)
-    tokenizer.check_vocab(cfg.vocab_size, opts.ckpt)
+    names = list(opts.tasks)
+    model = Model.open(opts.ckpt)
+    model.encoding()  # refuses a vocabulary smaller than GPT-2's tokenizer
     manager = task_manager(opts.include_path, names)
-    lm = GptjaxLM(cfg, params, batch_size=opts.batch_size, dtype=opts.dtype)
-    results = evaluate(lm, names, manager, opts)
+    lm = GptjaxLM(model.cfg, model.params, batch_size=opts.batch_size, dtype=opts.dtype)
+    tracker = EvaluationTracker(output_path=opts.output_path)
+    results = evaluate(lm, names, manager, opts, tracker)
     print(make_table(results))
     if opts.output_path:
-        out = {k: v for k, v in results.items() if k != "samples"}
-        if opts.log_samples:
-            out["samples"] = results["samples"]
-        write_json(opts.output_path, json.loads(json.dumps(out, default=str)))
-        print(f"results: {opts.output_path}")
+        save(tracker, results, opts.log_samples)
+        print(f"results: {tracker_files(opts.output_path, tracker)}")
+
+
+def tracker_files(output_path: str, tracker) -> Path:
+    """Where lm-eval's tracker put the results: the folder of them."""
+    path = Path(output_path)
+    if path.suffix == ".json":
+        return path.parent
+    return path / tracker.general_config_tracker.model_name_sanitized
 
 
 if __name__ == "__main__":

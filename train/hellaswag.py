@@ -1,4 +1,4 @@
-"""HellaSwag accuracy of a checkpoint (any folder `convert` opens), on every device.
+"""HellaSwag accuracy of a checkpoint (any folder `gptjax.store.Model` opens), on every device.
 
     python -m train.hellaswag --ckpt runs/gpt2-124M [--limit 1000]
 
@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from convert.load import load_model
-from gptjax.data import tokenizer
 from gptjax.eval.hellaswag import HellaSwag
 from gptjax.options import parse, run_cli
+from gptjax.store import Model
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,11 @@ class Options:
 
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
-    cfg, params = load_model(opts.ckpt)
-    tokenizer.check_vocab(cfg.vocab_size, opts.ckpt)
+    model = Model.open(opts.ckpt)
+    enc = model.encoding()
     start = time.perf_counter()
-    bench = HellaSwag(cfg, opts.data, opts.limit, opts.batch_size, opts.dtype)
-    s = bench.scores(params)
+    bench = HellaSwag(model.cfg, opts.data, opts.limit, opts.batch_size, opts.dtype, enc)
+    s = bench.scores(model.params)
     print(
         f"hellaswag: acc {s['acc']:.4f}, acc_norm {s['acc_norm']:.4f} over "
         f"{len(bench.data)} examples ({time.perf_counter() - start:.1f} s)"

@@ -21,26 +21,20 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import numpy as np
-from tqdm import tqdm
 
-from convert.load import load_model
-from convert.peft import to_peft
-from gptjax import generate
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.data import instruct, tokenizer
-from gptjax.eval.evaluator import Evaluator
 from gptjax.files import write_json
-from gptjax.inference.generation import completion
+from gptjax.inference.generation import complete_all
 from gptjax.model.gpt import init_params
 from gptjax.options import parse, run_cli
+from gptjax.store import Model
 from gptjax.training import parallel
-from gptjax.training.checkpoint import save_model
-from gptjax.training.finetune import counts, lora_config, merged, trainable_paths, with_adapters
+from gptjax.training.evaluator import Evaluator
+from gptjax.training.finetune import lora_config, trainable_paths, with_adapters
 from gptjax.training.steps import loss_sum, make_eval_step
+from gptjax.training.task import LOSS_PLOT, Task
 from train.options import Harness, HarnessOptions, LoRAOptions, script_main, starting_model
-
-TASK = {"kind": "instruct", "template": "alpaca"}
 
 
 @dataclass(frozen=True)
@@ -70,19 +64,17 @@ class Options(LoRAOptions, HarnessOptions):
     """steps between evaluations"""
 
 
-class Instruct:
-    """Next-token loss on Alpaca-formatted records (the loop's `Task`)."""
+class Instruct(Task):
+    """Next-token loss on Alpaca-formatted records."""
 
     def __init__(self, opts: Options):
-        self.opts, self.enc = opts, tokenizer.gpt2()
+        self.opts, self.enc, self.out = opts, tokenizer.gpt2(), Path(opts.out)
         self.splits = instruct.split(
             instruct.load_entries(opts.data), opts.train_ratio, opts.test_ratio
         )
         cfg, self.base = starting_model(opts.init_from, opts.preset, opts.drop_rate)
         self.cfg = cfg
-        L = opts.max_length or cfg.context_length
-        if cfg.context_length < L:
-            raise ValueError(f"--max-length {L} exceeds the model's context ({cfg.context_length})")
+        L = cfg.fit(opts.max_length, "--max-length")
         self.data = {s: self.sequences(entries, L) for s, entries in self.splits.items()}
         self.train = self.data["train"]
         self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
@@ -94,19 +86,16 @@ class Instruct:
             "max_length": L,
         }
         self.identity = {"task": "instruct", "model": cfg.to_dict(), "instruct": run}
-        self.seen = ("examples_seen", 1)
-        self.plots = {
-            "loss.png": ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"})
-        }
         self.dtype = parallel.compute_dtype(opts.dtype)
         step = make_eval_step(cfg, dtype=self.dtype)
         self.evaluator = Evaluator(
-            lambda p, b: step(self.merged(p), b),
+            lambda p, b: step(self.model_params(p), b),
             parallel.make_mesh(),
             opts.batch_size,
             opts.eval_batches,
         )
-        self.harness = Harness(cfg, opts, self.plots)
+        self.harness = Harness(cfg, opts)
+        self.plots = LOSS_PLOT | self.harness.plots
 
     def sequences(self, entries: list[dict], L: int) -> instruct.Sequences:
         encode = self.enc.encode_ordinary
@@ -116,56 +105,34 @@ class Instruct:
             prompts = [len(encode(instruct.format_prompt(e))) for e in entries]
         return instruct.Sequences(tokens, L, prompts)
 
-    def merged(self, params):
-        return merged(params, self.lcfg)
-
     def loss_fn(self, params, batch, rng, train):
-        return loss_sum(self.merged(params), self.cfg, batch, rng, train=train, dtype=self.dtype)
+        params = self.model_params(params)
+        return loss_sum(params, self.cfg, batch, rng, train=train, dtype=self.dtype)
 
     def init_params(self):
         key = jax.random.key(self.opts.seed)
         base = self.base if self.base is not None else init_params(self.cfg, key)
         return with_adapters(base, self.lcfg, jax.random.fold_in(key, 1))
 
-    def abstract_params(self):
-        return jax.eval_shape(self.init_params)
-
     def describe(self, params) -> str:
-        trained, total = counts(params, self.trainable, self.lcfg)
         buckets = self.train.buckets(self.opts.batch_size, seed=self.opts.seed)
         return (
-            f"trainable parameters: {trained:,} of {total:,} ({self.opts.trainable}); an "
-            f"epoch compiles {len(buckets)} step programs, batches per length "
-            f"{buckets}"
+            f"{super().describe(params)} ({self.opts.trainable}); an epoch compiles "
+            f"{len(buckets)} step programs, batches per length {buckets}"
         )
 
-    def loss(self, params, data) -> float:
-        sums = self.evaluator.sums(params, data)
-        return sums["loss_sum"] / sums["tokens"]
+    def final_model(self, params) -> Model:
+        return Model(self.cfg, self.model_params(params), task=instruct.TASK)
 
-    def evaluate(self, params, step: int) -> tuple[dict, str]:
-        tl, vl = self.loss(params, self.train), self.loss(params, self.data["validation"])
-        scores, more = self.harness(self.merged(params), step)
-        line = f"step {step}: train loss {tl:.3f}, val loss {vl:.3f}"
-        return {"eval_train_loss": tl, "val_loss": vl, **scores}, line + more
-
-    def finish(self, params) -> None:
-        own = jax.tree.map(np.asarray, self.merged(params))
-        if jax.process_index() != 0:
-            return
-        out = Path(self.opts.out)
-        save_model(out / "model", self.cfg, own, task=TASK)
-        if self.lcfg is not None:
-            to_peft(self.lcfg, jax.tree.map(np.asarray, params["lora"]), out / "peft")
-        write_answers(
-            self.cfg,
-            own,
-            self.splits["test"],
-            out / "test-responses.json",
-            self.opts.answer_batch,
-            self.opts.max_new_tokens,
-            self.opts.progress,
-        )
+    def finish(self, params) -> Model:
+        """The model, then its answers to the test split (OUT/test-responses.json)."""
+        model = super().finish(params)
+        if jax.process_index() == 0:
+            opts, entries = self.opts, self.splits["test"]
+            path = self.out / "test-responses.json"
+            batch, most = opts.answer_batch, opts.max_new_tokens
+            write_answers(self.cfg, model.params, entries, path, batch, most, opts.progress)
+        return model
 
 
 def answer(
@@ -185,22 +152,16 @@ def answer(
     # with a short context answers at least a quarter of it, cutting the longest prompts.
     room = cfg.context_length - max(len(p) for p in prompts)
     n = min(max_new_tokens, max(room, cfg.context_length // 4))
-    responses = []
-    bar = tqdm(range(0, len(prompts), batch), desc="answering", unit="batch", disable=not progress)
-    for start in bar:
-        chunk = prompts[start : start + batch]
-        # A short last batch is filled up with copies, keeping the batch shape (and program).
-        out = generate(
-            cfg,
-            params,
-            chunk + [chunk[-1]] * (batch - len(chunk)),
-            max_new_tokens=n,
-            eos_id=tokenizer.EOT_ID,
-        )
-        for row in out[: len(chunk)]:
-            new = completion(row, n, tokenizer.EOT_ID)
-            responses.append(instruct.response_of(enc.decode(new)))
-    return responses
+    new = complete_all(
+        cfg,
+        params,
+        prompts,
+        max_new_tokens=n,
+        batch=batch,
+        eos_id=tokenizer.EOT_ID,
+        progress=progress,
+    )
+    return [instruct.response_of(enc.decode(tokens)) for tokens in new]
 
 
 def write_answers(
@@ -236,13 +197,12 @@ class Answer:
 
 def answer_main(argv) -> None:
     opts = parse(Answer, argv, "answer the test split with a trained model")
-    run = Path(opts.ckpt)
-    cfg, params = load_model(run)
-    entries = instruct.split(instruct.load_entries(opts.data), opts.train_ratio, opts.test_ratio)[
-        "test"
-    ]
+    run, model = Path(opts.ckpt), Model.open(opts.ckpt)
+    records = instruct.load_entries(opts.data)
+    entries = instruct.split(records, opts.train_ratio, opts.test_ratio)["test"]
     out = Path(opts.out) if opts.out else run / "test-responses.json"
-    write_answers(cfg, jax.device_put(params), entries, out, opts.answer_batch, opts.max_new_tokens)
+    params = jax.device_put(model.params)
+    write_answers(model.cfg, params, entries, out, opts.answer_batch, opts.max_new_tokens)
 
 
 def main(argv=None) -> None:

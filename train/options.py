@@ -1,6 +1,6 @@
 """What every training script shares: its options, the model a run starts from, and `main`.
 
-Scripts subclass `RunOptions` (the loop's), `FinetuneOptions` (+ the book's finetuning
+Scripts subclass `RunOptions` (what the loop needs), `FinetuneOptions` (+ the book's finetuning
 conventions: no dropout, a constant learning rate, no clipping) or `LoRAOptions`, and may
 redeclare a field to change its default. Language-model scripts add `HarnessOptions` and score
 lm-eval tasks at their evaluations with `Harness`.
@@ -11,13 +11,116 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
-from convert.load import load_model
 from gptjax.config import GPTConfig
-from gptjax.data import tokenizer
-from gptjax.options import parse
+from gptjax.options import choice_or_flag, parse
+from gptjax.store import open_or_preset
 from gptjax.training import loop, parallel
-from gptjax.training.loop import RunOptions
+from gptjax.training.loop import RESUMES, LoopConfig
+from gptjax.training.parallel import DTYPES
+from gptjax.training.steps import OptimConfig
+from gptjax.training.trackers import CHOICES
+
+RESUME = choice_or_flag(RESUMES, alone="always")
+LogTo = Literal[*CHOICES]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every training script asks of the loop (`loop_config` turns them into its plain
+    LoopConfig)."""
+
+    batch_size: int = 8
+    """global batch size B (all devices, all processes)"""
+    max_steps: int | None = None
+    """total optimizer steps (default: --epochs of data)"""
+    epochs: int = 1
+    """passes over the training data when --max-steps is not given"""
+    lr: float = 4e-4
+    """peak learning rate"""
+    min_lr_ratio: float = 0.1
+    """cosine decay ends at this fraction of --lr"""
+    min_lr: float | None = None
+    """cosine decay ends at this rate (instead of the ratio)"""
+    b1: float = 0.9
+    """AdamW beta1"""
+    b2: float = 0.999
+    """AdamW beta2 (GPT-2 reproductions use 0.95)"""
+    warmup_steps: int = 0
+    """linear warmup steps"""
+    weight_decay: float = 0.1
+    """AdamW weight decay (>= 2-D weights only)"""
+    grad_clip: float = 1.0
+    """global-norm clip; 0 disables"""
+    grad_accum: int = 1
+    """micro-batches per step"""
+    eval_every: int = 50
+    """steps between evaluations"""
+    eval_batches: int = 5
+    """batches per loss estimate"""
+    ckpt_every: int = 100
+    """steps between checkpoints"""
+    keep: int = 3
+    """checkpoints kept"""
+    out: str = "runs/default"
+    """run directory"""
+    resume: RESUME = "auto"
+    """auto: continue from the newest intact checkpoint in --out if there is one, else start
+    fresh (so a requeued job reruns the same command); always (or --resume alone): there must be
+    one; never: refuse an --out that has checkpoints
+    """
+    init_from: str | None = None
+    """start from a checkpoint, run or converted model"""
+    seed: int = 0
+    """seed for init, shuffling and dropout"""
+    dtype: Literal[*DTYPES] = "float32"
+    """compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"""
+    log_every: int = 10
+    """steps between fetches of the metrics from the devices (each step is still logged; checkpoints
+    and evals fetch first)
+    """
+    parallel: Literal["jit", "pmap"] = "jit"
+    """data-parallel formulation"""
+    fsdp: bool = False
+    """shard params and optimizer state over devices (jit only)"""
+    coordinator: str | None = None
+    """multi-host: coordinator host:port"""
+    num_processes: int | None = None
+    """multi-host: number of processes"""
+    process_id: int | None = None
+    """multi-host: this process's index"""
+    progress: bool = True
+    """show a progress bar"""
+    profile: str | None = None
+    """write a jax.profiler trace of 3 steady steps here"""
+    log_to: tuple[LogTo, ...] = ("jsonl",)
+    """where the records go: jsonl (OUT/metrics.jsonl, always written), tensorboard
+    (OUT/tensorboard), wandb (W&B; WANDB_MODE=offline works without an account)
+    """
+    wandb_project: str | None = None
+    """W&B project (default: $WANDB_PROJECT, else gptjax)"""
+    wandb_entity: str | None = None
+    """W&B entity, a user or team (default: $WANDB_ENTITY, else your default entity)"""
+
+    def loop_config(self) -> LoopConfig:
+        ratio = self.min_lr_ratio if self.min_lr is None else self.min_lr / self.lr
+        optim = OptimConfig(
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
+            min_lr_ratio=ratio,
+            b1=self.b1,
+            b2=self.b2,
+            grad_clip=self.grad_clip or None,
+        )
+        same = {f.name for f in dataclasses.fields(LoopConfig)} - {"optim", "log_to", "options"}
+        return LoopConfig(
+            **{name: getattr(self, name) for name in same},
+            optim=optim,
+            log_to=tuple(dict.fromkeys(self.log_to)),
+            options=dataclasses.asdict(self),
+        )
 
 
 @dataclass(frozen=True)
@@ -38,14 +141,14 @@ class LoRAOptions(FinetuneOptions):
     """LoRA rank r (--trainable lora)"""
     lora_alpha: float = 16.0
     """LoRA alpha; the update is scaled by alpha / r"""
-    lora_targets: str = "c_attn,c_proj,c_fc"
-    """Dense modules LoRA adapts (comma-separated)"""
+    lora_targets: tuple[str, ...] = ("c_attn", "c_proj", "c_fc")
+    """Dense modules LoRA adapts"""
 
 
 @dataclass(frozen=True)
 class HarnessOptions:
-    harness_tasks: str | None = None
-    """lm-eval tasks to score during training, comma-separated (needs gptjax[eval])"""
+    harness_tasks: tuple[str, ...] = ()
+    """lm-eval tasks to score during training (needs gptjax[eval])"""
     harness_every: int = 0
     """steps between lm-eval scores (a multiple of --eval-every; 0: at every eval)"""
     harness_limit: float | None = None
@@ -55,12 +158,12 @@ class HarnessOptions:
 
 
 class Harness:
-    """A run's lm-eval tasks (`--harness-tasks`), built once, with a panel in `plots`;
+    """A run's lm-eval tasks (`--harness-tasks`), built once, with their panel in `plots`;
     `harness(params, step)` -> (harness/<task>/<metric> records, a line for the log), empty
     at evaluations it skips or when no tasks were asked for."""
 
-    def __init__(self, cfg: GPTConfig, opts, plots: dict):
-        self.every, self.tasks = opts.harness_every or 1, None  # 0: at every evaluation
+    def __init__(self, cfg: GPTConfig, opts):
+        self.every, self.tasks, self.plots = opts.harness_every or 1, None, {}
         if not opts.harness_tasks:
             return
         if opts.harness_every % opts.eval_every:
@@ -82,7 +185,7 @@ class Harness:
             batch_size=opts.batch_size,
             dtype=opts.dtype,
         )
-        plots["harness.png"] = ("lm-eval", self.tasks.metrics())
+        self.plots = {"harness.png": ("lm-eval", self.tasks.metrics())}
 
     def __call__(self, params, step: int) -> tuple[dict, str]:
         if self.tasks is None or step % self.every:
@@ -94,16 +197,11 @@ class Harness:
 def starting_model(
     init_from: str | None, preset: str, drop_rate: float, **overrides
 ) -> tuple[GPTConfig, dict | None]:
-    """(config, weights) of `init_from` (any folder `convert.load_model` opens), or the preset's
-    config with `overrides` and no weights yet; either way with `drop_rate`, and a vocabulary
-    that covers GPT-2's tokenizer."""
-    if init_from:
-        cfg, params = load_model(init_from)
-        tokenizer.check_vocab(cfg.vocab_size, init_from)
-        return dataclasses.replace(cfg, drop_rate=drop_rate), params
-    cfg = GPTConfig.preset(preset, drop_rate=drop_rate, **overrides)
-    tokenizer.check_vocab(cfg.vocab_size, f"preset {preset}")
-    return cfg, None
+    """(config, weights) of `init_from` (any folder `gptjax.store.Model` opens), or the preset's
+    config with `overrides` and no weights yet (the task draws them); either way with
+    `drop_rate`."""
+    model = open_or_preset(init_from, preset, weights=False, **overrides)
+    return dataclasses.replace(model.cfg, drop_rate=drop_rate), model.params
 
 
 def script_main(options: type, make_task, argv, doc: str, commands: dict | None = None) -> None:
@@ -115,4 +213,4 @@ def script_main(options: type, make_task, argv, doc: str, commands: dict | None 
         return commands[argv[0]](argv[1:])
     opts = parse(options, argv, doc)
     parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    loop.run(opts, make_task(opts))
+    loop.run(opts.loop_config(), make_task(opts))

@@ -11,6 +11,7 @@ OUT/checkpoints (the same command continues an interrupted run). Sample afterwar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import jax
@@ -22,16 +23,17 @@ from gptjax.data import tokenizer
 from gptjax.data.corpus import Windows, load_tokens
 from gptjax.data.shards import is_shard_dir, shard_windows
 from gptjax.data.sliding import train_val_split
-from gptjax.eval.evaluator import Evaluator
 from gptjax.eval.hellaswag import HellaSwag
 from gptjax.model.attention import IMPLS
 from gptjax.model.gpt import INITS, REMAT, abstract_params, count_params, init_params
 from gptjax.options import run_cli
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import ce_chunks_for
+from gptjax.training.evaluator import Evaluator
 from gptjax.training.flops import flops_per_token
 from gptjax.training.parallel import DTYPES
 from gptjax.training.steps import lm_loss, make_eval_step, perplexity
+from gptjax.training.task import LOSS_PLOT, Task
 from train.options import Harness, HarnessOptions, RunOptions, script_main, starting_model
 
 
@@ -105,37 +107,35 @@ def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
     return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
 
 
-class Pretrain:
-    """Next-token prediction on windows of a text corpus (the loop's `Task`)."""
+class Pretrain(Task):
+    """Next-token prediction on windows of a text corpus."""
 
     def __init__(self, opts: Options):
         cfg, self.params = model_config(opts)
-        T = opts.context_length or cfg.context_length
-        if cfg.context_length < T:
-            raise ValueError(f"--context-length {T} exceeds the model's {cfg.context_length}")
-        self.train, self.val = corpus(opts.data, T, opts.train_ratio)
-        self.opts, self.cfg = opts, cfg
+        T = cfg.fit(opts.context_length, "--context-length")
+        self.train, val = corpus(opts.data, T, opts.train_ratio)
+        self.data = {"train": self.train, "validation": val}
+        self.opts, self.cfg, self.out = opts, cfg, Path(opts.out)
         self.identity = {"model": cfg.to_dict()}
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
         chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim)
         compute = dict(
             dtype=parallel.compute_dtype(opts.dtype), attention=opts.attention, ce_chunks=chunks
         )
-        self.loss_fn, self.trainable = lm_loss(cfg, remat=opts.remat, **compute), None
+        self.loss_fn = lm_loss(cfg, remat=opts.remat, **compute)
         self.seen = ("tokens_seen", T)
         self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
-        self.plots = {
-            "loss.png": [
-                ("cross entropy", {"train_loss": "train loss", "val_loss": "val loss"}),
-                ("HellaSwag accuracy", {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"}),
-            ]
-        }
+        self.harness = Harness(cfg, opts)
+        hellaswag = (
+            "HellaSwag accuracy",
+            {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"},
+        )
+        self.plots = {"loss.png": [LOSS_PLOT["loss.png"], hellaswag], **self.harness.plots}
         self.evaluator = Evaluator(
             make_eval_step(cfg, **compute), parallel.make_mesh(), opts.batch_size, opts.eval_batches
         )
         self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
-        self.harness = Harness(cfg, opts, self.plots)
         self.hellaswag = None
         if opts.hellaswag_every:
             if opts.hellaswag_every % opts.eval_every:
@@ -160,33 +160,21 @@ class Pretrain:
     def abstract_params(self):
         return abstract_params(self.cfg)
 
-    def loss(self, params, data) -> float:
-        sums = self.evaluator.sums(params, data)
-        return sums["loss_sum"] / sums["tokens"]
-
-    def evaluate(self, params, step: int) -> tuple[dict, str]:
-        train_loss, val_loss = self.loss(params, self.train), self.loss(params, self.val)
+    def report(self, params, step: int, metrics: dict) -> tuple[dict, str]:
+        """The validation perplexity, a greedy sample of --prompt and HellaSwag when due."""
         ids = generate(self.cfg, params, self.prompt, max_new_tokens=self.opts.sample_tokens)
         text = self.enc.decode(np.asarray(ids[0]).tolist())
-        line = f"step {step}: train loss {train_loss:.3f}, val loss {val_loss:.3f} | {text!r}"
-        metrics = {
-            "eval_train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_perplexity": perplexity(val_loss),
-            "sample": text,  # TensorBoard and W&B show it as text
-        }
+        # TensorBoard and W&B show the sample as text.
+        more = {"val_perplexity": perplexity(metrics["val_loss"]), "sample": text}
+        line = f" | {text!r}"
         if self.hellaswag is not None and step % self.opts.hellaswag_every == 0:
             scores = self.hellaswag.scores(params)
-            metrics |= {f"hellaswag_{k}": v for k, v in scores.items()}
+            more |= {f"hellaswag_{k}": v for k, v in scores.items()}
             line += f"\n  hellaswag acc_norm {scores['acc_norm']:.4f}, acc {scores['acc']:.4f}"
-        scores, more = self.harness(params, step)
-        return metrics | scores, line + more
+        return more, line
 
     def describe(self, params) -> str:
         return f"parameters: {count_params(params):,} ({self.cfg})"
-
-    def finish(self, params) -> None:
-        pass
 
 
 def main(argv=None) -> None:

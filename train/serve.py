@@ -23,14 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import jax
-
-from convert.load import open_model
-from gptjax.config import PRESETS, GPTConfig
-from gptjax.data import tokenizer
+from gptjax.config import PRESETS
 from gptjax.inference.server import MAX_BODY, Served, build, create_app
-from gptjax.model.gpt import init_params
 from gptjax.options import parse, run_cli
+from gptjax.store import open_or_preset
 
 
 @dataclass(frozen=True)
@@ -62,26 +58,15 @@ class Options:
 
 
 def load(opts: Options) -> Served:
-    """The model of --ckpt (any folder `convert` opens; its kind read from it), or random
-    --preset weights."""
-    if opts.ckpt is None:
-        cfg = GPTConfig.preset(opts.preset)
-        kind, params, name = "lm", init_params(cfg, jax.random.key(0)), f"gpt2-{opts.preset}"
-        module = head = None
-    else:
-        opened = open_model(opts.ckpt)
-        cfg, kind, params = opened.cfg, opened.kind, opened.params
-        module, head, name = opened.module, opened.head, Path(opts.ckpt).absolute().name
-    tokenizer.check_vocab(cfg.vocab_size, opts.ckpt or f"preset {opts.preset}")
+    """The model of --ckpt (any folder `gptjax.store.Model` opens; its kind read from it), or
+    random --preset weights."""
+    model = open_or_preset(opts.ckpt, opts.preset)
+    name = Path(opts.ckpt).absolute().name if opts.ckpt else f"gpt2-{opts.preset}"
     return build(
+        model,
         opts.name or name,
-        kind,
-        cfg,
-        params,
         slots=opts.slots,
         dtype=opts.dtype,
-        module=module,
-        head=head,
         max_queue=opts.max_queue,
         timeout=opts.timeout,
     )

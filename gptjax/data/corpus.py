@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from gptjax.data.cache import cache_dir, fetch
 from gptjax.data.tokenizer import EOT_ID, gpt2
-from gptjax.files import atomic_file
+from gptjax.files import atomic_file, write_json
 
 NAMED = {"the-verdict": "the-verdict.txt"}
 CHUNK_CHARS = 1 << 22  # tokenize in ~4M-character pieces cut at line ends
@@ -79,7 +78,7 @@ def token_file(source: str, *, progress: bool = True) -> Path:
             for piece in _read_pieces(f):
                 sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
                 bar.update(len(piece.encode()))
-    out.with_suffix(".json").write_text(json.dumps({"files": [str(f) for f in files]}) + "\n")
+    write_json(out.with_suffix(".json"), {"files": [str(f) for f in files]})
     return out
 
 
@@ -133,7 +132,8 @@ class Windows(Shuffled):
 
 
 @functools.lru_cache(maxsize=4)
-def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of n examples in `epoch`: a permutation drawn from (seed, epoch) alone."""
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
@@ -141,4 +141,4 @@ def epoch_rows(n: int, epoch: int, index: int, B: int, *, seed: int, shuffle: bo
     """Rows of batch `index` of `epoch` out of n examples: each epoch is its own permutation of
     range(n) drawn from (seed, epoch), so any step's batch can be recomputed on resume."""
     sl = slice(index * B, (index + 1) * B)
-    return _permutation(n, seed, epoch)[sl] if shuffle else np.arange(n)[sl]
+    return epoch_order(n, seed, epoch)[sl] if shuffle else np.arange(n)[sl]

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gptjax.data.cache import cache_dir
+from gptjax.errors import first_line
 
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 # name -> (dataset repo, revision, files): the corpora of build-nanogpt and nanoGPT.
@@ -106,9 +107,8 @@ def fetch_hub(name: str) -> Path:
             repo, repo_type="dataset", revision=revision, allow_patterns=pattern, local_dir=folder
         )
     except Exception as e:  # no network, no such repo: say which and why, in one line
-        why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         raise ValueError(
             f"{name}: could not fetch {repo}@{revision} ({pattern}) from the "
-            f"Hugging Face hub: {why}"
+            f"Hugging Face hub: {first_line(e)}"
         ) from None
     return folder

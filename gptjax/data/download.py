@@ -25,11 +25,8 @@ class DownloadError(OSError):
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_file(path: Path, *, sha256: str | None = None, size: int | None = None) -> None:

@@ -22,6 +22,8 @@ NAMED = {
     "instruction-data-with-preference": "instruction-data-with-preference.json",
 }
 RESPONSE = "\n\n### Response:\n"
+# What a model tuned on this template is for (its task.json): it answers in the template.
+TASK = {"kind": "instruct", "template": "alpaca"}
 
 
 def format_prompt(entry: dict) -> str:

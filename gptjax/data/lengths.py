@@ -3,6 +3,10 @@ number of rows, where it varies) are padded up to a power of two: a handful of p
 every mix of lengths, and nothing is padded to more than twice its size. Pads are masked or
 ignored wherever they are used, so they change no result."""
 
+# The shortest padded row of tokens: short rows (prompts, lm-eval requests, HellaSwag endings)
+# all share the one program of this length.
+LEAST = 32
+
 
 def padded_length(n: int, limit: int | None = None, *, least: int = 1) -> int:
     """The smallest power of two >= n and >= `least`, capped at `limit`."""

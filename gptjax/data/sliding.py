@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from gptjax.data.corpus import Windows
+from gptjax.data.corpus import Windows, epoch_order
 
 
 def sliding_windows(ids, max_length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(inputs)
-    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    order = epoch_order(n, seed, epoch) if shuffle else np.arange(n)
     for b in range(num_batches(n, batch_size, drop_last)):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield {"inputs": inputs[idx], "targets": targets[idx]}

@@ -1,1 +1,1 @@
-"""Evaluation: batched loss and accuracy over every device (`evaluator`) and HellaSwag."""
+"""Evaluation beyond the loss: HellaSwag (`hellaswag`) and lm-evaluation-harness (`harness`)."""

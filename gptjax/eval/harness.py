@@ -22,13 +22,11 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
-from gptjax.data.lengths import padded_length
-from gptjax.inference.generation import completion, generate
+from gptjax.data.lengths import LEAST, padded_length
+from gptjax.inference.generation import complete_all
 from gptjax.model.gpt import GPT, lm_logits, output_head
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import target_logprobs
-
-LEAST = 32  # the shortest padded row: short tasks share one program
 
 
 def score_rows(cfg: GPTConfig, dtype, params, tokens, offset, targets, mask, K: int):
@@ -137,22 +135,18 @@ class GptjaxLM(LM):
             n = min(int(kwargs.get("max_gen_toks", 256)), self.max_length - 1)
             groups.setdefault(n, []).append((i, self.encode(context) or [tokenizer.EOT_ID], until))
         for n, items in groups.items():
-            items.sort(key=lambda item: len(item[1]))
-            for start in range(0, len(items), self.B):
-                chunk = items[start : start + self.B]
-                prompts = [p for _, p, _ in chunk]
-                prompts += [prompts[-1]] * (self.B - len(prompts))  # one program per group
-                rows = generate(
-                    self.cfg,
-                    self.params,
-                    prompts,
-                    max_new_tokens=n,
-                    eos_id=tokenizer.EOT_ID,
-                    dtype=self.dtype,
-                )
-                for (i, _, until), row in zip(chunk, rows, strict=False):
-                    text = self.enc.decode(completion(row, n, tokenizer.EOT_ID))
-                    answers[i] = cut(text, until)
+            items.sort(key=lambda item: len(item[1]))  # similar lengths batched together
+            new = complete_all(
+                self.cfg,
+                self.params,
+                [p for _, p, _ in items],
+                max_new_tokens=n,
+                batch=self.B,
+                eos_id=tokenizer.EOT_ID,
+                dtype=self.dtype,
+            )
+            for (i, _, until), tokens in zip(items, new, strict=True):
+                answers[i] = cut(self.enc.decode(tokens), until)
         return answers
 
 
@@ -187,11 +181,11 @@ class InLoop:
     examples), then `scores(params)` -> {"harness/<task>/<metric>": value} at each evaluation,
     through one GptjaxLM whose compiled programs serve every evaluation."""
 
-    def __init__(self, cfg: GPTConfig, tasks: str, *, include_path=None, limit=None, **lm):
-        """`lm`: GptjaxLM's batch_size and dtype."""
+    def __init__(self, cfg: GPTConfig, tasks, *, include_path=None, limit=None, **lm):
+        """`tasks`: lm-eval task names; `lm`: GptjaxLM's batch_size and dtype."""
         from lm_eval.tasks import get_task_dict
 
-        names = [n.strip() for n in tasks.split(",") if n.strip()]
+        names = list(tasks)
         self.task_dict = get_task_dict(names, task_manager(include_path, names))
         self.lm, self.limit = GptjaxLM(cfg, None, **lm), limit
 

@@ -22,11 +22,11 @@ from gptjax.data import (
     tokenizer,
 )
 from gptjax.data.cache import fetch
-from gptjax.data.lengths import padded_length
-from gptjax.eval.evaluator import Evaluator
+from gptjax.data.lengths import LEAST, padded_length
 from gptjax.model.gpt import GPT
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import target_logprobs
+from gptjax.training.evaluator import Evaluator
 
 K = 4
 
@@ -83,7 +83,7 @@ class Examples:
     def build(cls, examples: list[dict], enc, max_len: int) -> Examples:
         rendered = [render(e, enc, max_len) for e in examples]
         L = max(len(r) for rows, _ in rendered for r in rows)
-        L = padded_length(L, max_len, least=32)  # the same program for similar files
+        L = padded_length(L, max_len, least=LEAST)  # the same program for similar files
         tokens = np.zeros((len(examples), K, L), np.int32)
         mask = np.zeros_like(tokens)
         for i, (rows, masks) in enumerate(rendered):
@@ -111,7 +111,7 @@ def ending_losses(cfg: GPTConfig, params, tokens, mask, dtype=jnp.float32):
 
 
 def make_score_step(cfg: GPTConfig, dtype=jnp.float32):
-    """An eval step (for `gptjax.eval.evaluator.Evaluator`): a batch -> counts of correct picks."""
+    """An eval step (for `training.evaluator.Evaluator`): a batch -> counts of correct picks."""
 
     def step(params, batch) -> dict:
         summed, mean = ending_losses(cfg, params, batch["tokens"], batch["mask"], dtype)

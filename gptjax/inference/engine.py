@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax.config import GPTConfig
-from gptjax.data.lengths import padded_length
-from gptjax.inference.generation import LEAST, Sampling, next_token, row_keys
+from gptjax.data.lengths import LEAST, padded_length
+from gptjax.inference.generation import Sampling, check_fit, next_token, row_keys
 from gptjax.model.gpt import GPT, Cache, compute_params
 
 
@@ -218,16 +218,7 @@ class Engine:
 
     def check(self, n_prompt: int, max_tokens: int) -> None:
         """Raise ValueError unless a prompt of n_prompt tokens plus max_tokens new ones fit."""
-        C = self.cfg.context_length
-        if n_prompt < 1:
-            raise ValueError("the prompt needs at least one token")
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be at least 0, got {max_tokens}")
-        if n_prompt + max_tokens > C:
-            raise ValueError(
-                f"the prompt ({n_prompt} tokens) plus max_tokens ({max_tokens}) exceed the "
-                f"model's context of {C} tokens"
-            )
+        check_fit(self.cfg.context_length, n_prompt, max_tokens, least_new=0)
 
     def submit(self, request: Request) -> Request:
         self.check(len(request.prompt), request.max_tokens)

@@ -11,6 +11,7 @@ Shapes: B batch, T0 prompt length, S = T0 + max_new_tokens total length, V vocab
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -18,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from tqdm import tqdm
 
 from gptjax.config import GPTConfig
-from gptjax.data.lengths import padded_length
+from gptjax.data.lengths import LEAST, padded_length
 from gptjax.model.gpt import GPT, Cache, compute_params
-
-LEAST = 32  # ragged prompts are left-padded to a power of two of at least this many tokens
 
 
 class Sampling(NamedTuple):
@@ -160,6 +160,37 @@ def is_ragged(prompt) -> bool:
     return len({len(p) for p in prompt}) > 1
 
 
+class DoesNotFitError(ValueError):
+    """A prompt and its new tokens that the model's context cannot hold; `param` names the one
+    to change ("prompt" or the count of new tokens)."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+def check_fit(context: int, n_prompt: int, n_new, *, least_new: int = 1, name="max_tokens"):
+    """Refuse a prompt of n_prompt tokens with n_new new ones (at least `least_new`; None: as
+    many as fit) that the model's context of `context` positions cannot hold: the KV cache has
+    no more. -> the most new tokens that fit."""
+    if n_prompt < 1:
+        raise DoesNotFitError("a prompt needs at least one token", "prompt")
+    if n_prompt > context - least_new:
+        raise DoesNotFitError(
+            f"the prompt is {n_prompt} tokens; the model's context is {context} tokens, with "
+            f"room for at least {least_new} new",
+            "prompt",
+        )
+    room = context - n_prompt
+    if n_new is not None and not least_new <= n_new <= room:
+        raise DoesNotFitError(
+            f"{name}={n_new} does not fit: it must be between {least_new} and {room} (the "
+            f"model's context of {context} tokens minus the prompt's {n_prompt})",
+            name,
+        )
+    return room
+
+
 def prepare_prompt(cfg: GPTConfig, prompt, max_new_tokens: int) -> jax.Array:
     """Check the request and cut the prompt [B, T] to the last tokens that leave room to generate.
 
@@ -173,14 +204,8 @@ def prepare_prompt(cfg: GPTConfig, prompt, max_new_tokens: int) -> jax.Array:
         raise ValueError(f"prompt must be integer token ids [B, T] with T >= 1, got {prompt.shape}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    room = cfg.context_length - max_new_tokens
-    if room < 1:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} does not fit: context_length is "
-            f"{cfg.context_length} and the prompt needs at least one token; "
-            f"use max_new_tokens <= {cfg.context_length - 1}"
-        )
-    return prompt[:, -room:].astype(jnp.int32)
+    check_fit(cfg.context_length, 1, max_new_tokens, least_new=0, name="max_new_tokens")
+    return prompt[:, -(cfg.context_length - max_new_tokens) :].astype(jnp.int32)
 
 
 def check_sampling(cfg, temperature, top_k, top_p) -> Sampling:
@@ -252,6 +277,64 @@ def generate(
     if not ragged:
         return out
     return [out[b, int(offset[b]) :] for b in range(B)]
+
+
+def stream(
+    cfg: GPTConfig,
+    params,
+    prompt,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    rng: jax.Array | None = None,
+    dtype: Any = jnp.float32,
+) -> Iterator[int]:
+    """Continue one prompt (token ids [T]) and yield each new id as soon as it is decoded: the
+    ids `generate` returns for it with the same arguments, up to (not including) eos_id. One
+    compiled step per token, so a caller can show the text as it comes."""
+    tokens = prepare_prompt(cfg, prompt, max_new_tokens)
+    sampling = check_sampling(cfg, temperature, top_k, top_p)
+    eos = jnp.int32(-1 if eos_id is None else eos_id)
+    temperature, top_p = jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0)
+    keys = row_keys(jax.random.key(0) if rng is None else rng, 1)
+    total = tokens.shape[1] + max_new_tokens
+    state = prefill(cfg, params, tokens, keys, eos, total=total, dtype=dtype)
+    for _ in range(max_new_tokens):
+        pos = int(state.pos)
+        state = decode_step(cfg, params, state, temperature, top_p, eos, sampling, dtype)
+        tok = int(state.tokens[0, pos])
+        if tok == eos_id:
+            return
+        yield tok
+
+
+def complete_all(
+    cfg: GPTConfig,
+    params,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    batch: int,
+    eos_id: int | None = None,
+    dtype: Any = jnp.float32,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Greedy continuations of many prompts, `batch` at a time: each prompt's new tokens, up to
+    (not including) eos_id. A short last batch is filled with copies of its last prompt, so
+    every batch has one shape and reuses the same few programs."""
+    out = []
+    starts = range(0, len(prompts), batch)
+    for start in tqdm(starts, desc="answering", unit="batch", disable=not progress):
+        chunk = prompts[start : start + batch]
+        full = chunk + [chunk[-1]] * (batch - len(chunk))
+        rows = generate(
+            cfg, params, full, max_new_tokens=max_new_tokens, eos_id=eos_id, dtype=dtype
+        )
+        out += [completion(row, max_new_tokens, eos_id) for row in rows[: len(chunk)]]
+    return out
 
 
 def completion(row, n: int, eos_id: int | None = None) -> list[int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gptjax.data import instruct, tokenizer
 from gptjax.inference import schema
+from gptjax.inference.generation import DoesNotFitError, check_fit
 from gptjax.inference.schema import MAX_TEXTS
 
 
@@ -68,29 +69,16 @@ def params(req: schema.Sampling, n_prompt: int, context: int, default_max: int |
     if field := req.refused():
         raise APIError(400, f"'{field}' is not supported by this server", field)
     echo = bool(getattr(req, "echo", False))
-    least = 0 if echo else 1  # echo with max_tokens 0 only scores the prompt
-    if n_prompt > context - least:
-        raise APIError(
-            400,
-            f"the prompt is {n_prompt} tokens; this model's context is "
-            f"{context} tokens, with room for at least one new",
-            "prompt",
-            "context_length_exceeded",
-        )
-    room = context - n_prompt
     mt = (
         req.max_tokens
         if req.max_tokens is not None
         else getattr(req, "max_completion_tokens", None)
     )
-    if mt is not None and not least <= mt <= room:
-        raise APIError(
-            400,
-            f"max_tokens must be between {least} and {room} (context {context} minus "
-            f"the prompt's {n_prompt} tokens{'' if echo else '; 0 only with echo'}), got {mt}",
-            "max_tokens",
-            "context_length_exceeded",
-        )
+    try:  # echo with max_tokens 0 only scores the prompt
+        room = check_fit(context, n_prompt, mt, least_new=0 if echo else 1)
+    except DoesNotFitError as e:
+        hint = "; 0 only with echo" if e.param == "max_tokens" and not echo else ""
+        raise APIError(400, f"{e}{hint}", e.param, "context_length_exceeded") from None
     n = req.n or 1
     if getattr(req, "best_of", None) not in (None, n):
         raise APIError(400, "best_of other than n is not supported by this server", "best_of")

@@ -38,6 +38,7 @@ from gptjax.inference.gate import Gate
 from gptjax.inference.metrics import Metrics
 from gptjax.inference.stream import answer
 from gptjax.model.classifier import Predictor
+from gptjax.store import Model
 
 MAX_BODY = 1 << 20
 
@@ -73,28 +74,25 @@ class Served:
 
 
 def build(
+    model: Model,
     name: str,
-    kind: str,
-    cfg: GPTConfig,
-    params,
     *,
     slots: int = 8,
     dtype=jnp.float32,
-    module=None,
-    head: dict | None = None,
     max_queue: int | None = None,
     timeout: float | None = None,
 ) -> Served:
-    """What to serve: `params` on the devices, with an engine of `slots` rows (kind lm or
-    instruct) or a predictor (kind classifier: its `module` and `head`); max_queue: 4 x slots
-    unless given."""
+    """What to serve as `name`: the model's params on the devices, with an engine of `slots`
+    rows (kind lm or instruct) or a predictor (a classifier); max_queue: 4 x slots unless
+    given."""
     max_queue = 4 * slots if max_queue is None else max_queue
+    cfg, kind = model.cfg, model.kind
     served = Served(name, kind, cfg, tokenizer.gpt2(), max_queue=max_queue, timeout=timeout)
-    params = jax.device_put(params)
+    params = jax.device_put(model.params)
     if kind == "classifier":
-        served.predictor = Predictor(module, params, head)
+        served.predictor = Predictor(model.module, params, model.head)
     else:
-        eos = tokenizer.EOT_ID if cfg.vocab_size > tokenizer.EOT_ID else None
+        eos = tokenizer.EOT_ID if tokenizer.has_eot(cfg.vocab_size) else None
         served.engine = Engine(cfg, params, slots=slots, eos_id=eos, dtype=jnp.dtype(dtype))
     served.metrics = Metrics(name, served.engine)
     return served
@@ -227,7 +225,7 @@ def tokenizer_routes(app: FastAPI, served: Served) -> None:
     async def tokenizer_info():
         """vLLM's: the tokenizer's settings, as transformers' tokenizer_config.json has them."""
         info = tokenizer.hf_tokenizer_config(served.cfg.context_length)
-        if served.cfg.vocab_size <= tokenizer.EOT_ID:  # a model without <|endoftext|>
+        if not tokenizer.has_eot(served.cfg.vocab_size):
             info |= {"bos_token": None, "eos_token": None, "unk_token": None}
         return info
 

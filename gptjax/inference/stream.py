@@ -1,8 +1,10 @@
 """Generated answers for `train.serve`: engine tokens -> OpenAI completions, whole or streamed
 as server-sent events (`data: {chunk}` ... `data: [DONE]`).
 
-Choice c of a request answers prompt c // n (its sample c % n). A streamed answer whose client
-goes away is cancelled, which frees its engine slot.
+Each choice of a request is one record (`Choice`: its engine generation and what it has said);
+one formatter per API (`Completion`, `Chat`) turns choices into that API's JSON. Choice c
+answers prompt c // n (its sample c % n). A streamed answer whose client goes away is
+cancelled, which frees its engine slot.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fastapi.responses import StreamingResponse
@@ -22,21 +25,108 @@ from gptjax.inference.engine import Scored
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "error"}
 
 
-class Event(NamedTuple):
-    """What one choice gained: its text delta, its finish reason (or None), how many tokens it
-    has generated so far, and the Scored entries of the tokens behind this delta (when the
-    request asked for log-probs; the end-of-text token's included)."""
+@dataclass
+class Choice:
+    """One choice of a request: its engine generation and what has come of it so far."""
 
     index: int
+    gen: Generation
+    detok: Detokenizer
+    live: bool = True  # the engine is still generating it
+    tokens: int = 0  # tokens generated so far
+    handed: int = 0  # of gen.scores, how many events have handed out
+    last: float = 0.0  # when its previous token came (time to first token, then between tokens)
+    finish: str | None = None
+    text: str = ""  # a whole answer's text, gathered
+    scored: list[Scored] = field(default_factory=list)  # the Scored tokens behind `text`
+    said: int | None = None  # characters of text sent so far (None: no part sent yet)
+
+    def take_scores(self, upto: int | None) -> list[Scored]:
+        """The Scored entries not handed out yet, up to `upto` (the engine may be ahead)."""
+        new = self.gen.scores[self.handed : upto]
+        self.handed += len(new)
+        return new
+
+
+class Event(NamedTuple):
+    """What one choice gained: its text delta, its finish reason (or None) and the Scored
+    entries of the tokens behind the delta (when the request asked for log-probs; the
+    end-of-text token's included)."""
+
+    choice: Choice
     text: str
     finish: str | None
-    tokens: int
     scored: list[Scored]
 
 
-def generations(prompts: list[list[int]], p: api.Params) -> list[Generation]:
-    """One engine request per choice; sample j of a seeded request draws with seed + j."""
-    return [
+class Completion:
+    """OpenAI's text completions: the choice's `text`, and with log-probs its tokens'
+    (tokens, token_logprobs, top_logprobs, text_offset); with echo the prompt comes first."""
+
+    kind = chunk_kind = "text_completion"
+
+    def __init__(self, served, p: api.Params):
+        self.served, self.p = served, p
+
+    def opening(self, choices: list[Choice]) -> list[dict]:
+        return []  # a completion stream starts with text
+
+    def part(self, c: Choice, text: str, scored: list[Scored], finish: str | None) -> dict:
+        """The choice of a whole answer, or of a chunk, with `text`: a choice's first part
+        carries the echoed prompt, and text_offset counts what the choice said before."""
+        entries = list(scored)
+        if c.said is None and self.p.echo:
+            text = self.served.enc.decode(c.gen.prompt, errors="replace") + text
+            entries = [c.gen.prompt[0], *c.gen.prompt_scores, *entries]
+        offset = c.said or 0
+        c.said = offset + len(text)
+        logprobs = None
+        if self.p.logprobs is not None:
+            logprobs = api.text_logprobs(self.served.enc, entries, offset)
+        return {"index": c.index, "text": text, "finish_reason": finish, "logprobs": logprobs}
+
+    whole = delta = part
+
+
+class Chat:
+    """OpenAI's chat completions: an assistant `message` (a stream: a role chunk, then `delta`
+    contents), with log-probs as `logprobs.content`; the end-of-text token is not content."""
+
+    kind, chunk_kind = "chat.completion", "chat.completion.chunk"
+
+    def __init__(self, served, p: api.Params):
+        self.served, self.p = served, p
+
+    def opening(self, choices: list[Choice]) -> list[dict]:
+        role = {"role": "assistant", "content": ""}
+        return [
+            {"index": c.index, "delta": role, "finish_reason": None, "logprobs": None}
+            for c in choices
+        ]
+
+    def whole(self, c: Choice, text: str, scored: list[Scored], finish: str | None) -> dict:
+        message = {"role": "assistant", "content": text}
+        return self._choice(c, "message", message, scored, finish)
+
+    def delta(self, c: Choice, text: str, scored: list[Scored], finish: str | None) -> dict:
+        return self._choice(c, "delta", {"content": text} if text else {}, scored, finish)
+
+    def _choice(self, c: Choice, key: str, content: dict, scored, finish) -> dict:
+        logprobs = None
+        if self.p.logprobs is not None:  # the end-of-text token is not part of the content
+            kept = [s for s in scored if s.token != self.served.engine.eos_id]
+            logprobs = {"content": api.chat_content_logprobs(self.served.enc, kept)}
+            logprobs["refusal"] = None
+        return {"index": c.index, key: content, "finish_reason": finish, "logprobs": logprobs}
+
+
+FORMATS = {"text_completion": Completion, "chat.completion": Chat}
+
+
+def choices_of(served, prompts: list[list[int]], p: api.Params) -> list[Choice]:
+    """One engine request per choice: choice c answers prompt c // n, its sample c % n drawing
+    with seed + c % n."""
+    gens = [
         Generation(
             prompt,
             p.max_tokens,
@@ -50,59 +140,51 @@ def generations(prompts: list[list[int]], p: api.Params) -> list[Generation]:
         for prompt in prompts
         for j in range(p.n)
     ]
+    return [Choice(i, g, Detokenizer(served.enc, p.stop)) for i, g in enumerate(gens)]
 
 
-async def events(served, gens: list[Generation], stop: tuple[str, ...]) -> AsyncIterator[Event]:
-    """Submit every generation; yield Events until each has finished; past `served.timeout`
-    seconds: 504 (slots freed)."""
+async def events(served, choices: list[Choice]) -> AsyncIterator[Event]:
+    """Submit every choice's generation; yield Events until each has finished; past
+    `served.timeout` seconds: 504 (slots freed)."""
     engine, metrics = served.engine, served.metrics
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    detok = [Detokenizer(served.enc, stop) for _ in gens]
-    counts, sent = [0] * len(gens), [0] * len(gens)
     start = loop.time()
-    last = [start] * len(gens)
     deadline = None if served.timeout is None else start + served.timeout
-    live: list[Generation | None] = []
-
-    def scored(i: int, upto: int | None) -> list[Scored]:
-        new = gens[i].scores[sent[i] : upto]  # the engine may be tokens ahead of this event
-        sent[i] += len(new)
-        return new
-
     try:
-        for i, gen in enumerate(gens):
-            gen.on_token = lambda tok, fin, i=i: loop.call_soon_threadsafe(
-                queue.put_nowait, (i, tok, fin)
+        for c in choices:
+            c.last = start
+            c.gen.on_token = lambda tok, fin, c=c: loop.call_soon_threadsafe(
+                queue.put_nowait, (c, tok, fin)
             )
-            live.append(engine.submit(gen))
-            metrics.prompt_tokens.inc(len(gen.prompt))
-        while any(r is not None for r in live):
-            i, tok, fin = await _next(queue, deadline, served.timeout)
-            if live[i] is None:  # ended already at a stop string
+            engine.submit(c.gen)
+            metrics.prompt_tokens.inc(len(c.gen.prompt))
+        while any(c.live for c in choices):
+            c, tok, fin = await _next(queue, deadline, served.timeout)
+            if not c.live:  # ended already at a stop string
                 continue
             now = loop.time()
             if fin is not None:  # every score is in: the end-of-text one too
-                live[i] = None
-                _finished(metrics, FINISH.get(fin, fin), now - start)
-                yield Event(i, detok[i].flush(), FINISH.get(fin, fin), counts[i], scored(i, None))
+                c.live, c.finish = False, FINISH.get(fin, fin)
+                _finished(metrics, c.finish, now - start)
+                yield Event(c, c.detok.flush(), c.finish, c.take_scores(None))
                 continue
-            counts[i] += 1
+            c.tokens += 1
             metrics.generation_tokens.inc()
-            (metrics.itl if counts[i] > 1 else metrics.ttft).observe(now - last[i])
-            last[i] = now
-            delta, stopped = detok[i].push(tok)
+            (metrics.itl if c.tokens > 1 else metrics.ttft).observe(now - c.last)
+            c.last = now
+            delta, stopped = c.detok.push(tok)
             if stopped:
-                live[i].cancel()
-                live[i] = None
+                c.gen.cancel()
+                c.live, c.finish = False, "stop"
                 _finished(metrics, "stop", now - start)
-                yield Event(i, delta, "stop", counts[i], scored(i, counts[i]))
+                yield Event(c, delta, "stop", c.take_scores(c.tokens))
             elif delta:
-                yield Event(i, delta, None, counts[i], scored(i, counts[i]))
+                yield Event(c, delta, None, c.take_scores(c.tokens))
     finally:  # the client left, or an error: free the slots now
-        for r in live:
-            if r is not None:
-                r.cancel()
+        for c in choices:
+            if c.live:
+                c.gen.cancel()
 
 
 async def _next(queue: asyncio.Queue, deadline: float | None, timeout: float | None):
@@ -124,11 +206,13 @@ def _finished(metrics, reason: str, seconds: float) -> None:
 
 
 async def answer(served, kind: str, prompts: list[list[int]], p: api.Params):
-    """The whole answer as JSON, or (p.stream) a streaming response of chunks."""
+    """The whole answer as JSON, or (p.stream) a streaming response of chunks; `kind`:
+    text_completion or chat.completion."""
+    fmt = FORMATS[kind](served, p)
     n_prompt = sum(map(len, prompts)) * p.n
-    gens = generations(prompts, p)
+    choices = choices_of(served, prompts, p)
     waiting = served.engine.waiting.qsize()
-    if waiting + len(gens) > served.max_queue:
+    if waiting + len(choices) > served.max_queue:
         raise api.APIError(
             429,
             f"the server is busy ({waiting} requests wait for a slot, at most "
@@ -138,81 +222,38 @@ async def answer(served, kind: str, prompts: list[list[int]], p: api.Params):
         )
     if p.stream:
         return StreamingResponse(
-            _sse(served, kind, gens, p, n_prompt), media_type="text/event-stream"
+            _sse(served, fmt, choices, n_prompt), media_type="text/event-stream"
         )
-    texts, finish, counts = [""] * len(gens), [None] * len(gens), [0] * len(gens)
-    scored = [[] for _ in gens]
-    async for e in events(served, gens, p.stop):
-        texts[e.index] += e.text
-        finish[e.index], counts[e.index] = e.finish or finish[e.index], e.tokens
-        scored[e.index] += e.scored
-    if "error" in finish:
+    async for e in events(served, choices):
+        e.choice.text += e.text
+        e.choice.scored += e.scored
+    if any(c.finish == "error" for c in choices):
         raise api.APIError(500, "generation failed on the server; see its log")
-    choices = []
-    for i, gen in enumerate(gens):
-        choices.append(_choice(kind, i, finish[i]))
-        _add(served, p, choices[-1], gen, texts[i], scored[i], None)
-    return api.envelope(kind, served.name, choices, usage=api.usage(n_prompt, sum(counts)))
+    parts = [fmt.whole(c, c.text, c.scored, c.finish) for c in choices]
+    used = api.usage(n_prompt, sum(c.tokens for c in choices))
+    return api.envelope(fmt.kind, served.name, parts, usage=used)
 
 
-def _choice(kind: str, index: int, finish: str | None, chunk: bool = False) -> dict:
-    """An empty choice for `_add` to fill: a completion's, or chat's message (chunk: delta)."""
-    out = {"index": index, "finish_reason": finish, "logprobs": None}
-    if kind == "text_completion":
-        return out | {"text": ""}
-    return out | ({"delta": {}} if chunk else {"message": {"role": "assistant", "content": ""}})
-
-
-def _add(served, p: api.Params, choice: dict, gen, text: str, scored, offset: int | None):
-    """Put `text` and its log-probs into a choice (a message, or a chunk's delta). `offset`:
-    how much of the choice's text came before; None for its first part, which with echo
-    starts with the prompt and its log-probs. -> the length of the text added."""
-    if "text" not in choice:  # chat
-        part = choice["message" if "message" in choice else "delta"]
-        if text or "message" in choice:
-            part["content"] = text
-        if p.logprobs is not None:  # the end-of-text token is not part of the content
-            kept = [s for s in scored if s.token != served.engine.eos_id]
-            content = api.chat_content_logprobs(served.enc, kept)
-            choice["logprobs"] = {"content": content, "refusal": None}
-        return len(text)
-    entries = list(scored)
-    if offset is None and p.echo:
-        text = served.enc.decode(gen.prompt, errors="replace") + text
-        entries = [gen.prompt[0], *gen.prompt_scores, *entries]
-    choice["text"] = text
-    if p.logprobs is not None:
-        choice["logprobs"] = api.text_logprobs(served.enc, entries, offset or 0)
-    return len(text)
-
-
-async def _sse(served, kind, gens, p: api.Params, n_prompt: int) -> AsyncIterator[str]:
+async def _sse(served, fmt, choices: list[Choice], n_prompt: int) -> AsyncIterator[str]:
     """OpenAI's stream: chat's first chunk gives the role, each choice's last chunk its
     finish_reason; with stream_options.include_usage every chunk has `usage: null` and a last
     chunk (no choices) the usage; then `data: [DONE]`. An error after the first chunk is an
     `error` event, as OpenAI's client expects."""
-    chunk_kind = kind if kind == "text_completion" else "chat.completion.chunk"
-    id = api.new_id(kind)
-    usage = {"usage": None} if p.include_usage else {}
-    send = lambda choices, **extra: (
+    id = api.new_id(fmt.kind)
+    usage = {"usage": None} if fmt.p.include_usage else {}
+    send = lambda parts, **extra: (
         "data: "
-        + json.dumps(api.envelope(chunk_kind, served.name, choices, id, **(usage | extra)))
+        + json.dumps(api.envelope(fmt.chunk_kind, served.name, parts, id, **(usage | extra)))
         + "\n\n"
     )
-    if kind != "text_completion":
-        role = {"role": "assistant", "content": ""}
-        yield send([_choice(kind, i, None, True) | {"delta": role} for i in range(len(gens))])
-    counts, offsets = [0] * len(gens), [None] * len(gens)
+    if opening := fmt.opening(choices):
+        yield send(opening)
     try:
-        async for e in events(served, gens, p.stop):
-            counts[e.index] = e.tokens
-            choice = _choice(kind, e.index, e.finish, chunk=True)
-            added = _add(served, p, choice, gens[e.index], e.text, e.scored, offsets[e.index])
-            offsets[e.index] = (offsets[e.index] or 0) + added
-            yield send([choice])
+        async for e in events(served, choices):
+            yield send([fmt.delta(e.choice, e.text, e.scored, e.finish)])
     except api.APIError as e:
         yield "data: " + json.dumps(e.body()) + "\n\n"
     else:
-        if p.include_usage:
-            yield send([], usage=api.usage(n_prompt, sum(counts)))
+        if fmt.p.include_usage:
+            yield send([], usage=api.usage(n_prompt, sum(c.tokens for c in choices)))
     yield "data: [DONE]\n\n"

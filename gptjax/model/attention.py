@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from gptjax.errors import first_line
+
 
 def simple_attention(x: jax.Array) -> jax.Array:
     """(a) x: [..., T, D] -> [..., T, D]: output t is a softmax(x_t . x_s)-weighted mix of x_s."""
@@ -220,8 +222,8 @@ def cudnn_works() -> bool:
         jax.block_until_ready(jax.grad(lambda q: f(q).astype(jnp.float32).sum())(q))
         return True
     except Exception as e:  # any failure means: use the reference path
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(
-            f"attention: cuDNN attention unavailable ({first}); using XLA einsums", file=sys.stderr
+            f"attention: cuDNN attention unavailable ({first_line(e)}); using XLA einsums",
+            file=sys.stderr,
         )
         return False

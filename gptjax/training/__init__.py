@@ -1,6 +1,6 @@
 """Training: the state, optimizer and pure steps (`steps`), losses (`cross_entropy`, `dpo`), what
-trains (`finetune`), parallelism, checkpoints and checksums, and the one loop (`loop`) with its
-run log, stop/lock guard, FLOPs, profile and plots."""
+trains (`finetune`), parallelism, sums over eval batches (`evaluator`), and the one loop (`loop`)
+with the base of its tasks (`task`), run log, stop/lock guard, FLOPs, profile and plots."""
 
 from gptjax.training.steps import (
     OptimConfig,

@@ -4,6 +4,7 @@ model's params (`{"model": params, "lora": adapters}`) folded in by `lora.merge`
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from gptjax.config import GPTConfig
 from gptjax.model import lora
@@ -29,11 +30,19 @@ def trainable_paths(mode: str, cfg: GPTConfig, lcfg: lora.LoRAConfig | None):
     return lambda p: p.startswith("lora/") or (whole_score and p.startswith("model/score/"))
 
 
-def lora_config(mode: str, rank: int, alpha: float, targets: str) -> lora.LoRAConfig | None:
-    """The LoRAConfig of `--trainable lora` (targets: comma-separated module names)."""
+def whole_modules(params: dict, lcfg: lora.LoRAConfig) -> dict:
+    """The modules a LoRA run trains whole, as `trainable_paths` says: a classifier's `score`,
+    unless it is a LoRA target itself."""
+    if "score" in params and "score" not in lcfg.targets:
+        return {"score": jax.tree.map(np.asarray, params["score"])}
+    return {}
+
+
+def lora_config(mode: str, rank: int, alpha: float, targets) -> lora.LoRAConfig | None:
+    """The LoRAConfig of `--trainable lora` (targets: the module names)."""
     if mode != "lora":
         return None
-    return lora.LoRAConfig(rank, alpha, tuple(t for t in targets.split(",") if t))
+    return lora.LoRAConfig(rank, alpha, tuple(targets))
 
 
 def with_adapters(params: dict, lcfg: lora.LoRAConfig | None, rng: jax.Array) -> dict:

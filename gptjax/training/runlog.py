@@ -4,7 +4,6 @@ task's plots, redrawn at each evaluation, and the same records to TensorBoard or
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from tqdm import tqdm
 from gptjax.files import write_json
 from gptjax.training.flops import peak_flops
 from gptjax.training.plot import plot_metrics
-from gptjax.training.trackers import open_trackers, parse_log_to
+from gptjax.training.trackers import open_trackers
 
 
 def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
@@ -34,16 +33,16 @@ class RunLog:
     """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
     writes."""
 
-    def __init__(self, opts, task, start: int, total: int):
-        """`opts`: the loop's RunOptions; `task`: its Task (identity, seen, plots)."""
-        out = Path(opts.out)
+    def __init__(self, lc, task, start: int, total: int):
+        """`lc`: the loop's LoopConfig; `task`: its Task (identity, seen, plots)."""
+        out = Path(lc.out)
         self.lead = jax.process_index() == 0
         self.metrics, self.plots = out / "metrics.jsonl", task.plots
         self.out, self.t0 = out, time.perf_counter()
         self.seen_key, per_row = task.seen
-        self.seen_per_step = opts.batch_size * per_row
+        self.seen_per_step = lc.batch_size * per_row
         self.bar = tqdm(
-            total=total, initial=start, unit="step", disable=not (self.lead and opts.progress)
+            total=total, initial=start, unit="step", disable=not (self.lead and lc.progress)
         )
         # MFU where the task knows its FLOPs per seen token and the devices' peak is known.
         flops, peak = getattr(task, "flops_per_token", None), peak_flops()
@@ -52,13 +51,13 @@ class RunLog:
         if not self.lead:
             return
         out.mkdir(parents=True, exist_ok=True)
-        config = {**task.identity, "options": dataclasses.asdict(opts)}
+        config = {**task.identity, "options": lc.options}
         write_json(out / "config.json", config)
         # On resume, drop records past the restored step: they are about to be redone.
         old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
         kept = [line for line in old if line and json.loads(line)["step"] <= start]
         self.metrics.write_text("".join(line + "\n" for line in kept))
-        self.trackers = open_trackers(parse_log_to(opts.log_to), out, config, start, opts)
+        self.trackers = open_trackers(lc, config, start)
 
     def step_records(self, steps: list[int], metrics: list[dict], replicated: bool) -> list[dict]:
         """Records of `steps` from their fetched metrics; tokens/s (and MFU) over the time since

@@ -47,7 +47,7 @@ class OptimConfig:
 def lr_schedule(oc: OptimConfig) -> optax.Schedule:
     """lr after `count` updates: warmup step s (from 1) trains at lr * s / warmup, so the first
     step is not wasted at 0 (build-nanogpt's `it + 1`); then cosine decay to min_lr_ratio * lr
-    at decay_steps (or constant lr)."""
+    at decay_steps (or constant lr). optax's own schedules, joined."""
     W = oc.warmup_steps
     if oc.decay_steps > W:
         decay = optax.cosine_decay_schedule(oc.lr, oc.decay_steps - W, alpha=oc.min_lr_ratio)
@@ -55,9 +55,8 @@ def lr_schedule(oc: OptimConfig) -> optax.Schedule:
         decay = optax.constant_schedule(oc.lr)
     if not W:
         return decay
-    return lambda count: jnp.where(
-        count < W, oc.lr * (count + 1) / W, decay(jnp.maximum(count - W, 0))
-    )
+    warmup = optax.linear_schedule(oc.lr / W, oc.lr, W - 1)  # lr / W at count 0, lr at W - 1
+    return optax.join_schedules([warmup, decay], [W])
 
 
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
@@ -206,12 +205,12 @@ def make_train_step(
 
 
 def make_eval_step(cfg: GPTConfig, *, dtype=None, **compute):
-    """eval_step(params, batch) -> {"loss_sum", "tokens"} with dropout off (`compute`: see
+    """eval_step(params, batch) -> {"loss" (summed), "tokens"} with dropout off (`compute`: see
     `lm_loss`)."""
     dtype = dtype or jnp.float32
 
     def eval_step(params, batch) -> dict:
         s, n = loss_sum(params, cfg, batch, None, train=False, dtype=dtype, **compute)
-        return {"loss_sum": s, "tokens": n}
+        return {"loss": s, "tokens": n}
 
     return eval_step

@@ -18,23 +18,12 @@ from pathlib import Path
 
 from flax import traverse_util
 
+from gptjax.errors import first_line
 from gptjax.files import write_json
 
 CHOICES = ("jsonl", "tensorboard", "wandb")
 EXTRAS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
 WANDB_STATE = "wandb.json"
-
-
-def parse_log_to(value: str) -> tuple[str, ...]:
-    """`jsonl,tensorboard` -> ("jsonl", "tensorboard"); metrics.jsonl is always written (resume
-    and the plots read it), so "jsonl" may be left out."""
-    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
-    for name in names:
-        if name not in CHOICES:
-            raise ValueError(
-                f"--log-to: unknown destination '{name}' (expected {', '.join(CHOICES)})"
-            )
-    return names
 
 
 def check_installed(names: tuple[str, ...]) -> None:
@@ -50,14 +39,14 @@ def check_installed(names: tuple[str, ...]) -> None:
             )
 
 
-def open_trackers(names: tuple[str, ...], out: Path, config: dict, start: int, opts) -> list:
-    """The trackers `names` asks for, writing under `out`; `start` is the step the run starts
-    after (0, or the checkpoint it resumed from)."""
-    trackers = []
-    if "tensorboard" in names:
+def open_trackers(lc, config: dict, start: int) -> list:
+    """The trackers the loop's config asks for (`log_to`), writing under its `out`; `start` is
+    the step the run starts after (0, or the checkpoint it resumed from)."""
+    trackers, out = [], Path(lc.out)
+    if "tensorboard" in lc.log_to:
         trackers.append(TensorBoard(out, config, start))
-    if "wandb" in names:
-        trackers.append(WandB(out, config, opts.wandb_project, opts.wandb_entity))
+    if "wandb" in lc.log_to:
+        trackers.append(WandB(out, config, lc.wandb_project, lc.wandb_entity))
     return trackers
 
 
@@ -136,10 +125,9 @@ class WandB:
                 settings=wandb.Settings(console="off", quiet=True),
             )
         except Exception as e:  # not logged in, no network in online mode, ...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(
-                f"--log-to wandb: could not start a W&B run ({first}); run `wandb login` or set "
-                "WANDB_MODE=offline"
+                f"--log-to wandb: could not start a W&B run ({first_line(e)}); run `wandb login` "
+                "or set WANDB_MODE=offline"
             ) from None
         self._save()
 

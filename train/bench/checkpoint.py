@@ -21,8 +21,8 @@ import numpy as np
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.model.gpt import init_params
 from gptjax.options import parse, run_cli
-from gptjax.training.checkpoint import RunCheckpoints
-from gptjax.training.checksum import checksums
+from gptjax.store.checksum import checksums
+from gptjax.store.run import RunCheckpoints
 from gptjax.training.steps import OptimConfig, init_state, make_optimizer
 
 

@@ -36,8 +36,8 @@ class Options:
     """tokens per text (the book's sms-spam training maximum)"""
     repeats: int = 5
     """timed steps per mode"""
-    modes: str = ",".join(MODES)
-    """comma-separated --trainable modes"""
+    modes: tuple[Literal[*MODES], ...] = MODES
+    """--trainable modes to compare"""
 
 
 def bench_mode(opts: Options, mode: str) -> dict:
@@ -88,7 +88,7 @@ def main(argv=None) -> None:
         f"{jax.devices()[0].device_kind}; median of {opts.repeats} steps"
     )
     print(f"{'mode':<11}{'trainable':>13}{'opt state':>13}{'MB':>9}{'step s':>9}{'first s':>9}")
-    for mode in opts.modes.split(","):
+    for mode in opts.modes:
         r = bench_mode(opts, mode)
         print(
             f"{r['mode']:<11}{r['trainable']:>13,}{r['opt_state']:>13,}{r['opt_mb']:>9.1f}"

@@ -9,7 +9,6 @@ weights' size, the peak RSS, their ratio (target < 1.3) and the wall time.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -20,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.names import param_shapes, rows
-from convert.tf_bundle import write_bundle
 from gptjax.config import GPTConfig
+from gptjax.files import write_json
 from gptjax.options import parse, run_cli
+from gptjax.store.names import param_shapes, rows
+from gptjax.store.tf_bundle import write_bundle
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def write_random_folder(cfg: GPTConfig, folder: Path) -> int:
         n_head=cfg.n_heads,
         n_layer=cfg.n_layers,
     )
-    (folder / "hparams.json").write_text(json.dumps(hp))
+    write_json(folder / "hparams.json", hp)
     return nbytes
 
 

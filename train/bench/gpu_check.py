@@ -1,7 +1,7 @@
 """One prepared GPU check: what a short GPU budget should measure, in one command.
 
     python -m train.bench.gpu_check --out gpu-check.json            # on the GPU, < 8 min
-    python -m train.bench.gpu_check --dry --out /tmp/gpu-check.json # CPU: tiny, a few steps
+    python -m train.bench.gpu_check --dry --out /tmp/gpu-check.json # CPU: nano, a few steps
 
 prints a table (one row per case: status, tokens/s, MFU or roofline fraction, seconds, note)
 and writes one JSON with the environment (driver, CUDA, jax, jaxlib, plugin, device kind,
@@ -17,7 +17,7 @@ scatter-add workaround) and every case's rows. The cases, most important first:
 
 Every case runs in a fresh process (`train.bench.speed --json`, or this module's own scatter
 check) under its own time limit, and is skipped, with the reason, when what is left of
---budget is less than that limit. --dry runs the same machinery on the tiny preset so a CPU
+--budget is less than that limit. --dry runs the same machinery on the nano preset so a CPU
 test keeps it working.
 """
 
@@ -43,7 +43,7 @@ class Options:
     budget: float = 450.0
     """seconds for all cases; a case whose limit does not fit in what is left is skipped"""
     dry: bool = False
-    """the tiny preset and a few steps (a CPU check of this script)"""
+    """the nano preset and a few steps (a CPU check of this script)"""
     scatter: str | None = None
     """internal: time one scatter-add of ROWSxDIMxUPDATESxDISTINCT, print one JSON line"""
 
@@ -60,7 +60,7 @@ SPEED = ["train.bench.speed", "--json", "--repeats", "5"]
 
 
 def cases(dry: bool) -> list[Case]:
-    """The cases in the order they run; --dry: the same kinds on the tiny preset."""
+    """The cases in the order they run; --dry: the same kinds on the nano preset."""
     off = (("GPTJAX_NO_SCATTER_WORKAROUND", "1"),)
     scatter = ["train.bench.gpu_check", "--scatter", "512x16x4096x64" if dry else SCATTER_FULL]
     if dry:
@@ -68,8 +68,8 @@ def cases(dry: bool) -> list[Case]:
         return [
             Case("scatter-add, workaround", 60, scatter),
             Case("scatter-add, no workaround", 60, scatter, off),
-            Case("tiny train + decode, HF", 180, [*SPEED, *small, "--presets", "tiny",
-                 "--decode-presets", "tiny", "--attention", "reference"]),
+            Case("nano train + decode, HF", 180, [*SPEED, *small, "--presets", "nano",
+                 "--decode-presets", "nano", "--attention", "reference"]),
         ]  # fmt: skip
     train = [*SPEED, "--seq-len", "1024", "--dtype", "bfloat16", "--decode-presets", "none"]
     kernel = lambda k: [*train, "--presets", "124M", "--attention", k, "--no-hf"]
@@ -79,7 +79,7 @@ def cases(dry: bool) -> list[Case]:
         Case("124M train, cudnn", 100, kernel("cudnn")),
         Case("124M train, xla", 100, kernel("xla")),
         Case("decode 124M, 1558M", 150, [*SPEED, "--presets", "none", "--decode-presets",
-             "124M,1558M", "--decode-batches", "1,8", "--dtype", "bfloat16", "--no-hf"]),
+             "124M", "1558M", "--decode-batches", "1", "8", "--dtype", "bfloat16", "--no-hf"]),
         Case("124M train + decode, HF torch", 200, [*train, "--presets", "124M",
              "--decode-presets", "124M", "--decode-batches", "1"]),
         Case("355M train", 120, [*train, "--presets", "355M", "--no-hf"]),

@@ -1,6 +1,6 @@
 """Load test of `train.serve` on loopback: N requests from C concurrent `openai` clients.
 
-    python -m train.bench.serve_load --preset tiny --requests 200 --clients 16 --slots 8,1
+    python -m train.bench.serve_load --preset tiny --requests 200 --clients 16 --slots 8 1
     python -m train.bench.serve_load --soak --requests 1000 --slots 8
 
 For each --slots value it starts the server in this process on 127.0.0.1 (a free port), warms
@@ -65,8 +65,8 @@ class Options:
     """requests to send"""
     clients: int = 16
     """concurrent clients"""
-    slots: str = "8,1"
-    """server --slots values to compare, comma-separated"""
+    slots: tuple[int, ...] = (8, 1)
+    """server --slots values to compare"""
     max_tokens: int = 32
     """tokens per answer"""
     prompts: int = 20
@@ -148,7 +148,7 @@ def main(argv=None) -> None:
     )
     print("slots  requests  answered  equal  p50 s  p99 s  tokens/s  wall s")
     ok = True
-    for slots in [int(s) for s in opts.slots.split(",")]:
+    for slots in opts.slots:
         served = with_slots(served, slots, max_queue=opts.requests)  # no 429s here
         with Background(create_app(served)) as url:
             run(url, served.name, texts, replace(opts, requests=2 * opts.clients))  # compile

@@ -1,7 +1,7 @@
 """Benchmark: tokens/s of one jitted forward+backward+AdamW step and of KV-cache generation, with
 Hugging Face transformers (PyTorch, same config, same device, same run) beside each figure.
 
-    python -m train.bench.speed [--presets tiny,124M] [--json]
+    python -m train.bench.speed [--presets tiny 124M] [--json]
 
 prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
 runs after a warm-up), MFU on GPUs/TPUs (train rows), the fraction of the memory-bandwidth
@@ -47,16 +47,16 @@ from train.bench import hf as bench_hf
 
 @dataclass(frozen=True)
 class Options:
-    presets: str | None = None
-    """presets to train (unset: tiny,124M; GPU 124M,355M; none: no training rows)"""
-    decode_presets: str | None = None
-    """presets to decode (unset: --presets; GPU 124M,1558M; none: no decoding rows)"""
+    presets: tuple[str, ...] | None = None
+    """presets to train (unset: tiny 124M; GPU 124M 355M; none: no training rows)"""
+    decode_presets: tuple[str, ...] | None = None
+    """presets to decode (unset: --presets; GPU 124M 1558M; none: no decoding rows)"""
     batch_size: int | None = None
     """training batch B (unset: 4; GPU: largest that fits)"""
     seq_len: int | None = None
     """training sequence length T (unset: 128; GPU 1024)"""
-    decode_batches: str | None = None
-    """decoding batch sizes (unset: 1; GPU 1,8)"""
+    decode_batches: tuple[int, ...] | None = None
+    """decoding batch sizes (unset: 1; GPU 1 8)"""
     prompt_len: int = 8
     """generation prompt length"""
     new_tokens: int = 128
@@ -85,13 +85,13 @@ class Options:
 def resolved(opts: Options) -> Options:
     """`opts` with the device's defaults filled in."""
     gpu = jax.default_backend() == "gpu"
-    presets = opts.presets or ("124M,355M" if gpu else "tiny,124M")
+    presets = opts.presets or (("124M", "355M") if gpu else ("tiny", "124M"))
     return replace(
         opts,
         presets=presets,
         seq_len=opts.seq_len or (1024 if gpu else 128),
-        decode_presets=opts.decode_presets or ("124M,1558M" if gpu else presets),
-        decode_batches=opts.decode_batches or ("1,8" if gpu else "1"),
+        decode_presets=opts.decode_presets or (("124M", "1558M") if gpu else presets),
+        decode_batches=opts.decode_batches or ((1, 8) if gpu else (1,)),
     )
 
 
@@ -208,9 +208,9 @@ class Case(NamedTuple):
     data: Any
 
 
-def names(presets: str) -> list[str]:
-    """The presets of a comma list; "none" for none."""
-    return [] if presets == "none" else [p.strip() for p in presets.split(",")]
+def names(presets: tuple[str, ...]) -> list[str]:
+    """The presets asked for; "none" for none."""
+    return [p for p in presets if p != "none"]
 
 
 def cases(opts: Options):
@@ -224,7 +224,7 @@ def cases(opts: Options):
         )
     for preset in names(opts.decode_presets):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
-        for B in map(int, opts.decode_batches.split(",")):
+        for B in opts.decode_batches:
             rng = np.random.default_rng(0)
             prompt = rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)).astype(np.int32)
             what = "generate" if B == 1 else f"generate_b{B}"

@@ -71,22 +71,22 @@ def assemble(
     shapes = param_shapes(cfg)
     flat: dict[str, np.ndarray] = {}
     extra = []
-    bar = tqdm(total=len(shapes), unit="tensor", desc="converting", disable=not progress)
-    for path, array in tensors:
-        bar.update(1)
-        if path not in shapes:
-            extra.append(path)
-            continue
-        if path in flat:
-            raise ValueError(f"{source}: parameter {path} given twice")
-        if tuple(array.shape) != tuple(shapes[path]):
-            raise ValueError(
-                f"{source}: tensor for {path} has shape {tuple(array.shape)}, "
-                f"expected {tuple(shapes[path])} from the model config"
-            )
-        # A jax array now, so the bytes read for it are freed as the next tensor arrives.
-        flat[path] = jnp.asarray(array, jnp.float32)
-    bar.close()
+    # Closed on the way out of an error too, so the error's line is not written into it.
+    with tqdm(total=len(shapes), unit="tensor", desc="converting", disable=not progress) as bar:
+        for path, array in tensors:
+            bar.update(1)
+            if path not in shapes:
+                extra.append(path)
+                continue
+            if path in flat:
+                raise ValueError(f"{source}: parameter {path} given twice")
+            if tuple(array.shape) != tuple(shapes[path]):
+                raise ValueError(
+                    f"{source}: tensor for {path} has shape {tuple(array.shape)}, "
+                    f"expected {tuple(shapes[path])} from the model config"
+                )
+            # A jax array now, so the bytes read for it are freed as the next tensor arrives.
+            flat[path] = jnp.asarray(array, jnp.float32)
     missing = [p for p in shapes if p not in flat]
     if missing or extra:
         raise ValueError(

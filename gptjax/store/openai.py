@@ -11,9 +11,9 @@ import json
 import re
 from pathlib import Path
 
-from convert.names import assemble, rows
-from convert.tf_bundle import TensorBundle
 from gptjax.config import GPTConfig
+from gptjax.store.names import assemble, rows
+from gptjax.store.tf_bundle import TensorBundle
 
 HPARAMS = {
     "n_vocab": "vocab_size",

@@ -16,7 +16,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from gptjax.training.checksum import ChecksumError
+from gptjax.errors import first_line
+from gptjax.store.checksum import ChecksumError
 
 # tensorstore's words for files that are cut short, garbled or gone; any other status
 # (UNAVAILABLE, PERMISSION_DENIED, RESOURCE_EXHAUSTED, ...) is about the machine, not the files.
@@ -35,11 +36,11 @@ def damage(error: BaseException) -> str | None:
         seen.add(id(error))
         text = str(error)
         if isinstance(error, json.JSONDecodeError | UnicodeDecodeError | FileNotFoundError):
-            return _first_line(error)
+            return first_line(error)
         if isinstance(error, ValueError) and text.split(":")[0] in DAMAGE_STATUSES:
-            return _first_line(error)
+            return first_line(error)
         if isinstance(error, KeyError) and "was not found in the checkpoint" in text:
-            return _first_line(error)
+            return first_line(error)
         error = error.__cause__ or error.__context__
     return None
 
@@ -58,14 +59,9 @@ def reading(where: str) -> Iterator[None]:
         if (what := damage(e)) is not None:
             raise ChecksumError(f"{where}: unreadable ({what})") from None
         raise CheckpointReadError(
-            f"{where} could not be restored ({_first_line(e)}); it is left as it is (not "
+            f"{where} could not be restored ({first_line(e)}); it is left as it is (not "
             "damaged as far as can be told): fix the cause and run the same command again"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def quiet_abandoned_reads() -> None:

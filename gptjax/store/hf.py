@@ -14,10 +14,10 @@ from pathlib import Path
 import jax.numpy as jnp
 from safetensors import safe_open
 
-from convert.names import assemble, rows
 from gptjax.config import GPTConfig
-from gptjax.data.cache import fetch
-from gptjax.data.tokenizer import EOT_ID, hf_tokenizer_config
+from gptjax.data.tokenizer import EOT_ID, bpe_files, has_eot, hf_tokenizer_config
+from gptjax.files import atomic_dir, write_json
+from gptjax.store.names import assemble, rows
 
 # Causal-mask buffers that older transformers versions saved beside the weights.
 _BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)$")
@@ -126,8 +126,7 @@ def to_hf(
     import numpy as np
     from safetensors.numpy import save_file
 
-    from convert.names import flatten
-    from gptjax.files import atomic_dir
+    from gptjax.store.names import flatten
 
     out_dir = Path(out_dir).absolute()
     flat = dict(flatten(params))
@@ -173,9 +172,9 @@ def to_hf(
             tie_word_embeddings=True,
         )
     with atomic_dir(out_dir) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_json(tmp / "config.json", config)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if cfg.vocab_size >= EOT_ID + 1:  # a GPT-2 BPE model (toy vocabularies have none)
+        if has_eot(cfg.vocab_size):  # a GPT-2 BPE model (toy vocabularies have none)
             tokenizer_files(tmp, cfg.context_length, pad=classifier)
     return out_dir
 
@@ -185,8 +184,9 @@ def tokenizer_files(folder: Path, context: int, *, pad: bool = False) -> None:
     `encoder.json` and `vocab.bpe`, byte for byte, under HF's names), `tokenizer_config.json`
     and `special_tokens_map.json` (<|endoftext|> as bos, eos and unk, and as pad with `pad`;
     `model_max_length` = context), and `generation_config.json`."""
-    shutil.copyfile(fetch("gpt2-bpe/encoder.json"), folder / "vocab.json")
-    shutil.copyfile(fetch("gpt2-bpe/vocab.bpe"), folder / "merges.txt")
+    encoder, merges = bpe_files()
+    shutil.copyfile(encoder, folder / "vocab.json")
+    shutil.copyfile(merges, folder / "merges.txt")
     tokenizer = hf_tokenizer_config(context, pad=pad)
     special = {k: v for k, v in tokenizer.items() if k.endswith("_token")}
     generation = {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}
@@ -196,4 +196,4 @@ def tokenizer_files(folder: Path, context: int, *, pad: bool = False) -> None:
         ("special_tokens_map.json", special),
         ("generation_config.json", generation),
     ]:
-        (folder / name).write_text(json.dumps(obj, indent=2) + "\n")
+        write_json(folder / name, obj)

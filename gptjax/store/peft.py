@@ -19,7 +19,7 @@ from flax import traverse_util
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from gptjax.files import atomic_dir
+from gptjax.files import atomic_dir, write_json
 from gptjax.model import lora
 from gptjax.model.lora import LoRAConfig
 
@@ -78,7 +78,7 @@ def to_peft(lcfg: LoRAConfig, adapters: dict, out: str | Path, *, modules=None) 
     }
     out = Path(out).absolute()
     with atomic_dir(out) as tmp:
-        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_json(tmp / "adapter_config.json", config)
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     return out
 

@@ -1,0 +1,139 @@
+"""The one model record: `Model` (config, params and what the model is for) with one `open` that
+reads every folder gptjax knows and one `save` that writes gptjax's own.
+
+    Model.open(path)   a gptjax model folder, a training run (its final model, else its newest
+                       checkpoint), a Hugging Face GPT-2 folder (language model or classifier)
+                       or an OpenAI GPT-2 folder
+    model.save(dir)    config.json + params/ + checksums.json (+ classifier.json or task.json)
+
+Every script opens models through here, so what a folder is, and what kind of model it holds,
+is decided in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from gptjax.config import GPTConfig
+from gptjax.data import tokenizer
+from gptjax.model.classifier import GPTClassifier
+from gptjax.model.gpt import init_params
+from gptjax.store import own
+from gptjax.store.hf import from_hf, hf_labels
+from gptjax.store.openai import from_openai
+
+KINDS = ("lm", "instruct", "classifier")
+BPE = ("encoder.json", "vocab.bpe")  # the tokenizer files a converted model carries
+
+
+@dataclass(frozen=True)
+class Model:
+    """A GPT-2 and what it is for. `head`: a classifier's labels, pad_id, pooling and max_length
+    (its params hold `score` [D, C] instead of an LM head); `task`: what a language model was
+    tuned for ({"kind": "instruct", "template": "alpaca"}); `folder`: where it was opened from."""
+
+    cfg: GPTConfig
+    params: Any
+    head: dict | None = None
+    task: dict | None = None
+    folder: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """lm, instruct (answers in its template) or classifier."""
+        if self.head is not None:
+            return "classifier"
+        return "instruct" if (self.task or {}).get("kind") == "instruct" else "lm"
+
+    @property
+    def module(self) -> GPTClassifier | None:
+        """A classifier's module (None for a language model, which is `GPT(cfg)`)."""
+        if self.head is None:
+            return None
+        h = self.head
+        return GPTClassifier(self.cfg, len(h["labels"]), h["pad_id"], h["pooling"])
+
+    @classmethod
+    def open(cls, path: str | Path) -> Model:
+        """The model in any folder gptjax reads (see the module's docstring)."""
+        path = Path(path).absolute()
+        folder = path.parent if path.is_file() else path
+        if own.is_model_dir(folder / "model"):  # a finished run stands for its final model
+            folder = folder / "model"
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such model folder")
+        head = task = None
+        if (folder / "model.safetensors").is_file():
+            (cfg, params), head = from_hf(folder), hf_labels(folder)
+        elif (folder / "hparams.json").is_file():
+            cfg, params = from_openai(folder)
+        elif own.is_model_dir(folder):
+            cfg, params, head, task = own.read(folder)
+        elif (folder / "checkpoints").is_dir():
+            cfg, params = own.read_run(folder)
+        else:
+            raise ValueError(
+                f"{folder}: not a gptjax model ({own.CONFIG} and {own.PARAMS}/), a training run "
+                "(checkpoints/), a Hugging Face folder (model.safetensors) nor an OpenAI one "
+                "(hparams.json)"
+            )
+        if head is not None:
+            if "score" not in params:
+                raise ValueError(f"{folder}: a classifier description but no score weights")
+            head = {"pooling": "last-non-pad", "max_length": cfg.context_length, **head}
+        return cls(cfg, params, head, task, folder)
+
+    @classmethod
+    def preset(cls, name: str, *, seed: int = 0, **overrides) -> Model:
+        """Random GPT-2 weights (GPT-2's init) of a preset size."""
+        cfg = GPTConfig.preset(name, **overrides)
+        return cls(cfg, init_params(cfg, jax.random.key(seed)))
+
+    def save(self, directory: str | Path, *, extra_files=()) -> Path:
+        """Write the model as a gptjax folder, whole or not at all (copies of `extra_files`,
+        e.g. tokenizer files, beside it); -> the folder."""
+        params = jax.tree.map(np.asarray, self.params)
+        directory = Path(directory).absolute()
+        return own.write(
+            directory, self.cfg, params, head=self.head, task=self.task, extra_files=extra_files
+        )
+
+    def replace(self, **changes) -> Model:
+        return dataclasses.replace(self, **changes)
+
+    def encoding(self):
+        """The model's tokenizer: GPT-2's BPE, from its folder when it carries the files (a
+        converted model does), else from the cache; a vocabulary too small for it is refused."""
+        where = str(self.folder) if self.folder else "the model"
+        tokenizer.check_vocab(self.cfg.vocab_size, where)
+        carried = self.folder is not None and all((self.folder / f).is_file() for f in BPE)
+        return tokenizer.gpt2(self.folder if carried else None)
+
+    def bpe_files(self) -> list[Path]:
+        """The BPE files that travel with a converted model: its folder's, else the cache's."""
+        here = [self.folder / f for f in BPE] if self.folder else []
+        if here and all(p.is_file() for p in here):
+            return here
+        return tokenizer.bpe_files()
+
+
+def open_or_preset(
+    ckpt: str | None, preset: str, *, seed: int = 0, weights: bool = True, **overrides
+) -> Model:
+    """What a script runs on: the model at `ckpt`, else the `preset` (with `overrides`) and
+    random weights drawn from `seed` (weights=False: params None, for a trainer that draws them
+    itself); either way with a vocabulary that covers GPT-2's tokenizer."""
+    if ckpt:
+        model = Model.open(ckpt)
+    elif weights:
+        model = Model.preset(preset, seed=seed, **overrides)
+    else:
+        model = Model(GPTConfig.preset(preset, **overrides), None)
+    tokenizer.check_vocab(model.cfg.vocab_size, ckpt or f"preset {preset}")
+    return model
