@@ -76,10 +76,11 @@ def test_cached_decode_equals_full_recompute(params):
     model = GPT(CFG)
     full = model.apply({"params": params}, x)
     cache = model.init_cache(2, 12)
-    logits, cache = model.apply({"params": params}, x[:, :5], cache=cache, pos=0)
+    step = jax.jit(lambda x, cache, pos: model.apply({"params": params}, x, cache=cache, pos=pos))
+    logits, cache = step(x[:, :5], cache, 0)
     steps = [logits]
     for t in range(5, 12):
-        logits, cache = model.apply({"params": params}, x[:, t : t + 1], cache=cache, pos=t)
+        logits, cache = step(x[:, t : t + 1], cache, t)  # one program for every position
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, 1), full, rtol=1e-5, atol=1e-5)
 
@@ -149,7 +150,9 @@ def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params,
 @pytest.mark.parametrize("remat", ["block", "dots"])
 def test_remat_equals_no_remat(params, remat):
     rng = {"dropout": jax.random.key(4)}  # with dropout: remat must redraw the same masks
-    grad = lambda m: jax.value_and_grad(loss_of)(params, m, deterministic=False, rngs=rng)
+    grad = lambda m: jax.jit(
+        jax.value_and_grad(lambda p: loss_of(p, m, deterministic=False, rngs=rng))
+    )(params)
     (want, want_g), (got, got_g) = grad(GPT(CFG)), grad(GPT(CFG, remat=remat))
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # Gradients differ only by the summation order of the recomputed fusions.
