@@ -107,20 +107,20 @@ class Model:
     def replace(self, **changes) -> Model:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def carries_bpe(self) -> bool:
+        """Whether its folder holds GPT-2's tokenizer files (a converted model's does)."""
+        return self.folder is not None and all((self.folder / f).is_file() for f in BPE)
+
     def encoding(self):
-        """The model's tokenizer: GPT-2's BPE, from its folder when it carries the files (a
-        converted model does), else from the cache; a vocabulary too small for it is refused."""
-        where = str(self.folder) if self.folder else "the model"
-        tokenizer.check_vocab(self.cfg.vocab_size, where)
-        carried = self.folder is not None and all((self.folder / f).is_file() for f in BPE)
-        return tokenizer.gpt2(self.folder if carried else None)
+        """The model's tokenizer: GPT-2's BPE, from its folder when it carries the files, else
+        from the cache; a vocabulary too small for it is refused."""
+        tokenizer.check_vocab(self.cfg.vocab_size, str(self.folder or "the model"))
+        return tokenizer.gpt2(self.folder if self.carries_bpe else None)
 
     def bpe_files(self) -> list[Path]:
         """The BPE files that travel with a converted model: its folder's, else the cache's."""
-        here = [self.folder / f for f in BPE] if self.folder else []
-        if here and all(p.is_file() for p in here):
-            return here
-        return tokenizer.bpe_files()
+        return [self.folder / f for f in BPE] if self.carries_bpe else tokenizer.bpe_files()
 
 
 def open_or_preset(
