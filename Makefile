@@ -48,16 +48,19 @@ demo: $(VENV)/.runtime seed-cache
 	$(BIN)/gptjax generate --ckpt $(DEMO_OUT) --max-new-tokens 40 --prompt "Every effort moves you"
 	@echo "loss plot: $(DEMO_OUT)/loss.png   metrics: $(DEMO_OUT)/metrics.jsonl"
 
-# Two test processes (pytest-xdist, a file per worker so module fixtures run once): most tests
-# wait on subprocesses or compile, and two cores overlap them. The chapter notebooks run there
-# too, each in a fresh kernel (nbmake), first because they are long. Then the `serial` tests.
+# Two test processes (pytest-xdist): most tests compile, and two cores overlap them. A test goes
+# to whichever process is free, except that the tests of a module with costly module fixtures
+# stay together (tests/conftest.py). The chapter notebooks run there too, each in a fresh kernel
+# (nbmake), first because they are long. Then the `serial` tests alone, collected from the files
+# that mark them (collecting every test module would import torch, transformers and lm-eval).
+SERIAL = $(shell grep -l "mark.serial" tests/test_*.py)
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadgroup -m "not serial" --durations=15 \
 	  --nbmake --nbmake-timeout=600 notebooks tests
-	$(BIN)/pytest -m serial
+	$(BIN)/pytest -m serial --durations=5 $(SERIAL)
 
 # Run each chapter notebook (notebooks/NN_*.py, a jupytext source) top to bottom in a fresh
 # kernel and write its .ipynb with the outputs, the copy the repository shows.

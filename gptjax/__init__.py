@@ -7,12 +7,14 @@ from gptjax.inference.generation import generate
 from gptjax.model import classifier, lora
 from gptjax.model.classifier import GPTClassifier, init_classifier
 from gptjax.model.gpt import GPT, count_params, init_params
+from gptjax.store import Model
 from gptjax.training import dpo, finetune
 
 __all__ = [
     "GPT",
     "GPTClassifier",
     "GPTConfig",
+    "Model",
     "accelerator",
     "classifier",
     "count_params",

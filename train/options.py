@@ -1,6 +1,7 @@
 """What every training script shares: its options, the model a run starts from, and `main`.
 
-Scripts subclass `RunOptions` (what the loop needs), `FinetuneOptions` (+ the book's finetuning
+Scripts subclass `RunOptions` (what the loop needs; `loop_config()` hands it the library's plain
+LoopConfig), `FinetuneOptions` (+ the book's finetuning
 conventions: no dropout, a constant learning rate, no clipping) or `LoRAOptions`, and may
 redeclare a field to change its default. Language-model scripts add `HarnessOptions` and score
 lm-eval tasks at their evaluations with `Harness`.

@@ -1,7 +1,8 @@
-"""The one training loop: pretraining and every finetuning task run through `run(opts, task)`.
+"""The one training loop: pretraining and every finetuning task run through `run(config, task)`.
 
-A task says what is trained and on what (data, loss, which parameters, how to evaluate and what
-to do at the end); the loop does the rest the same way for all: data-parallel steps (jit over a
+A task (`task.Task`) says what is trained and on what (data, loss, which parameters, how to
+evaluate and what to do at the end); a `LoopConfig` of plain values says how long, how often and
+where; the loop does the rest the same way for all: data-parallel steps (jit over a
 mesh, FSDP or pmap), a batch that is a function of (seed, step) so `--resume` is exact,
 evaluations and checkpoints on schedule, OUT/metrics.jsonl, plots and a progress bar.
 """
