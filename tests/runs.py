@@ -8,7 +8,7 @@ import json
 from tests.cli import module_cmd, run
 
 FAST = [
-    *("--preset", "nano", "--context-length", "32", "--batch-size", "4", "--lr", "1e-3"),
+    *("--preset", "nano", "--context-length", "16", "--batch-size", "2", "--lr", "1e-3"),
     *("--eval-batches", "1", "--sample-tokens", "4", "--no-progress"),
 ]
 # The reference run (conftest's `reference_run`): 24 steps, checkpoints at 8, 16 and 24. A

@@ -21,7 +21,8 @@ from tests.runs import pretrain, pretrain_cmd
 pytestmark = pytest.mark.serial
 
 # A constant learning rate, so a run's length changes none of its steps.
-ARGS = ["--batch-size", "8", "--drop-rate", "0", "--min-lr-ratio", "1", "--sample-tokens", "0"]
+ARGS = ["--batch-size", "8", "--context-length", "32", "--drop-rate", "0", "--min-lr-ratio", "1"]
+ARGS += ["--sample-tokens", "0"]
 
 
 def env_with(devices: int) -> dict:
