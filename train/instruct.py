@@ -146,7 +146,7 @@ def answer(
 ):
     """The model's response to each entry, `batch` prompts at a time (greedy, stopping at
     <|endoftext|>), with a progress bar."""
-    enc = tokenizer.gpt2()
+    enc, params = tokenizer.gpt2(), jax.device_put(params)  # on the devices once, not per batch
     prompts = [enc.encode_ordinary(instruct.format_prompt(e) + instruct.RESPONSE) for e in entries]
     # One answer length for the whole run, so every batch reuses the same few programs; a model
     # with a short context answers at least a quarter of it, cutting the longest prompts.
@@ -201,8 +201,7 @@ def answer_main(argv) -> None:
     records = instruct.load_entries(opts.data)
     entries = instruct.split(records, opts.train_ratio, opts.test_ratio)["test"]
     out = Path(opts.out) if opts.out else run / "test-responses.json"
-    params = jax.device_put(model.params)
-    write_answers(model.cfg, params, entries, out, opts.answer_batch, opts.max_new_tokens)
+    write_answers(model.cfg, model.params, entries, out, opts.answer_batch, opts.max_new_tokens)
 
 
 def main(argv=None) -> None:

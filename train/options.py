@@ -158,6 +158,13 @@ class HarnessOptions:
     """a folder of your own lm-eval task YAML files"""
 
 
+def check_multiple(flag: str, every: int, eval_every: int) -> None:
+    """Scores taken at evaluations come every few of them: `every` must be a multiple of
+    --eval-every."""
+    if every % eval_every:
+        raise ValueError(f"{flag} {every} must be a multiple of --eval-every {eval_every}")
+
+
 class Harness:
     """A run's lm-eval tasks (`--harness-tasks`), built once, with their panel in `plots`;
     `harness(params, step)` -> (harness/<task>/<metric> records, a line for the log), empty
@@ -167,11 +174,7 @@ class Harness:
         self.every, self.tasks, self.plots = opts.harness_every or 1, None, {}
         if not opts.harness_tasks:
             return
-        if opts.harness_every % opts.eval_every:
-            raise ValueError(
-                f"--harness-every {opts.harness_every} must be a multiple of --eval-every "
-                f"{opts.eval_every}"
-            )
+        check_multiple("--harness-every", opts.harness_every, opts.eval_every)
         try:
             from gptjax.eval.harness import InLoop
         except ImportError:

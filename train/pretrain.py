@@ -34,7 +34,14 @@ from gptjax.training.flops import flops_per_token
 from gptjax.training.parallel import DTYPES
 from gptjax.training.steps import lm_loss, make_eval_step, perplexity
 from gptjax.training.task import LOSS_PLOT, Task
-from train.options import Harness, HarnessOptions, RunOptions, script_main, starting_model
+from train.options import (
+    Harness,
+    HarnessOptions,
+    RunOptions,
+    check_multiple,
+    script_main,
+    starting_model,
+)
 
 
 @dataclass(frozen=True)
@@ -138,11 +145,7 @@ class Pretrain(Task):
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None
         if opts.hellaswag_every:
-            if opts.hellaswag_every % opts.eval_every:
-                raise ValueError(
-                    f"--hellaswag-every {opts.hellaswag_every} must be a multiple "
-                    f"of --eval-every {opts.eval_every}"
-                )
+            check_multiple("--hellaswag-every", opts.hellaswag_every, opts.eval_every)
             self.hellaswag = HellaSwag(
                 cfg,
                 opts.hellaswag_data,

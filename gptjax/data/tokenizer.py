@@ -33,7 +33,7 @@ def gpt2(model_dir: str | Path | None = None) -> tiktoken.Encoding:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: missing GPT-2 tokenizer file")
     # The files' size and time stand for their bytes: a file changed on disk is read again.
-    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     return _gpt2(stats)
 
 

@@ -218,6 +218,15 @@ def check_sampling(cfg, temperature, top_k, top_p) -> Sampling:
     return Sampling(greedy=temperature == 0, top_k=top_k, use_top_p=top_p is not None)
 
 
+def decode_args(rng, B: int, temperature: float, top_p: float | None, eos_id: int | None):
+    """The decode loop's traced arguments as `generate` and `stream` pass them: [B] row keys
+    (from `rng`, key 0 when None), the temperature (1 when greedy), top_p (1: no cut) and the
+    end-of-text id (-1: none)."""
+    keys = row_keys(jax.random.key(0) if rng is None else rng, B)
+    t, p = jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0)
+    return keys, t, p, jnp.int32(-1 if eos_id is None else eos_id)
+
+
 def generate(
     cfg: GPTConfig,
     params,
@@ -260,16 +269,16 @@ def generate(
     if max_new_tokens == 0:
         out = tokens
     else:
-        keys = row_keys(jax.random.key(0) if rng is None else rng, B)
+        keys, temperature, top_p, eos = decode_args(rng, B, temperature, top_p, eos_id)
         out = _generate(
             cfg,
             params,
             tokens,
             keys,
             offset,
-            jnp.float32(temperature or 1.0),
-            jnp.float32(top_p or 1.0),
-            jnp.int32(-1 if eos_id is None else eos_id),
+            temperature,
+            top_p,
+            eos,
             total=tokens.shape[1] + max_new_tokens,
             sampling=sampling,
             dtype=dtype,
@@ -297,9 +306,7 @@ def stream(
     compiled step per token, so a caller can show the text as it comes."""
     tokens = prepare_prompt(cfg, prompt, max_new_tokens)
     sampling = check_sampling(cfg, temperature, top_k, top_p)
-    eos = jnp.int32(-1 if eos_id is None else eos_id)
-    temperature, top_p = jnp.float32(temperature or 1.0), jnp.float32(top_p or 1.0)
-    keys = row_keys(jax.random.key(0) if rng is None else rng, 1)
+    keys, temperature, top_p, eos = decode_args(rng, 1, temperature, top_p, eos_id)
     total = tokens.shape[1] + max_new_tokens
     state = prefill(cfg, params, tokens, keys, eos, total=total, dtype=dtype)
     for _ in range(max_new_tokens):

@@ -69,8 +69,8 @@ def read_json(path: Path, what: str, required: tuple[str, ...] = ()) -> dict | N
         obj = json.loads(path.read_text())
         if not isinstance(obj, dict):
             raise TypeError("not an object")
-        for key in required:
-            obj[key]
+        if missing := [key for key in required if key not in obj]:
+            raise KeyError(missing[0])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not {what} ({type(e).__name__}: {e})") from None
     return obj
