@@ -21,7 +21,7 @@ from tyro.conf import Positional
 
 from convert.check import check
 from convert.fetch import download_model
-from gptjax.model.gpt import count_params
+from gptjax.model.params import count_params
 from gptjax.options import Command, dispatch, parse, run_cli
 from gptjax.store import Model
 from gptjax.store.hf import from_hf, to_hf

@@ -6,7 +6,8 @@ from gptjax.data import instruct, textdata, tokenizer
 from gptjax.inference.generation import generate
 from gptjax.model import classifier, lora
 from gptjax.model.classifier import GPTClassifier, init_classifier
-from gptjax.model.gpt import GPT, count_params, init_params
+from gptjax.model.gpt import GPT
+from gptjax.model.params import count_params, init_params
 from gptjax.store import Model
 from gptjax.training import dpo, finetune
 

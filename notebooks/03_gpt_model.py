@@ -37,7 +37,8 @@ import pandas as pd
 from gptjax import GPT, GPTConfig, count_params, generate, init_params
 from gptjax.config import PRESETS
 from gptjax.data import tokenizer
-from gptjax.model.gpt import Block, LayerNorm, abstract_params, gelu
+from gptjax.model.gpt import Block, LayerNorm, gelu
+from gptjax.model.params import abstract_params
 
 # %% [markdown]
 # ## Every preset, without allocating it

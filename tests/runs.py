@@ -18,6 +18,14 @@ REFERENCE = ["--max-steps", "24", "--ckpt-every", "8", "--eval-every", "6", "--m
 REFERENCE += ["--warmup-steps", "4"]
 
 
+# The modern recipe at the FAST size: every switch that pretraining takes, and Muon.
+MODERN = [
+    *("--position", "rotary", "--norm", "rmsnorm", "--qk-norm", "--activation", "relu2"),
+    *("--logit-softcap", "15", "--window", "8", "--no-qkv-bias", "--no-tie-embeddings"),
+    *("--init", "zero-proj", "--optimizer", "muon", "--doc-mask", "--align-docs"),
+]
+
+
 def pretrain(out, *args):
     """`python -m train.pretrain --out OUT` with the FAST options and `args`, in this process."""
     return run("train.pretrain", "--out", out, *FAST, *args)

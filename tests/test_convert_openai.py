@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from convert import from_openai, to_hf
-from gptjax import GPT, GPTConfig
+from gptjax import GPT, GPTConfig, init_params
 from gptjax.data.cache import cache_dir
+from gptjax.store import Model
 from gptjax.store.tf_bundle import BundleError, TensorBundle, write_bundle
 from tests.cli import run
 from tests.conftest import ROOT
@@ -155,6 +156,16 @@ def test_cli_converts_and_leaves_nothing_on_failure(tmp_path):
     assert not (tmp_path / "never").exists() and not list(tmp_path.glob(".never*"))
     res = run_convert("openai", str(tmp_path), str(tmp_path / "never"))
     assert res.returncode == 2 and "not an OpenAI GPT-2 folder" in res.stderr
+
+
+def test_export_hf_refuses_switches_gpt2_cannot_hold_and_writes_nothing(tmp_path):
+    cfg = GPTConfig.preset("nano", position="rotary", norm="rmsnorm", activation="relu2")
+    Model(cfg, init_params(cfg, jax.random.key(0))).save(tmp_path / "modern")
+    res = run_convert("export-hf", str(tmp_path / "modern"), str(tmp_path / "hf"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "cannot express position='rotary', norm='rmsnorm'" in res.error
+    assert "activation" not in res.error  # relu2 it can hold
+    assert not (tmp_path / "hf").exists() and not list(tmp_path.glob(".hf*"))
 
 
 def gpt2_vocabulary_folder(tmp_path):

@@ -47,3 +47,27 @@ def test_batches_are_seeded_and_drop_last():
     for b in first:
         np.testing.assert_array_equal(b["targets"], b["inputs"] + 1)
     assert len(list(batches(x, y, 5, drop_last=False))) == 5
+
+
+def test_a_folder_is_documents_ending_in_eot_and_validation_is_whole_documents(tmp_path):
+    from gptjax.data.corpus import Windows, aligned_starts, load_tokens, split_documents
+    from gptjax.data.tokenizer import EOT_ID, gpt2
+
+    docs = ["Alpha beta gamma. " * 3, "Delta epsilon. " * 5, "Zeta eta theta iota. " * 4]
+    for i, text in enumerate(docs):
+        (tmp_path / f"doc{i}.txt").write_text(text)
+    tokens = np.asarray(load_tokens(str(tmp_path), progress=False))
+    lengths = [len(gpt2().encode_ordinary(d)) for d in docs]
+    ends = np.cumsum(np.array(lengths) + 1) - 1
+    assert len(tokens) == ends[-1] + 1 and list(np.flatnonzero(tokens == EOT_ID)) == list(ends)
+    train, val = split_documents(tokens, 0.6)
+    assert train[-1] == EOT_ID and len(train) == ends[1] + 1  # the cut falls after a document
+    again = split_documents(np.asarray(load_tokens(str(tmp_path), progress=False)), 0.6)
+    np.testing.assert_array_equal(again[1], val)  # the same documents every run
+    one = np.arange(100)  # no boundary: cut at the ratio
+    assert len(split_documents(one, 0.9)[0]) == 90
+    starts = aligned_starts(tokens, 8)
+    opens = [0, *ends[:-1]]  # the start, then each document's separator
+    assert set(opens) <= set(starts) | {s for s in opens if s + 8 >= len(tokens)}
+    assert all(np.diff(starts) <= 8)  # nothing skipped
+    assert len(Windows(train, 8, 8, align=True)) == len(aligned_starts(train, 8))

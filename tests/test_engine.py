@@ -1,6 +1,7 @@
 """The batched decoding engine: whatever else is in flight, each answer equals `generate` on its
 prompt alone, greedy and sampled; slots are reused and freed."""
 
+import dataclasses
 import threading
 
 import jax
@@ -21,13 +22,20 @@ def params():
     return jax.tree.map(lambda x: x * 3.0, p)
 
 
-def test_per_row_positions_equal_one_row_at_a_time(params):
-    model = GPT(CFG)
+MODERN = dict(position="rotary", norm="rmsnorm", qk_norm=True, activation="relu2", window=6)
+
+
+@pytest.mark.parametrize("switches", [{}, MODERN], ids=["gpt2", "modern"])
+def test_per_row_positions_equal_one_row_at_a_time(params, switches):
+    """Each slot at its own position: rotary angles and the window follow the row's position."""
+    cfg = dataclasses.replace(CFG, **switches)
+    params = params if not switches else init_params(cfg, jax.random.key(1))
+    model = GPT(cfg)
     apply = jax.jit(
         lambda tok, cache, pos: model.apply({"params": params}, tok, cache=cache, pos=pos)
     )
     seq = np.random.default_rng(1).integers(0, 60, (3, 12))
-    cache = model.init_cache(3, CFG.context_length)
+    cache = model.init_cache(3, cfg.context_length)
     ends = np.array([5, 9, 12])  # row b stops at ends[b]: rows end at different positions
     for t in range(12):
         pos = np.minimum(t, ends - 1)

@@ -21,6 +21,7 @@ def test_the_gpu_check_runs_dry_on_cpu(tmp_path, capsys):
     assert [(r["what"], r["impl"]) for r in rows] == [
         ("train_step", "gptjax"),
         ("train_step", "hf-torch"),
+        ("train_modern", "gptjax"),
         ("generate", "gptjax"),
         ("generate", "hf-torch"),
     ]

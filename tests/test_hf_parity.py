@@ -78,8 +78,14 @@ def test_tiny_preset_vocabulary_parity(tmp_path):
     assert np.abs(ours - ref).max() < 1e-4
 
 
-@pytest.mark.parametrize("qkv_bias", [True, False])
-def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"qkv_bias": False}, {"activation": "relu2", "tie_embeddings": False}],
+    ids=["gpt2", "no-qkv-bias", "relu2-untied"],
+)
+def test_export_round_trip_loads_in_transformers(tmp_path, switches):
+    """GPT-2, and the switches Hugging Face's GPT-2 can hold (zero biases, relu2, its own
+    head), give the same logits there."""
     from convert import to_hf
     from gptjax import GPTConfig, init_params
 
@@ -90,7 +96,7 @@ def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
         n_heads=4,
         n_layers=2,
         drop_rate=0.0,
-        qkv_bias=qkv_bias,
+        **switches,
     )
     params = jax.tree.map(lambda x: x + 0.05, init_params(cfg, jax.random.key(0)))
     to_hf(cfg, params, tmp_path / "hf")
@@ -102,6 +108,7 @@ def test_export_round_trip_loads_in_transformers(tmp_path, qkv_bias):
     assert np.abs(ours - ref).max() < 1e-4
     cfg2, params2 = from_hf(tmp_path / "hf")
     assert cfg2.emb_dim == cfg.emb_dim and cfg2.qkv_bias
+    assert (cfg2.activation, cfg2.tie_embeddings) == (cfg.activation, cfg.tie_embeddings)
     np.testing.assert_array_equal(params2["wte"]["embedding"], params["wte"]["embedding"])
 
 

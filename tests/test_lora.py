@@ -8,8 +8,8 @@ import pytest
 from convert import from_hf, from_peft, peft_modules, to_peft
 from gptjax import GPT, GPTClassifier, GPTConfig, init_params
 from gptjax.model import lora
-from gptjax.model.gpt import abstract_params
 from gptjax.model.lora import LoRAConfig
+from gptjax.model.params import abstract_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

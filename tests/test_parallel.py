@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.runs import pretrain, pretrain_cmd
+from tests.runs import MODERN, pretrain, pretrain_cmd
 
 # Alone on the machine (make test runs these after the rest): 8 forced devices starved of CPU by
 # a parallel test can miss XLA's 20 s collective rendezvous and abort.
@@ -55,8 +55,9 @@ for name, extra in [("jit", []), ("fsdp", ["--fsdp"]), ("pmap", ["--parallel", "
 """
 
 
-def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
-    args = [*ARGS, "--max-steps", "4", "--eval-every", "2"]
+@pytest.mark.parametrize("recipe", [[], MODERN], ids=["gpt2", "modern"])
+def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path, recipe):
+    args = [*ARGS, "--max-steps", "4", "--eval-every", "2", *recipe]
     reference = single(tmp_path / "single", *args)
     assert len(reference) == 4
     # One run at a time: two 8-device runs sharing CI's two cores can miss XLA's 20 s collective

@@ -21,7 +21,7 @@ from gptjax import GPTConfig, init_params
 from gptjax.store import Model
 from tests.cli import run
 from tests.conftest import ROOT
-from tests.runs import REFERENCE, losses, pretrain, pretrain_cmd
+from tests.runs import MODERN, REFERENCE, losses, pretrain, pretrain_cmd
 
 
 def start(out, *args):
@@ -214,6 +214,24 @@ def test_sigkill_in_a_save_then_the_same_command_ends_bitwise_equal(reference_ru
     assert res.returncode == 2 and res.stderr.strip() == (
         f"error: --resume always: no checkpoint in {half}/checkpoints"
     )
+
+
+def test_the_modern_recipe_with_muon_resumes_bitwise_after_sigkill(tmp_path):
+    """Muon's state (momenta under optax.partition's masks) and the switches survive a kill in a
+    save like AdamW's do."""
+    args = [*REFERENCE, *MODERN, "--max-steps", "16", "--eval-every", "8"]
+    reference = pretrain(tmp_path / "reference", *args)
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "run"
+    argv = pretrain_cmd(out, *args)[3:]
+    res = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_A_SAVE, *argv], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    resumed = pretrain(out, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "--resume auto: continuing from checkpoint 8" in resumed.stderr
+    assert losses(out) == losses(tmp_path / "reference")
 
 
 def test_damaged_model_directory_is_a_one_line_error(tmp_path):

@@ -32,8 +32,8 @@ COMMANDS = {
     ),
     "generate": Command("generate text from any checkpoint, streamed", "train.generate:main"),
     "serve": Command("serve a checkpoint with OpenAI's API and a web page", "train.serve:main"),
-    "bench": Command("tokens/s of training and decoding beside HF transformers",
-                     "train.bench.speed:main"),
+    "bench": Command("tokens/s beside HF transformers; `recipe`: tokens to GPT-2's loss",
+                     "train.bench:main"),
 }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from gptjax.data import instruct, tokenizer
 from gptjax.data.preference import Pairs, encode_pairs
-from gptjax.model.gpt import count_params
+from gptjax.model.params import count_params
 from gptjax.options import run_cli
 from gptjax.store import Model
 from gptjax.training import dpo, parallel

@@ -26,7 +26,7 @@ from gptjax.config import PRESETS, GPTConfig
 from gptjax.data import instruct, tokenizer
 from gptjax.files import write_json
 from gptjax.inference.generation import complete_all
-from gptjax.model.gpt import init_params
+from gptjax.model.params import init_params
 from gptjax.options import parse, run_cli
 from gptjax.store import Model
 from gptjax.training import parallel

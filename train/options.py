@@ -20,7 +20,7 @@ from gptjax.store import open_or_preset
 from gptjax.training import loop, parallel
 from gptjax.training.loop import RESUMES, LoopConfig
 from gptjax.training.parallel import DTYPES
-from gptjax.training.steps import OptimConfig
+from gptjax.training.steps import OPTIMIZERS, OptimConfig
 from gptjax.training.trackers import CHOICES
 
 RESUME = choice_or_flag(RESUMES, alone="always")
@@ -38,8 +38,14 @@ class RunOptions:
     """total optimizer steps (default: --epochs of data)"""
     epochs: int = 1
     """passes over the training data when --max-steps is not given"""
+    optimizer: Literal[*OPTIMIZERS] = "adamw"
+    """adamw, or muon: Muon on the blocks' matrices, AdamW (at --lr) on the rest"""
     lr: float = 4e-4
-    """peak learning rate"""
+    """peak learning rate (AdamW's)"""
+    muon_lr: float = 0.02
+    """peak learning rate of Muon's matrices (--optimizer muon)"""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum (--optimizer muon)"""
     min_lr_ratio: float = 0.1
     """cosine decay ends at this fraction of --lr"""
     min_lr: float | None = None
@@ -114,6 +120,9 @@ class RunOptions:
             b1=self.b1,
             b2=self.b2,
             grad_clip=self.grad_clip or None,
+            optimizer=self.optimizer,
+            muon_lr=self.muon_lr,
+            muon_momentum=self.muon_momentum,
         )
         same = {f.name for f in dataclasses.fields(LoopConfig)} - {"optim", "log_to", "options"}
         return LoopConfig(

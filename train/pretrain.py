@@ -18,14 +18,14 @@ import jax
 import numpy as np
 
 from gptjax import generate
-from gptjax.config import PRESETS, GPTConfig
+from gptjax.config import CHOICES, GPT2_ARCH, PRESETS, GPTConfig
 from gptjax.data import tokenizer
-from gptjax.data.corpus import Windows, load_tokens
+from gptjax.data.corpus import Windows, load_tokens, split_documents
 from gptjax.data.shards import is_shard_dir, shard_windows
-from gptjax.data.sliding import train_val_split
 from gptjax.eval.hellaswag import HellaSwag
 from gptjax.model.attention import IMPLS
-from gptjax.model.gpt import INITS, REMAT, abstract_params, count_params, init_params
+from gptjax.model.gpt import REMAT
+from gptjax.model.params import INITS, abstract_params, count_params, init_params
 from gptjax.options import run_cli
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import ce_chunks_for
@@ -60,6 +60,26 @@ class Options(RunOptions, HarnessOptions):
     """biases on the q/k/v projection (GPT-2 has them; the book's chapter 5 has not)"""
     tie_embeddings: bool = True
     """output head shares wte (as GPT-2; the book's chapter 5 unties it)"""
+    position: Literal[*CHOICES["position"]] = "learned"
+    """positions: GPT-2's learned wpe, or rotary (RoPE) on queries and keys"""
+    rope_base: float = 10000.0
+    """rotary: base of the angles"""
+    norm: Literal[*CHOICES["norm"]] = "layernorm"
+    """normalisation: GPT-2's LayerNorm, or RMSNorm"""
+    qk_norm: bool = False
+    """RMS-normalise queries and keys in each head"""
+    activation: Literal[*CHOICES["activation"]] = "gelu"
+    """MLP activation: GPT-2's GELU, or relu2 (ReLU squared)"""
+    logit_softcap: float | None = None
+    """soft cap c on the logits, c tanh(z / c) (unset: none, as GPT-2)"""
+    window: int | None = None
+    """sliding-window attention: each query sees its last WINDOW keys (unset: all)"""
+    doc_mask: bool = False
+    """attend only within each token's own document (boundaries at <|endoftext|>)"""
+    align_docs: bool = False
+    """training windows start at document starts (each document cut into windows from its
+    first token)
+    """
     drop_rate: float = 0.1
     """dropout rate (0, as nanoGPT: fused attention on GPUs)"""
     dtype: Literal[*DTYPES] = "auto"
@@ -88,27 +108,28 @@ class Options(RunOptions, HarnessOptions):
     """HellaSwag .jsonl (unset: validation, cached)"""
 
 
-def corpus(data: str, T: int, train_ratio: float) -> tuple:
+def corpus(data: str, T: int, train_ratio: float, align: bool = False) -> tuple:
     """(train, val) windows of T tokens: a folder of llm.c shards brings its own val shard;
-    text is tokenized once (cached) and split at train_ratio."""
+    text is tokenized once (cached) and split at the document start nearest train_ratio.
+    `align`: training windows start at document starts."""
     if is_shard_dir(data):
-        return shard_windows(data, T)
+        return shard_windows(data, T, align)
     tokens = load_tokens(data, progress=jax.process_index() == 0)
-    train_tok, val_tok = train_val_split(tokens, train_ratio)
+    train_tok, val_tok = split_documents(tokens, train_ratio)
     return (
-        Windows(train_tok, T, T, name=f"{data} (train split)"),
+        Windows(train_tok, T, T, name=f"{data} (train split)", align=align),
         Windows(val_tok, T, T, name=f"{data} (validation split)"),
     )
 
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
-    # GPT-2 has both; only turning one off shapes a model differently from its preset.
-    arch = {k: False for k in ("qkv_bias", "tie_embeddings") if not getattr(opts, k)}
+    # Only a switch away from GPT-2 shapes a model differently from its preset.
+    arch = {k: getattr(opts, k) for k, v in GPT2_ARCH.items() if getattr(opts, k) != v}
+    if arch.get("position") == "rotary" or opts.rope_base != GPTConfig.rope_base:
+        arch["rope_base"] = opts.rope_base
     if opts.init_from and (arch or opts.init != "gpt2"):
-        raise ValueError(
-            "--init, --qkv-bias and --tie-embeddings shape a --preset model; "
-            "--init-from brings its own weights"
-        )
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in arch) or "--init"
+        raise ValueError(f"{flags} shape(s) a --preset model; --init-from brings its own weights")
     if opts.context_length and not opts.init_from:
         arch["context_length"] = opts.context_length
     return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
@@ -120,14 +141,17 @@ class Pretrain(Task):
     def __init__(self, opts: Options):
         cfg, self.params = model_config(opts)
         T = cfg.fit(opts.context_length, "--context-length")
-        self.train, val = corpus(opts.data, T, opts.train_ratio)
+        self.train, val = corpus(opts.data, T, opts.train_ratio, opts.align_docs)
         self.data = {"train": self.train, "validation": val}
         self.opts, self.cfg, self.out = opts, cfg, Path(opts.out)
         self.identity = {"model": cfg.to_dict()}
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
         chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim)
         compute = dict(
-            dtype=parallel.compute_dtype(opts.dtype), attention=opts.attention, ce_chunks=chunks
+            dtype=parallel.compute_dtype(opts.dtype),
+            attention=opts.attention,
+            ce_chunks=chunks,
+            doc_mask=opts.doc_mask,
         )
         self.loss_fn = lm_loss(cfg, remat=opts.remat, **compute)
         self.seen = ("tokens_seen", T)

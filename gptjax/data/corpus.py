@@ -2,8 +2,10 @@
 through a memmap, so a corpus never has to fit in memory.
 
 A source is a named dataset from the cache (`the-verdict`), a `.txt` file, or a folder of `.txt`
-files (documents joined by `<|endoftext|>`). Its token file lives in `$GPTJAX_CACHE/tokens/`,
-named by a hash of the source's paths, sizes and modification times, and is reused next time.
+files (each file one document, ending in `<|endoftext|>`). Its token file lives in
+`$GPTJAX_CACHE/tokens/`, named by a hash of the source's paths, sizes and modification times,
+and is reused next time. `split_documents` keeps whole documents on each side of the
+train/validation cut; `Windows(..., align=True)` starts windows at document starts.
 
 Shapes: N windows, B batch, T context tokens per window.
 """
@@ -53,9 +55,11 @@ def _read_pieces(path: Path):
 
 
 def token_file(source: str, *, progress: bool = True) -> Path:
-    """Path of the uint16 token file for `source`, tokenizing it first if needed."""
+    """Path of the uint16 token file for `source`, tokenizing it first if needed. In a folder
+    each file is one document and ends in `<|endoftext|>`; a single file is one document."""
     files = source_files(source)
-    key = hashlib.sha256()
+    folder = Path(source).is_dir()
+    key = hashlib.sha256(b"documents end in eot\n" if folder else b"")
     for f in files:
         st = f.stat()
         key.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -72,12 +76,12 @@ def token_file(source: str, *, progress: bool = True) -> Path:
             total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress
         ) as bar,
     ):
-        for i, f in enumerate(files):
-            if i:
-                sink.write(np.array([EOT_ID], np.uint16).tobytes())
+        for f in files:
             for piece in _read_pieces(f):
                 sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
                 bar.update(len(piece.encode()))
+            if folder:
+                sink.write(np.array([EOT_ID], np.uint16).tobytes())
     write_json(out.with_suffix(".json"), {"files": [str(f) for f in files]})
     return out
 
@@ -102,14 +106,50 @@ class Shuffled:
         return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
 
+def document_starts(tokens: np.ndarray) -> np.ndarray:
+    """Where each document of `tokens` [n] begins: 0 and every position after an
+    `<|endoftext|>` (except the end). int64 [documents], ascending."""
+    after = np.flatnonzero(np.asarray(tokens) == EOT_ID) + 1
+    return np.concatenate([[0], after[after < len(tokens)]]).astype(np.int64)
+
+
+def split_documents(tokens: np.ndarray, train_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) token arrays: the cut falls on the document start nearest
+    `train_ratio` of the tokens, so each side holds whole documents (the same ones every run).
+    A source of one document is cut at `train_ratio` itself."""
+    if not 0.0 < train_ratio < 1.0:
+        raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
+    at = int(train_ratio * len(tokens))
+    starts = document_starts(tokens)[1:]
+    if len(starts):
+        at = int(starts[np.argmin(np.abs(starts - at))])
+    return tokens[:at], tokens[at:]
+
+
+def aligned_starts(tokens: np.ndarray, T: int) -> np.ndarray:
+    """Window starts that cut every document into windows of T from its `<|endoftext|>` (or
+    the start of `tokens`), so each window's first target is a document's first token, predicted
+    from the separator alone as from a BOS (the speedrun's batches); the last window of a
+    document runs on into the next. No document begins mid-window."""
+    eot = np.flatnonzero(np.asarray(tokens) == EOT_ID)
+    starts = np.unique(np.concatenate([[0], eot])).astype(np.int64)
+    ends = np.append(starts[1:], len(tokens))
+    counts = -(-(ends - starts) // T)
+    first = np.repeat(np.cumsum(counts) - counts, counts)  # each window's document's first
+    at = np.repeat(starts, counts) + (np.arange(counts.sum()) - first) * T
+    return at[at + T < len(tokens)]
+
+
 @dataclass
 class Windows(Shuffled):
-    """Sliding windows of T tokens over a token array, read lazily, shuffled per epoch."""
+    """Sliding windows of T tokens over a token array, read lazily, shuffled per epoch.
+    `align`: windows start at document starts (`aligned_starts`) instead of every `stride`."""
 
     tokens: np.ndarray  # [n] (usually a memmap)
     T: int
     stride: int
     name: str = "data"
+    align: bool = False
 
     def __post_init__(self):
         if self.T < 1 or self.stride < 1:
@@ -119,7 +159,10 @@ class Windows(Shuffled):
                 f"{self.name}: too short: {len(self.tokens)} tokens, but one window of "
                 f"{self.T} needs {self.T + 1}"
             )
-        self.starts = np.arange(0, len(self.tokens) - self.T, self.stride)
+        if self.align:
+            self.starts = aligned_starts(self.tokens, self.T)
+        else:
+            self.starts = np.arange(0, len(self.tokens) - self.T, self.stride)
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -87,9 +87,11 @@ class ShardWindows(Shuffled):
     shards: list  # [n_i] uint16 memmaps
     T: int
     name: str = "shards"
+    align: bool = False  # windows start at document starts (`corpus.aligned_starts`)
 
     def __post_init__(self):
-        self.parts = [Windows(s, self.T, self.T) for s in self.shards if len(s) > self.T]
+        fits = [s for s in self.shards if len(s) > self.T]
+        self.parts = [Windows(s, self.T, self.T, align=self.align) for s in fits]
         if not self.parts:
             raise ValueError(f"{self.name}: too short: no shard holds {self.T + 1} tokens")
         self.first = np.cumsum([0] + [len(p) for p in self.parts])  # first window of each part
@@ -108,13 +110,21 @@ class ShardWindows(Shuffled):
         return out
 
 
-def shard_windows(folder: str | Path, T: int) -> tuple[ShardWindows, ShardWindows]:
-    """(train, val) windows of a shard folder; a clear error when a split is missing."""
+def shard_windows(
+    folder: str | Path, T: int, align: bool = False
+) -> tuple[ShardWindows, ShardWindows]:
+    """(train, val) windows of a shard folder; a clear error when a split is missing.
+    `align`: training windows start at document starts."""
     files = shard_files(folder)
     for split in ("train", "val"):
         if not files[split]:
             raise ValueError(f"{folder}: no NAME_{split}_NNNNNN.bin shard")
     return tuple(
-        ShardWindows([read_shard(p) for p in files[split]], T, f"{folder} ({split} shards)")
+        ShardWindows(
+            [read_shard(p) for p in files[split]],
+            T,
+            f"{folder} ({split} shards)",
+            align=align and split == "train",
+        )
         for split in ("train", "val")
     )

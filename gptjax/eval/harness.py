@@ -24,7 +24,9 @@ from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
 from gptjax.data.lengths import LEAST, padded_length
 from gptjax.inference.generation import complete_all
-from gptjax.model.gpt import GPT, lm_logits, output_head
+from gptjax.model.gpt import GPT
+from gptjax.model.head import lm_logits
+from gptjax.model.params import output_head
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import target_logprobs
 
@@ -35,7 +37,8 @@ def score_rows(cfg: GPTConfig, dtype, params, tokens, offset, targets, mask, K: 
     K positions may be masked: the output head, most of a small model's work at V = 50257, runs
     on those alone. float32 log-softmax whatever the compute dtype."""
     x = GPT(cfg, dtype).apply({"params": params}, tokens, offset=offset, head=False)
-    logits = lm_logits(x[:, -K:], output_head(cfg, params), dtype)  # [B, K, V]
+    head = output_head(cfg, params)
+    logits = lm_logits(x[:, -K:], head, dtype, cap=cfg.logit_softcap)  # [B, K, V]
     targets, mask = targets[:, -K:], mask[:, -K:]
     logp = target_logprobs(logits, targets)  # [B, K]
     greedy = (jnp.argmax(logits, -1) == targets) | ~mask

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from gptjax.config import GPTConfig
 from gptjax.data.lengths import LEAST, padded_length
-from gptjax.model.gpt import GPT, Cache, compute_params
+from gptjax.model.gpt import GPT, Cache
+from gptjax.model.params import compute_params
 
 
 class Sampling(NamedTuple):

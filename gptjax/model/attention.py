@@ -12,6 +12,11 @@ under matching weights:
     flash attention, or the Pallas Triton kernel) that never stores the [B, N, T, S] scores;
     (d) picks one with `impl` and keeps its einsums as the readable reference.
 
+The modern recipe adds three options to (d), each off for GPT-2: rotary position embeddings
+(`rotary`, RoFormer, Su et al. 2021), RMS-normalised queries and keys (`rms_heads`), and a
+sliding window (`causal_mask`'s `window`). Document masking (`segments`) hides keys of other
+documents in a packed row.
+
 Shapes: B batch, T query length, S key length, D model width, N heads, H head width.
 """
 
@@ -35,10 +40,39 @@ def simple_attention(x: jax.Array) -> jax.Array:
     return jnp.einsum("...ts,...sd->...td", jax.nn.softmax(scores, axis=-1), x)
 
 
-def causal_mask(T: int, S: int, offset: jax.Array | int = 0) -> jax.Array:
-    """[T, S] bool: query t, at absolute position offset + t, may see key s iff s <= offset + t.
+def causal_mask(T: int, S: int, offset: jax.Array | int = 0, window: int | None = None):
+    """[T, S] bool: query t, at absolute position offset + t, may see key s iff s <= offset + t
+    (and, with a `window`, s > offset + t - window: its last `window` keys, itself included).
     With `offset` [B] (one position per row), [B, T, S]."""
-    return jnp.arange(S) <= (jnp.expand_dims(offset, -1) + jnp.arange(T))[..., None]
+    t = (jnp.expand_dims(offset, -1) + jnp.arange(T))[..., None]
+    s = jnp.arange(S)
+    return (s <= t) if window is None else (s <= t) & (s > t - window)
+
+
+def rotary(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
+    """x [B, T, N, H] with each head's two halves rotated, pair i by angle position * base^(-2i/H)
+    (the half-split form of GPT-NeoX and the speedrun). positions [T] or [B, T]. The dot product
+    of a rotated query and key depends only on their distance, so cached keys stay valid."""
+    H = x.shape[-1]
+    freqs = base ** (-jnp.arange(0, H // 2, dtype=jnp.float32) * 2 / H)  # [H/2]
+    angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs  # [(B,) T, H/2]
+    angles = jnp.broadcast_to(angles, (x.shape[0], x.shape[1], H // 2))[:, :, None]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)  # [B, T, 1, H/2]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def rms_heads(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    """x [..., H] scaled to unit root-mean-square over H (no weights): QK-norm, which bounds
+    the attention logits."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def same_segment(segments: jax.Array) -> jax.Array:
+    """segments [B, T] int (a document number per token) -> [B, 1, T, T] bool: t sees s only
+    within its own document."""
+    return (segments[:, :, None] == segments[:, None, :])[:, None]
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -108,7 +142,9 @@ class MultiHeadAttention(nn.Module):
     pos .. pos+T-1; its keys and values are written into the cache and queries attend to every
     cached position up to their own. `pos` is a scalar, or [B] when each row is at its own
     position (the batched server's slots). `key_mask` [B, S] bool, when given, also hides the
-    keys where it is False (padding).
+    keys where it is False (padding). `positions` [T] or [B, T]: each token's position, for
+    `rope_base` (rotary embeddings); `segments` [B, T]: document numbers (no cache), for
+    document masking. Keys go into the cache already rotated.
     """
 
     n_heads: int
@@ -117,10 +153,21 @@ class MultiHeadAttention(nn.Module):
     dtype: Any = jnp.float32
     out_init: Any = nn.initializers.normal(0.02)
     impl: str = "auto"  # see `resolve_impl`; dropout on the weights always uses the reference
+    rope_base: float | None = None  # rotary positions with this base (None: none, GPT-2)
+    qk_norm: bool = False
+    window: int | None = None
 
     @nn.compact
     def __call__(
-        self, x, *, deterministic=True, cache: KVCache | None = None, pos=0, key_mask=None
+        self,
+        x,
+        *,
+        deterministic=True,
+        cache: KVCache | None = None,
+        pos=0,
+        key_mask=None,
+        positions=None,
+        segments=None,
     ):
         B, T, D = x.shape
         N, H = self.n_heads, D // self.n_heads
@@ -130,15 +177,22 @@ class MultiHeadAttention(nn.Module):
         qkv = dense(3 * D, "c_attn", use_bias=self.qkv_bias)(x)
         # c_attn's output is [q | k | v], each split into N heads of H contiguous columns.
         q, k, v = (qkv.reshape(B, T, 3, N, H)[:, :, i] for i in range(3))
+        if self.qk_norm:
+            q, k = rms_heads(q), rms_heads(k)
+        if self.rope_base is not None:
+            at = jnp.expand_dims(pos, -1) + jnp.arange(T) if positions is None else positions
+            q, k = rotary(q, at, self.rope_base), rotary(k, at, self.rope_base)
         if cache is not None:
             k, v = write_cache(cache.k, k, pos), write_cache(cache.v, v, pos)
             cache = KVCache(k, v)
         S = k.shape[1]
-        mask = causal_mask(T, S, pos)
+        mask = causal_mask(T, S, pos, self.window)
         if mask.ndim == 3:  # one position per row: [B, T, S] -> [B, 1, T, S]
             mask = mask[:, None]
         if key_mask is not None:
             mask = mask & key_mask[:, None, None, :]  # [B, 1, T, S]
+        if segments is not None:
+            mask = mask & same_segment(segments)  # [B, 1, T, T]
         dropping = self.drop_rate > 0 and not deterministic
         impl = "reference" if dropping else resolve_impl(self.impl, self.dtype)
         if impl == "reference":
@@ -147,10 +201,11 @@ class MultiHeadAttention(nn.Module):
             weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
             ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
         else:
-            # Without a cache or padding the mask is plain causal: kernels that know it skip
-            # the blocks above the diagonal.
+            # Without a cache or padding the mask is causal (windowed, segmented): kernels that
+            # know it skip the blocks it hides.
             plain = cache is None and key_mask is None
-            ctx = fused_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask, impl, plain)
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
+            ctx = fused_attention(q, k, v, mask, impl, plain, self.window, segments)
         out = nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
         return out(ctx.reshape(B, T, D)), cache
 
@@ -158,21 +213,28 @@ class MultiHeadAttention(nn.Module):
 IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
 
 
-def fused_attention(q, k, v, mask, impl: str, causal: bool) -> jax.Array:
+def fused_attention(
+    q, k, v, mask, impl: str, causal: bool, window=None, segments=None
+) -> jax.Array:
     """(e) q [B, T, N, H], k and v [B, S, N, H], mask broadcastable to [B, N, T, S] ->
-    [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S)` with T = S (training,
-    a prefill from position 0), which cuDNN and Pallas compute without reading the mask; any
-    other mask (a cache, padding) goes through XLA's kernel."""
-    if impl == "pallas" and causal and jax.default_backend() == "tpu":
+    [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S, 0, window)` with T = S,
+    within the documents of `segments` when given (training, a prefill from position 0), which
+    the kernels compute without reading the mask: cuDNN takes the window but not segments,
+    Pallas's kernels take segments but not the window. Any other mask goes through XLA's."""
+    if impl == "pallas" and causal and window is None and jax.default_backend() == "tpu":
         if tpu_flash_fits(q.shape[1]):
-            return tpu_flash_attention(q, k, v)
-    elif impl == "pallas" and causal:
+            return tpu_flash_attention(q, k, v, segments)
+    elif impl == "pallas" and causal and window is None:
         from jax.experimental.pallas.ops.gpu.attention import mha
 
         interpret = jax.default_backend() == "cpu"  # the kernel's own interpreter: for tests
-        return mha(q, k, v, None, sm_scale=q.shape[-1] ** -0.5, causal=True, interpret=interpret)
-    if impl == "cudnn" and causal:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        scale = q.shape[-1] ** -0.5
+        return mha(q, k, v, segments, sm_scale=scale, causal=True, interpret=interpret)
+    if impl == "cudnn" and causal and segments is None:
+        local = None if window is None else (window - 1, 0)
+        return jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, local_window_size=local, implementation="cudnn"
+        )
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
 
 
@@ -181,14 +243,21 @@ def tpu_flash_fits(T: int) -> bool:
     return T >= 128 and T % 128 == 0
 
 
-def tpu_flash_attention(q, k, v) -> jax.Array:
+def tpu_flash_attention(q, k, v, segments=None) -> jax.Array:
     """Causal q, k, v [B, T, N, H] -> [B, T, N, H] by Pallas's TPU flash attention kernel
-    (which wants [B, N, T, H]); on CPU only inside `pltpu.force_tpu_interpret_mode()`."""
-    from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
+    (which wants [B, N, T, H]), within the documents of `segments` [B, T] when given; on CPU
+    only inside `pltpu.force_tpu_interpret_mode()`."""
+    from jax.experimental.pallas.ops.tpu.flash_attention import SegmentIds, flash_attention
 
     heads_first = lambda x: x.transpose(0, 2, 1, 3)
+    ids = None if segments is None else SegmentIds(segments, segments)
     out = flash_attention(
-        heads_first(q), heads_first(k), heads_first(v), causal=True, sm_scale=q.shape[-1] ** -0.5
+        heads_first(q),
+        heads_first(k),
+        heads_first(v),
+        segment_ids=ids,
+        causal=True,
+        sm_scale=q.shape[-1] ** -0.5,
     )
     return heads_first(out)
 

@@ -32,11 +32,19 @@ def _folder(path: str | Path) -> Path:
     return folder
 
 
+# Our activations as transformers' ACT2FN names: GPT2's `activation_function` takes either.
+HF_ACTIVATIONS = {"gelu": "gelu_new", "relu2": "relu2"}
+# The switches Hugging Face's GPT-2 can hold: zero qkv biases, an untied head, the activation.
+HF_EXPRESSES = ("qkv_bias", "tie_embeddings", "activation")
+
+
 def config_from_hf(hf: dict, source: str) -> GPTConfig:
     """Our GPTConfig from a Hugging Face GPT2Config dict."""
     act = hf.get("activation_function", "gelu_new")
-    if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"{source}: activation_function {act!r} is not GPT-2's tanh GELU")
+    if act not in (*HF_ACTIVATIONS.values(), "gelu_pytorch_tanh"):
+        raise ValueError(
+            f"{source}: activation_function {act!r} is neither GPT-2's tanh GELU nor relu2"
+        )
     if abs(hf.get("layer_norm_epsilon", 1e-5) - 1e-5) > 1e-12:
         raise ValueError(f"{source}: layer_norm_epsilon must be 1e-5 for GPT-2")
     try:
@@ -49,6 +57,7 @@ def config_from_hf(hf: dict, source: str) -> GPTConfig:
             drop_rate=hf.get("resid_pdrop", 0.1),
             qkv_bias=True,
             tie_embeddings=hf.get("tie_word_embeddings", True),
+            activation="relu2" if act == "relu2" else "gelu",
         )
     except KeyError as e:
         raise ValueError(f"{source}: missing field {e.args[0]}") from None
@@ -121,7 +130,9 @@ def to_hf(
     with `num_labels`, `id2label` (`labels`, default LABEL_i) and `pad_token_id`.
 
     Written under a temporary name and renamed, so `out_dir` is never half-written. A model
-    without qkv biases gets zero biases, which HF's GPT-2 always has.
+    without qkv biases gets zero biases, which HF's GPT-2 always has; ReLU squared is its
+    `relu2`. A model with a switch GPT-2 has no place for (`GPTConfig.switches` beyond
+    `HF_EXPRESSES`: rotary positions, RMSNorm, ...) is refused before anything is written.
     """
     import numpy as np
     from safetensors.numpy import save_file
@@ -129,6 +140,10 @@ def to_hf(
     from gptjax.store.names import flatten
 
     out_dir = Path(out_dir).absolute()
+    beyond = {k: v for k, v in cfg.switches().items() if k not in HF_EXPRESSES}
+    if beyond:
+        named = ", ".join(f"{k}={v!r}" for k, v in beyond.items())
+        raise ValueError(f"{out_dir}: Hugging Face's GPT-2 cannot express {named}; not exported")
     flat = dict(flatten(params))
     classifier = "score/kernel" in flat
     arch = dataclasses.replace(cfg, qkv_bias=True, tie_embeddings=cfg.tie_embeddings or classifier)
@@ -152,7 +167,7 @@ def to_hf(
         "embd_pdrop": cfg.drop_rate,
         "attn_pdrop": cfg.drop_rate,
         "layer_norm_epsilon": 1e-5,
-        "activation_function": "gelu_new",
+        "activation_function": HF_ACTIVATIONS[cfg.activation],
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": EOT_ID,
         "eos_token_id": EOT_ID,

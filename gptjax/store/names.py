@@ -15,7 +15,7 @@ from flax import traverse_util
 from tqdm import tqdm
 
 from gptjax.config import GPTConfig
-from gptjax.model.gpt import abstract_params
+from gptjax.model.params import abstract_params
 
 # (our path, Hugging Face name without "transformer.", OpenAI name)
 GLOBAL_ROWS = [

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from gptjax.config import GPTConfig
 from gptjax.errors import first_line
 from gptjax.files import atomic_dir, write_json
-from gptjax.model.gpt import abstract_params
+from gptjax.model.params import abstract_params
 from gptjax.store.checksum import checksums, verify
 from gptjax.store.run import RunCheckpoints
 

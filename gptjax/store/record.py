@@ -23,7 +23,7 @@ import numpy as np
 from gptjax.config import GPTConfig
 from gptjax.data import tokenizer
 from gptjax.model.classifier import GPTClassifier
-from gptjax.model.gpt import init_params
+from gptjax.model.params import init_params
 from gptjax.store import own
 from gptjax.store.hf import from_hf, hf_labels
 from gptjax.store.openai import from_openai

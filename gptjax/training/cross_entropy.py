@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from gptjax.data import IGNORE
-from gptjax.model.gpt import mask_padding, padded_head, padded_vocab
+from gptjax.model.head import mask_padding, padded_head, padded_vocab, softcap
 
 
 def target_logprobs(logits, targets) -> jax.Array:
@@ -43,11 +43,13 @@ def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
     return -jnp.sum(target_logprobs(logits, targets)), counted
 
 
-def _slice_pass(x, w, V, targets, dtype, want_dx: bool, want_dw: bool):
+def _slice_pass(x, w, V, targets, dtype, cap, want_dx: bool, want_dw: bool):
     """One slice: x [B, t, D], w [V', D] (`model.padded_head`) -> (loss sum, count,
-    d x [B, t, D] or None, d w [V', D] float32 or None) for a cotangent of 1 on the loss sum."""
+    d x [B, t, D] or None, d w [V', D] float32 or None) for a cotangent of 1 on the loss sum.
+    `cap`: the logits' soft cap (None: none), inside the VJP so d logits passes through it."""
     logits = jnp.einsum("btd,vd->btv", x, w, preferred_element_type=jnp.float32)
-    (s, n), back = jax.vjp(lambda z: cross_entropy_sum(z, targets), mask_padding(logits, V))
+    loss = lambda z: cross_entropy_sum(mask_padding(softcap(z, cap), V), targets)
+    (s, n), back = jax.vjp(loss, logits)
     if not (want_dx or want_dw):
         return s, n, None, None
     d = back((jnp.float32(1), jnp.float32(0)))[0].astype(dtype)  # softmax - one_hot, counted
@@ -56,14 +58,14 @@ def _slice_pass(x, w, V, targets, dtype, want_dx: bool, want_dw: bool):
     return s, n, None if dx is None else dx.astype(x.dtype), dw
 
 
-def _all_slices(x, head, targets, dtype, slices: int, want_dx=False, want_dw=False):
+def _all_slices(x, head, targets, dtype, slices: int, cap, want_dx=False, want_dw=False):
     """`_slice_pass` over the slices of T in turn (a scan): (loss sum, count, d x, d head)."""
     B, T = x.shape[:2]
     V, w = head.shape[0], padded_head(head, dtype)
     per = lambda a: a.reshape(B, slices, T // slices, *a.shape[2:]).swapaxes(0, 1)
 
     def body(carry, xt):
-        s, n, dx, dw = _slice_pass(xt[0], w, V, xt[1], dtype, want_dx, want_dw)
+        s, n, dx, dw = _slice_pass(xt[0], w, V, xt[1], dtype, cap, want_dx, want_dw)
         carry = (carry[0] + s, carry[1] + n, carry[2] + dw if want_dw else carry[2])
         return carry, dx
 
@@ -74,15 +76,16 @@ def _all_slices(x, head, targets, dtype, slices: int, want_dx=False, want_dw=Fal
     return s, n, dx, dw[:V].astype(head.dtype) if want_dw else None
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def sliced_cross_entropy_sum(x, head, targets, dtype, slices: int):
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def sliced_cross_entropy_sum(x, head, targets, dtype, slices: int, cap=None):
     """(summed loss, count of counted targets) of the logits of x [B, T, D] through the output
-    head [V, D] (computed in `dtype`, float32 logits over V' columns), over `slices` slices of
-    T. Equals `cross_entropy_sum(model.lm_logits(x, head, dtype, padded=True), targets)`."""
-    return _all_slices(x, head, targets, dtype, slices)[:2]
+    head [V, D] (computed in `dtype`, float32 logits over V' columns, soft-capped at `cap`),
+    over `slices` slices of T. Equals
+    `cross_entropy_sum(model.lm_logits(x, head, dtype, padded=True, cap=cap), targets)`."""
+    return _all_slices(x, head, targets, dtype, slices, cap)[:2]
 
 
-def _forward(x, head, targets, dtype, slices):
+def _forward(x, head, targets, dtype, slices, cap):
     # symbolic zeros: each argument comes as (value, perturbed); a frozen head (LoRA) or input
     # gets no gradient computed at all.
     s, n, dx, dw = _all_slices(
@@ -91,13 +94,14 @@ def _forward(x, head, targets, dtype, slices):
         targets.value,
         dtype,
         slices,
+        cap,
         want_dx=x.perturbed,
         want_dw=head.perturbed,
     )
     return (s, n), (dx, dw)
 
 
-def _backward(dtype, slices, grads, cotangent):
+def _backward(dtype, slices, cap, grads, cotangent):
     dx, dw = grads
     g = cotangent[0]  # the count's cotangent is ignored: it is a count
     if isinstance(g, SymbolicZero):

@@ -8,7 +8,7 @@ import numpy as np
 
 from gptjax.config import GPTConfig
 from gptjax.model import lora
-from gptjax.model.gpt import count_params
+from gptjax.model.params import count_params
 from gptjax.training.steps import split
 
 MODES = ("head", "last-block", "all", "lora")

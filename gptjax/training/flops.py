@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 
 from gptjax.config import GPTConfig
-from gptjax.model.gpt import abstract_params, count_params
+from gptjax.model.params import abstract_params, count_params
 
 
 class Chip(NamedTuple):

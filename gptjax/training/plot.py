@@ -1,4 +1,5 @@
-"""Plots of a run from its metrics.jsonl: losses (or accuracies) against tokens or examples seen."""
+"""Plots of a run from its metrics.jsonl: losses (or accuracies) against tokens or examples seen;
+and curves of several runs on one chart (`plot_curves`)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,7 @@ def plot_metrics(metrics_file: Path, out: Path, x: str, panels: list[tuple[str, 
     """Write `out` (PNG): one panel per (y label, {metric key: label}) that has data, side by
     side, each key against `x`; keys logged every step are drawn as lines, those logged at
     evaluations as points. Replaced atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
     panels = [(y, s) for y, s in panels if any(k in r for r in records for k in s)] or panels[:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
@@ -34,7 +31,46 @@ def plot_metrics(metrics_file: Path, out: Path, x: str, panels: list[tuple[str, 
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(ylabel)
         ax.legend()
+    return _save(plt, fig, out)
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[float, float]]],
+    out: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    hline: float | None = None,
+) -> Path:
+    """Write `out` (PNG): one line per {label: [(x, y), ...]} on one chart, with a dashed
+    horizontal line at `hline` (a target). Replaced atomically."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in curves.items():
+        if points:
+            ax.plot(*zip(*points, strict=True), "o-", ms=3, lw=1.5, label=label)
+    if hline is not None:
+        ax.axhline(hline, color="gray", ls="--", lw=1, label=f"target {hline:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    return _save(plt, fig, out)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, out: Path) -> Path:
     fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)

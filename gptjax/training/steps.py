@@ -5,6 +5,7 @@ Shapes: B batch, T tokens, V vocabulary, K gradient-accumulation micro-batches.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -15,7 +16,9 @@ import optax
 from flax import traverse_util
 
 from gptjax.config import GPTConfig
-from gptjax.model.gpt import GPT, output_head
+from gptjax.data.tokenizer import EOT_ID
+from gptjax.model.gpt import GPT
+from gptjax.model.params import output_head
 from gptjax.training.cross_entropy import cross_entropy_sum, sliced_cross_entropy_sum
 
 # loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
@@ -29,9 +32,16 @@ class TrainState(NamedTuple):
     rng: jax.Array  # base key; step s uses fold_in(rng, s)
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warmup, cosine decay to min_lr_ratio * lr, global-norm clipping."""
+    """AdamW with linear warmup, cosine decay to min_lr_ratio * lr, global-norm clipping.
+
+    `optimizer="muon"`: Muon (optax.contrib.muon) on the blocks' 2-D matrices at `muon_lr`
+    with Nesterov momentum `muon_momentum`, AdamW at `lr` on everything else; both follow the
+    same warmup and decay."""
 
     lr: float = 4e-4
     weight_decay: float = 0.1
@@ -42,6 +52,15 @@ class OptimConfig:
     b2: float = 0.999
     eps: float = 1e-8
     grad_clip: float | None = 1.0
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; expected one of: {', '.join(OPTIMIZERS)}"
+            )
 
 
 def lr_schedule(oc: OptimConfig) -> optax.Schedule:
@@ -60,7 +79,9 @@ def lr_schedule(oc: OptimConfig) -> optax.Schedule:
 
 
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
-    """AdamW that decays only >= 2-D weights (matrices and embeddings, not biases or norms)."""
+    """AdamW that decays only >= 2-D weights (matrices and embeddings, not biases or norms);
+    with `oc.optimizer == "muon"`, optax's Muon on the hidden matrices (`muon_labels`) and that
+    AdamW on the rest, split by `optax.partition`."""
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     adamw = optax.adamw(
         lr_schedule(oc),
@@ -71,7 +92,26 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
         mask=decay_mask,
     )
     clip = [optax.clip_by_global_norm(oc.grad_clip)] if oc.grad_clip else []
-    return optax.chain(*clip, adamw)
+    if oc.optimizer == "adamw":
+        return optax.chain(*clip, adamw)
+    muon = optax.contrib.muon(
+        lr_schedule(dataclasses.replace(oc, lr=oc.muon_lr)),
+        beta=oc.muon_momentum,
+        weight_decay=oc.weight_decay,
+    )
+    return optax.chain(*clip, optax.partition({"muon": muon, "adamw": adamw}, muon_labels))
+
+
+def muon_labels(params) -> Any:
+    """ "muon" for the 2-D matrices inside the blocks (`h_*`: attention, MLP, their LoRA
+    factors), "adamw" for embeddings, the output head, norms and biases, which Muon's
+    orthogonalised updates do not suit (Jordan et al., 2024)."""
+
+    def label(path, p):
+        hidden = getattr(path[0], "key", None) or ""
+        return "muon" if p.ndim == 2 and str(hidden).startswith("h_") else "adamw"
+
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 Trainable = Callable[[str], bool]  # "h_11/attn/c_attn/kernel" -> does this leaf train?
@@ -116,30 +156,47 @@ def loss_sum(
     train: bool,
     dtype=jnp.float32,
     ce_chunks: int = 1,
+    doc_mask: bool = False,
     **compute,
 ):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
-    `ce_chunks`, `compute` (`attention`, `remat`): see `lm_loss`."""
+    `ce_chunks`, `doc_mask`, `compute` (`attention`, `remat`): see `lm_loss`."""
     T = batch["inputs"].shape[1]
     if T % ce_chunks:
         raise ValueError(f"ce_chunks {ce_chunks} must divide the sequence length {T}")
     model = GPT(cfg, dtype, padded_logits=True, **compute)
     rngs = {"dropout": rng} if train else {}
+    segments = documents(batch["inputs"]) if doc_mask else None
     run = lambda head: model.apply(
-        {"params": params}, batch["inputs"], deterministic=not train, rngs=rngs, head=head
+        {"params": params},
+        batch["inputs"],
+        deterministic=not train,
+        rngs=rngs,
+        head=head,
+        segments=segments,
     )
     if ce_chunks == 1:
         return cross_entropy_sum(run(True), batch["targets"])
+    head = output_head(cfg, params)
     return sliced_cross_entropy_sum(
-        run(False), output_head(cfg, params), batch["targets"], dtype, ce_chunks
+        run(False), head, batch["targets"], dtype, ce_chunks, cfg.logit_softcap
     )
+
+
+def documents(tokens: jax.Array) -> jax.Array:
+    """tokens [B, T] -> segments [B, T] int32: the number of `<|endoftext|>` tokens up to and
+    including each position. Each `<|endoftext|>` opens a segment, as the speedrun's BOS does:
+    it predicts the next document's first token from nothing earlier, and that document's
+    tokens all see it. Computed on the device from the tokens: no mask travels with the batch."""
+    return jnp.cumsum(tokens == EOT_ID, axis=1, dtype=jnp.int32)
 
 
 def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
     """The language-model loss of `cfg` as a LossFn for `make_train_step`. `compute` (all
     optional, none changes the result beyond rounding): `attention` (kernel, see
     `attention.resolve_impl`), `remat` (a key of `model.REMAT`), `ce_chunks` (slices of T the
-    cross entropy is computed in, see `cross_entropy.sliced_cross_entropy_sum`)."""
+    cross entropy is computed in, see `cross_entropy.sliced_cross_entropy_sum`). `doc_mask`
+    (which does change it): each token attends only within its own document (`documents`)."""
     dtype = dtype or jnp.float32
     return lambda params, batch, rng, train: loss_sum(
         params, cfg, batch, rng, train=train, dtype=dtype, **compute

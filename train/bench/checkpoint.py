@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.model.gpt import init_params
+from gptjax.model.params import init_params
 from gptjax.options import parse, run_cli
 from gptjax.store.checksum import checksums
 from gptjax.store.run import RunCheckpoints

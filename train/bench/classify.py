@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from gptjax.config import PRESETS
-from gptjax.model.gpt import count_params
+from gptjax.model.params import count_params
 from gptjax.options import parse, run_cli
 from gptjax.training.finetune import MODES
 from gptjax.training.steps import OptimConfig, init_state, make_optimizer, make_train_step, split

@@ -10,7 +10,8 @@ scatter-add workaround) and every case's rows. The cases, most important first:
 - scatter-add, float32, the embedding gradient's shape (50,304 x 768 table, 512K updates over
   2K distinct rows), ms per call with and without the workaround (`gptjax.accelerator`);
 - 124M train step, T 1024, bfloat16, for each attention kernel (cudnn, xla, pallas,
-  reference) at the largest batch that fits, with MFU;
+  reference) at the largest batch that fits, with MFU; and the modern recipe's step
+  (train/recipes/speedrun.toml: switches, Muon, document masking) beside GPT-2's;
 - KV decode of 124M and 1558M at batch 1 and 8 (tokens/s, fraction of the bandwidth
   roofline), and Hugging Face torch on the same GPU for 124M train and decode;
 - 355M; 774M and 1558M with --remat block (does it fit? MFU).
@@ -68,8 +69,9 @@ def cases(dry: bool) -> list[Case]:
         return [
             Case("scatter-add, workaround", 60, scatter),
             Case("scatter-add, no workaround", 60, scatter, off),
-            Case("nano train + decode, HF", 180, [*SPEED, *small, "--presets", "nano",
-                 "--decode-presets", "nano", "--attention", "reference"]),
+            Case("nano train (GPT-2, modern) + decode, HF", 180, [*SPEED, *small, "--presets",
+                 "nano", "--decode-presets", "nano", "--attention", "reference", "--recipes",
+                 "gpt2", "modern"]),
         ]  # fmt: skip
     train = [*SPEED, "--seq-len", "1024", "--dtype", "bfloat16", "--decode-presets", "none"]
     kernel = lambda k: [*train, "--presets", "124M", "--attention", k, "--no-hf"]
@@ -78,6 +80,8 @@ def cases(dry: bool) -> list[Case]:
         Case("scatter-add, no workaround", 90, scatter, off),
         Case("124M train, cudnn", 100, kernel("cudnn")),
         Case("124M train, xla", 100, kernel("xla")),
+        Case("124M train, GPT-2 and modern recipes", 150, [*train, "--presets", "124M",
+             "--recipes", "gpt2", "modern", "--no-hf"]),
         Case("decode 124M, 1558M", 150, [*SPEED, "--presets", "none", "--decode-presets",
              "124M", "1558M", "--decode-batches", "1", "8", "--dtype", "bfloat16", "--no-hf"]),
         Case("124M train + decode, HF torch", 200, [*train, "--presets", "124M",

@@ -17,6 +17,7 @@ object per line instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -71,6 +73,10 @@ class Options:
     """timed runs; the median is reported"""
     hf: bool = True
     """also time Hugging Face transformers (PyTorch)"""
+    recipes: tuple[Literal["gpt2", "modern"], ...] = ("gpt2",)
+    """train-step recipes: gpt2; modern (train/recipes/speedrun.toml's switches, Muon and
+    document masking; no HF row)
+    """
     compile_only: bool = False
     """only time compiling each preset's train step"""
     json: bool = False
@@ -122,8 +128,23 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return max(first - median, 0.0), median
 
 
-def train_step_for(cfg, opts: Options, B: int):
-    oc = OptimConfig(lr=1e-4)
+MODERN = "train/recipes/speedrun.toml"
+OPTIM_KEYS = ("optimizer", "muon_lr", "muon_momentum")
+
+
+def modern(cfg: GPTConfig) -> tuple[GPTConfig, dict, bool]:
+    """`cfg` with the modern recipe's switches (`MODERN`), its optimizer settings and whether it
+    masks documents."""
+    from train.bench.recipe import recipes
+
+    on = recipes(str(Path(__file__).parents[2] / MODERN), ablate=False)["modern"]
+    arch = {k: v for k, v in on.items() if k in GPTConfig.__dataclass_fields__}
+    optim = {k: v for k, v in on.items() if k in OPTIM_KEYS}
+    return replace(cfg, **arch), optim, bool(on.get("doc_mask"))
+
+
+def train_step_for(cfg, opts: Options, B: int, optim=(), doc_mask: bool = False):
+    oc = OptimConfig(lr=1e-4, **dict(optim))
     opt = make_optimizer(oc)
     chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim)  # as pretrain's default
     loss = lm_loss(
@@ -132,6 +153,7 @@ def train_step_for(cfg, opts: Options, B: int):
         remat=opts.remat,
         ce_chunks=chunks,
         attention=opts.attention,
+        doc_mask=doc_mask,
     )
     fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
     return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
@@ -142,8 +164,8 @@ def random_batch(cfg, B: int, T: int) -> dict:
     return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
 
 
-def bench_train_jax(cfg, opts, batch):
-    step, fresh = train_step_for(cfg, opts, batch["inputs"].shape[0])
+def bench_train_jax(cfg, opts, batch, optim=(), doc_mask=False):
+    step, fresh = train_step_for(cfg, opts, batch["inputs"].shape[0], optim, doc_mask)
     state = jax.jit(fresh)()
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -219,9 +241,14 @@ def cases(opts: Options):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
         B = opts.batch_size or (call(opts, largest_batch, cfg, opts) if gpu else 4)
         batch = random_batch(cfg, B, opts.seq_len)
-        yield Case(
-            cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train, batch
-        )
+        if "gpt2" in opts.recipes:
+            yield Case(
+                cfg, preset, "train_step", B * opts.seq_len, bench_train_jax, bench_hf.train, batch
+            )
+        if "modern" in opts.recipes:
+            new, optim, doc_mask = modern(cfg)
+            ours = functools.partial(bench_train_jax, optim=tuple(optim.items()), doc_mask=doc_mask)
+            yield Case(new, preset, "train_modern", B * opts.seq_len, ours, None, batch)
     for preset in names(opts.decode_presets):
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
         for B in opts.decode_batches:
@@ -261,6 +288,8 @@ def rows(opts: Options):
     for case in cases(opts):
         cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
         for impl, compiled in impls:
+            if impl != "gptjax" and case.theirs is None:  # HF has no such model
+                continue
             try:
                 compile_s, median = call(opts, measure, case, impl, compiled, opts)
             except Exception as e:  # torch.compile does not take every model everywhere
@@ -278,7 +307,7 @@ def rows(opts: Options):
                 "tokens": tokens,
                 "device": kind if impl == "gptjax" else bench_hf.device(),
             }
-            if what == "train_step" and peak:
+            if what.startswith("train") and peak:
                 row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
             if what.startswith("generate") and bandwidth and impl == "gptjax":
                 row["roofline"] = row["tok_per_s"] / roofline(case, opts, bandwidth)

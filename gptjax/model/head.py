@@ -1,0 +1,57 @@
+"""The output head: hidden states [..., D] times the head [V, D] -> float32 logits [..., V].
+
+The vocabulary is padded to a multiple of 128 in compute only (checkpoints keep V rows) for
+even matmul tiles; the padded columns are -inf wherever a softmax could see them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+VOCAB_MULTIPLE = 128  # matmul tiles on GPUs and TPUs: 50,257 columns compute as 50,304
+
+
+def padded_vocab(V: int) -> int:
+    return -(-V // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def padded_head(head: jax.Array, dtype) -> jax.Array:
+    """The output head [V, D] in the compute dtype with zero rows up to V' = padded_vocab(V)."""
+    V = head.shape[0]
+    return jnp.pad(head.astype(dtype), ((0, padded_vocab(V) - V), (0, 0)))
+
+
+def mask_padding(logits: jax.Array, V: int) -> jax.Array:
+    """logits [..., V'] with the columns past the V real tokens set to -inf."""
+    return jnp.where(jnp.arange(logits.shape[-1]) < V, logits, -jnp.inf)
+
+
+def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(logits / cap): logits squashed smoothly into (-cap, cap) (Gemma 2, the
+    speedrun); None leaves them as they are (GPT-2)."""
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
+
+
+def lm_logits(
+    x: jax.Array, head: jax.Array, dtype, *, padded: bool = False, cap: float | None = None
+) -> jax.Array:
+    """x [..., D] times the output head [V, D] -> float32 logits [..., V], soft-capped at
+    `cap` (`GPTConfig.logit_softcap`).
+
+    A matmul of many rows (training, prefill) runs on the head padded with zero rows to
+    V' = padded_vocab(V), in compute only (checkpoints keep V rows), for even tiles; a decode
+    step's few rows would only pay for a padded copy of the head. `padded`: return [..., V']
+    with the extra columns -inf, so softmax, losses and samples are those of the V real tokens.
+    """
+    V, Vp = head.shape[0], padded_vocab(head.shape[0])
+    many = math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
+    head = padded_head(head, dtype) if many else head.astype(dtype)
+    logits = softcap(jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32), cap)
+    if not padded or Vp == V:
+        return logits[..., :V]
+    if many:
+        return mask_padding(logits, V)
+    return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
