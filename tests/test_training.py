@@ -187,3 +187,26 @@ def test_cross_entropy_chunks_keep_logits_under_the_budget():
     # D 768, where each slice would re-add a 147 MiB head gradient
     assert ce_chunks_for(4, 128, 50257, 128, budget=2**25) == 4
     assert ce_chunks_for(4, 128, 50257, 768, budget=2**25) == 1
+
+
+def test_muon_orthogonalises_the_blocks_matrices_and_keeps_frozen_leaves():
+    """One Muon step moves each hidden matrix by lr x an (almost) orthogonal matrix, scaled by
+    sqrt(max(1, out/in)); embeddings go by AdamW; frozen leaves stay bit for bit; it learns."""
+    oc = OptimConfig(lr=3e-3, optimizer="muon", muon_lr=0.05, grad_clip=None, weight_decay=0.0)
+    opt = make_optimizer(oc)
+    params = init_params(CFG, jax.random.key(0))
+    frozen = lambda path: not path.startswith("h_0/")
+    state = init_state(params, opt, jax.random.key(1), trainable=frozen)
+    step = jax.jit(make_train_step(lm_loss(CFG), opt, oc, trainable=frozen))
+    batch, losses = random_batch(0), []
+    new, m = step(state, batch)
+    moved = new.params["h_1"]["mlp"]["c_fc"]["kernel"] - params["h_1"]["mlp"]["c_fc"]["kernel"]
+    sv = np.linalg.svd(np.asarray(moved), compute_uv=False) / (0.05 * np.sqrt(128 / 32))
+    # Newton-Schulz's near-orthogonal update; LayerNorm's zero-mean inputs leave the gradient,
+    # and so the update, one rank short of D.
+    assert 0.5 < sv[:-1].min() and sv.max() < 1.5 and sv[-1] < 1e-3, sv
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, new.params["h_0"], params["h_0"]))
+    for _ in range(8):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0] - 0.5
