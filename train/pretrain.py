@@ -77,8 +77,8 @@ class Options(RunOptions, HarnessOptions):
     doc_mask: bool = False
     """attend only within each token's own document (boundaries at <|endoftext|>)"""
     align_docs: bool = False
-    """training windows start at document starts (each document cut into windows from its
-    first token)
+    """training windows start where documents do (at each <|endoftext|>: each document is cut
+    into windows from there)
     """
     drop_rate: float = 0.1
     """dropout rate (0, as nanoGPT: fused attention on GPUs)"""
@@ -125,7 +125,7 @@ def corpus(data: str, T: int, train_ratio: float, align: bool = False) -> tuple:
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
     # Only a switch away from GPT-2 shapes a model differently from its preset.
     arch = {k: getattr(opts, k) for k, v in GPT2_ARCH.items() if getattr(opts, k) != v}
-    if arch.get("position") == "rotary" or opts.rope_base != GPTConfig.rope_base:
+    if opts.position == "rotary":
         arch["rope_base"] = opts.rope_base
     if opts.init_from and (arch or opts.init != "gpt2"):
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in arch) or "--init"

@@ -168,7 +168,7 @@ def trunk(
     remat="none",
     segments=None,
 ):
-    """Embeddings, the L blocks and the final LayerNorm: tokens [B, T] -> x [B, T, D].
+    """Embeddings, the L blocks and the final norm: tokens [B, T] -> x [B, T, D].
 
     Called inside a compact `__call__` (GPT's, GPTClassifier's), so `wte`, `wpe`, `h_i` and
     `ln_f` are created in the caller's scope: every model built on it has OpenAI's names at the
@@ -197,11 +197,15 @@ def trunk(
         positions = jnp.maximum(positions - offset[:, None], 0)  # [B, T]
         key_mask = jnp.arange(S)[None, :] >= offset[:, None]  # [B, S]
     x = wte(tokens)
-    if cfg.position == "learned":
-        init = nn.initializers.normal(0.01)
-        x = x + nn.Embed(
-            cfg.context_length, cfg.emb_dim, embedding_init=init, dtype=dtype, name="wpe"
-        )(positions)
+    if cfg.position == "learned":  # GPT-2's; rotary positions enter in attention instead
+        wpe = nn.Embed(
+            cfg.context_length,
+            cfg.emb_dim,
+            embedding_init=nn.initializers.normal(0.01),
+            dtype=dtype,
+            name="wpe",
+        )
+        x = x + wpe(positions)
     x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
     if remat not in REMAT:
         raise ValueError(f"unknown remat {remat!r}; expected one of: {', '.join(REMAT)}")

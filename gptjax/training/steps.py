@@ -103,13 +103,13 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 
 
 def muon_labels(params) -> Any:
-    """ "muon" for the 2-D matrices inside the blocks (`h_*`: attention, MLP, their LoRA
-    factors), "adamw" for embeddings, the output head, norms and biases, which Muon's
-    orthogonalised updates do not suit (Jordan et al., 2024)."""
+    """Each leaf's optimizer: Muon for the 2-D matrices inside the blocks (`h_*`: attention,
+    MLP, their LoRA factors), AdamW for embeddings, the output head, norms and biases, which
+    Muon's orthogonalised updates do not suit (Jordan et al., 2024)."""
 
     def label(path, p):
-        hidden = getattr(path[0], "key", None) or ""
-        return "muon" if p.ndim == 2 and str(hidden).startswith("h_") else "adamw"
+        block = str(getattr(path[0], "key", "")).startswith("h_")
+        return "muon" if p.ndim == 2 and block else "adamw"
 
     return jax.tree_util.tree_map_with_path(label, params)
 
