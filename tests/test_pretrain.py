@@ -113,3 +113,8 @@ def test_init_from_a_run_continues_from_its_weights(reference_run, tmp_path):
     assert start_loss < fresh_loss - 0.2  # it starts where the first run left off
     record = json.loads((second / "metrics.jsonl").read_text().splitlines()[0])
     assert record["val_perplexity"] > 1.0
+    shaped = pretrain(tmp_path / "third", "--init-from", reference_run, "--position", "rotary")
+    assert shaped.returncode == 2 and shaped.stderr.strip() == (
+        "error: --position, --rope-base shape(s) a --preset model; --init-from brings its own "
+        "weights"
+    )
