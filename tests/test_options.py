@@ -130,6 +130,8 @@ CLASSES = {  # the subcommands whose options are not a module's `Options`
     ("convert", "openai"): "convert.__main__:Convert",
     ("convert", "export-hf"): "convert.__main__:Convert",
     ("convert", "check"): "convert.__main__:Check",
+    ("bench", "recipe"): "train.bench.recipe:Options",
+    ("bench",): "train.bench.speed:Options",
 }
 
 
