@@ -12,10 +12,12 @@ import pytest
 
 from gptjax import GPT, GPTConfig, generate, init_params
 from gptjax.data.tokenizer import EOT_ID
+from gptjax.model import lora
 from gptjax.model.attention import rotary
 from gptjax.model.params import zero_projections
 from gptjax.training.cross_entropy import cross_entropy_sum, sliced_cross_entropy_sum
-from gptjax.training.steps import documents, loss_sum, muon_labels
+from gptjax.training.finetune import trainable_paths, with_adapters
+from gptjax.training.steps import documents, loss_sum, muon_labels, split
 
 BASE = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0)
 SWITCHES = {
@@ -165,6 +167,11 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert labels["h_1"]["mlp"]["c_proj"]["kernel"] == "muon"
     assert labels["wte"]["embedding"] == labels["lm_head"] == labels["wpe"]["embedding"] == "adamw"
     assert labels["h_0"]["ln_1"] == {"scale": "adamw", "bias": "adamw"}
+    lcfg = lora.LoRAConfig(rank=2)
+    params = init_params(cfg, jax.random.key(0))
+    tree = with_adapters(params, lcfg, jax.random.key(1))  # what a LoRA run trains from
+    labels = muon_labels(split(tree, trainable_paths("lora", cfg, lcfg))[0])
+    assert labels["lora"]["h_0"]["attn"]["c_attn"] == {"lora_a": "muon", "lora_b": "muon"}
 
 
 @pytest.mark.parametrize(

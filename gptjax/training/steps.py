@@ -103,12 +103,13 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
 
 
 def muon_labels(params) -> Any:
-    """Each leaf's optimizer: Muon for the 2-D matrices inside the blocks (`h_*`: attention,
-    MLP, their LoRA factors), AdamW for embeddings, the output head, norms and biases, which
-    Muon's orthogonalised updates do not suit (Jordan et al., 2024)."""
+    """Each leaf's optimizer: Muon for the 2-D matrices inside the blocks (`h_*` anywhere on the
+    path: attention, MLP, and their LoRA factors under `lora/`), AdamW for embeddings, the
+    output head, a classifier's score, norms and biases, which Muon's orthogonalised updates do
+    not suit (Jordan et al., 2024)."""
 
     def label(path, p):
-        block = str(getattr(path[0], "key", "")).startswith("h_")
+        block = any(str(getattr(k, "key", "")).startswith("h_") for k in path)
         return "muon" if p.ndim == 2 and block else "adamw"
 
     return jax.tree_util.tree_map_with_path(label, params)
