@@ -9,7 +9,7 @@ trains each recipe with `train.pretrain` (the one training loop) into OUT/<recip
 row per recipe: tokens seen, final val loss, tokens to the target and that as a fraction of
 GPT-2's, and writes OUT/recipe.png (val loss against tokens, one line per recipe). The modern
 recipe is --recipe (default train/recipes/speedrun-tiny.toml: the tiny model on
-../shared/data/python-docs, about 4 minutes a recipe on 2 CPU cores); the GPT-2 recipe is the
+../shared/data/python-docs, about 4.5 minutes a recipe on 2 CPU cores); the GPT-2 recipe is the
 same file without its switches (`SWITCHES`). `--ablate` adds a row per switch, on its own on
 top of GPT-2. With --json, one JSON object per line: recipe, tokens, val_loss,
 tokens_to_target (null where the recipe never got there), ratio.
