@@ -104,16 +104,9 @@ class Block(nn.Module):
     attention: str = "auto"  # attention implementation (attention.resolve_impl)
 
     @nn.compact
-    def __call__(
-        self,
-        x,
-        deterministic=True,
-        cache: KVCache | None = None,
-        pos=0,
-        key_mask=None,
-        positions=None,
-        segments=None,
-    ):
+    def __call__(self, x, deterministic=True, cache: KVCache | None = None, where=None):
+        """`where`: where the tokens sit, as `MultiHeadAttention` takes it (pos, key_mask,
+        positions, segments), handed on unchanged."""
         cfg = self.cfg
         # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2L).
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
@@ -130,15 +123,8 @@ class Block(nn.Module):
             window=cfg.window,
             name="attn",
         )
-        a, cache = attn(
-            norm(cfg, self.dtype, "ln_1")(x),
-            deterministic=deterministic,
-            cache=cache,
-            pos=pos,
-            key_mask=key_mask,
-            positions=positions,
-            segments=segments,
-        )
+        ln_1 = norm(cfg, self.dtype, "ln_1")
+        a, cache = attn(ln_1(x), deterministic=deterministic, cache=cache, **(where or {}))
         x = x + drop(a, deterministic=deterministic)
         mlp = FeedForward(out_init, self.dtype, cfg.activation, name="mlp")
         m = mlp(norm(cfg, self.dtype, "ln_2")(x))
@@ -212,14 +198,13 @@ def trunk(
     layer = Block
     if REMAT[remat] is not None:  # `deterministic` (argument 2, self is 0) picks code: static
         layer = nn.remat(Block, policy=REMAT[remat], static_argnums=(2,))
+    where = dict(pos=pos, key_mask=key_mask, positions=positions, segments=segments)
     new_cache = []
     for i in range(cfg.n_layers):
         block = layer(cfg, dtype, attention, name=f"h_{i}")
         layer_cache = None if cache is None else cache[i]
         # Store the residual gradient once per block (XLA's CPU fusion would re-add it: fence.py).
-        x, c = block(
-            gradient_fence(x), deterministic, layer_cache, pos, key_mask, positions, segments
-        )
+        x, c = block(gradient_fence(x), deterministic, layer_cache, where)
         new_cache.append(c)
     return norm(cfg, dtype, "ln_f")(x), tuple(new_cache), wte
 
