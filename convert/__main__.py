@@ -21,6 +21,7 @@ from tyro.conf import Positional
 
 from convert.check import check
 from convert.fetch import download_model
+from gptjax.data import chat
 from gptjax.model.params import count_params
 from gptjax.options import Command, dispatch, parse, run_cli
 from gptjax.store import Model
@@ -75,7 +76,16 @@ def export_hf(argv) -> None:
     model = Model.open(opts.source)
     head = model.head or {}  # a classifier keeps its labels
     labels = {k: head[k] for k in ("labels", "pad_id") if k in head}
-    print(f"wrote {to_hf(model.cfg, model.params, opts.out, **labels)}")
+    jinja = chat.JINJA if chat.template_of(model.task) == "chatml" else None
+    out = to_hf(
+        model.cfg,
+        model.params,
+        opts.out,
+        tokenizer=model.tokenizer,
+        chat_template=jinja,
+        **labels,
+    )
+    print(f"wrote {out}")
 
 
 def download(argv) -> None:

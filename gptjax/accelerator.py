@@ -39,6 +39,20 @@ def installed(dist: str) -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (e.g. "Intel(R) Xeon(R) Processor")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict[str, str]:
     """{distribution: version} of jax, jaxlib and whichever accelerator plugins are installed."""
     names = ("jax", "jaxlib", *PLUGINS, "libtpu")

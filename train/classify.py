@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.data import textdata, tokenizer
+from gptjax.data import textdata
 from gptjax.files import write_json
 from gptjax.model.classifier import POOLINGS, GPTClassifier, init_classifier
 from gptjax.options import run_cli
@@ -66,18 +66,18 @@ class Classify(Task):
         self.opts, self.out = opts, Path(opts.out)
         self.names, splits = textdata.load(opts.data, seed=opts.split_seed)
         cfg, self.base = self._model()
-        self.enc = tokenizer.gpt2()
         ids = {s: [self.enc.encode_ordinary(t) for t in sp.texts] for s, sp in splits.items()}
         longest = min(cfg.context_length, max(len(x) for x in ids["train"]))
         L = cfg.fit(opts.max_length, "--max-length") if opts.max_length else longest
         self.data = {
-            s: textdata.Examples(textdata.pad(ids[s], L), sp.labels) for s, sp in splits.items()
+            s: textdata.Examples(textdata.pad(ids[s], L, self.enc.eot_token), sp.labels)
+            for s, sp in splits.items()
         }
         self.train, self.cfg, C = self.data["train"], cfg, len(self.names)
         self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
         self.head = {
             "labels": self.names,
-            "pad_id": tokenizer.EOT_ID,
+            "pad_id": self.enc.eot_token,
             "pooling": opts.pooling,
             "max_length": L,
         }
@@ -88,7 +88,7 @@ class Classify(Task):
             "classifier": {**self.head, **run},
         }
         self.model = GPTClassifier(
-            cfg, C, tokenizer.EOT_ID, opts.pooling, parallel.compute_dtype(opts.dtype)
+            cfg, C, self.enc.eot_token, opts.pooling, parallel.compute_dtype(opts.dtype)
         )
         self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
         self.plots = {
@@ -101,7 +101,9 @@ class Classify(Task):
 
     def _model(self) -> tuple[GPTConfig, dict | None]:
         opts = self.opts
-        cfg, params = starting_model(opts.init_from, opts.preset, opts.drop_rate)
+        model = starting_model(opts.init_from, opts.preset, opts.drop_rate)
+        cfg, params = model.cfg, model.params
+        self.enc, self.tokenizer = model.encoding(), model.tokenizer
         if (
             params is not None
             and "score" in params
@@ -144,7 +146,8 @@ class Classify(Task):
         return f"{super().describe(params)} ({self.opts.trainable})"
 
     def final_model(self, params) -> Model:
-        return Model(self.cfg, self.model_params(params), head=self.head)
+        params = self.model_params(params)
+        return Model(self.cfg, params, head=self.head, tokenizer=self.tokenizer)
 
     def finish(self, params) -> Model:
         """The accuracy on every whole split (OUT/results.json), then the classifier."""

@@ -17,6 +17,7 @@ COMMANDS = {
                         "convert.__main__:download"),
     "convert": Command("openai | hf | export-hf | check: GPT-2 weights to and from gptjax",
                        "convert.__main__:main"),
+    "tokenizer": Command("train a byte-level BPE tokenizer of your own", "train.tokenizer:main"),
     "prepare": Command("tokenize a corpus into llm.c .bin shards", "train.prepare:main"),
     "pretrain": Command("pretrain a GPT on text or shards (the one training loop)",
                         "train.pretrain:main"),
@@ -25,6 +26,7 @@ COMMANDS = {
     "instruct": Command("instruction finetuning on Alpaca-style data; `answer`",
                         "train.instruct:main"),
     "dpo": Command("preference tuning (DPO) against a frozen reference", "train.dpo:main"),
+    "rl": Command("RL from verifiable rewards (GRPO) with a reward function", "train.rl:main"),
     "judge": Command("score answers with a judge model (Ollama or OpenAI API)", "train.judge:main"),
     "hellaswag": Command("HellaSwag accuracy of any checkpoint", "train.hellaswag:main"),
     "eval-harness": Command(
@@ -32,6 +34,8 @@ COMMANDS = {
     ),
     "generate": Command("generate text from any checkpoint, streamed", "train.generate:main"),
     "serve": Command("serve a checkpoint with OpenAI's API and a web page", "train.serve:main"),
+    "report": Command("a report card of runs: losses, bpb, scores, reward, speed",
+                      "train.report:main"),
     "bench": Command("tokens/s beside HF transformers; `recipe`: tokens to GPT-2's loss",
                      "train.bench:main"),
 }  # fmt: skip

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from gptjax.data import instruct, tokenizer
+from gptjax.data import instruct
 from gptjax.data.preference import Pairs, encode_pairs
 from gptjax.model.params import count_params
 from gptjax.options import run_cli
@@ -63,7 +63,8 @@ class DPO(Task):
         if not opts.init_from:
             raise ValueError("--init-from is required: DPO tunes a trained model (the reference)")
         self.opts, self.out = opts, Path(opts.out)
-        cfg, self.ref_params = starting_model(opts.init_from, "", opts.drop_rate)
+        start = starting_model(opts.init_from, "", opts.drop_rate)
+        cfg, self.ref_params, self.start = start.cfg, start.params, start
         self.cfg = cfg
         L = cfg.fit(opts.max_length, "--max-length")
         entries = instruct.load_entries(opts.data, required=("chosen", "rejected"))
@@ -71,7 +72,7 @@ class DPO(Task):
             if "prompt" not in e and "instruction" not in e:
                 raise ValueError(f"{opts.data}: record {i}: needs `instruction` or `prompt`")
         parts = instruct.split(entries, opts.train_ratio, opts.test_ratio)
-        enc = tokenizer.gpt2()  # the test split stays held out: DPO neither trains nor tunes on it
+        enc = start.encoding()  # the test split stays held out: DPO neither trains nor tunes on it
         self.data = {s: encode_pairs(parts[s], enc, L) for s in ("train", "validation")}
         self.train, self.dtype = self.data["train"], parallel.compute_dtype(opts.dtype)
         self.identity = {
@@ -85,7 +86,7 @@ class DPO(Task):
         self.reference_step = jax.jit(lambda p, b: jnp.stack(self.logprobs(p, b), axis=1))
         for name, pairs in self.data.items():
             self.reference(pairs, name)
-        self.harness = Harness(cfg, opts)
+        self.harness = Harness(cfg, opts, enc)
         margins = {"eval_train_reward_margin": "train margin", "val_reward_margin": "val margin"}
         self.plots = {
             "loss.png": ("DPO loss", LOSS_PLOT["loss.png"][1]),
@@ -151,7 +152,8 @@ class DPO(Task):
         return f"trainable parameters: {count_params(params):,} (reference frozen, beta {beta})"
 
     def final_model(self, params) -> Model:
-        return Model(self.cfg, params, task=instruct.TASK)
+        task = self.start.task or instruct.TASK
+        return Model(self.cfg, params, task=task, tokenizer=self.start.tokenizer)
 
 
 def main(argv=None) -> None:

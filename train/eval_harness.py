@@ -87,9 +87,9 @@ def main(argv=None) -> None:
         raise ValueError("lm-eval is not installed; pip install 'gptjax[eval]'") from None
     names = list(opts.tasks)
     model = Model.open(opts.ckpt)
-    model.encoding()  # refuses a vocabulary smaller than GPT-2's tokenizer
+    enc = model.encoding()  # refuses a vocabulary smaller than its tokenizer
     manager = task_manager(opts.include_path, names)
-    lm = GptjaxLM(model.cfg, model.params, batch_size=opts.batch_size, dtype=opts.dtype)
+    lm = GptjaxLM(model.cfg, model.params, batch_size=opts.batch_size, dtype=opts.dtype, enc=enc)
     tracker = EvaluationTracker(output_path=opts.output_path)
     results = evaluate(lm, names, manager, opts, tracker)
     print(make_table(results))

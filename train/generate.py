@@ -4,8 +4,9 @@
 
 prints the prompt, then each new token as it is decoded (random weights from `--preset` until a
 `--ckpt` is given: a gptjax checkpoint or a Hugging Face GPT-2 folder), then one line on stderr
-with the tokens/s. With `--instruction "..." [--input "..."]` the prompt is the Alpaca template
-of instruction-tuned models (`python -m train.instruct`) and only the response is printed.
+with the tokens/s. With `--instruction "..." [--input "..."]` the prompt is the template an
+instruction-tuned model (`python -m train.instruct`) was tuned on (Alpaca, or a ChatML user
+turn) and only the response is printed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.data import instruct, tokenizer
+from gptjax.data import chat, instruct, tokenizer
 from gptjax.inference import generation
 from gptjax.options import parse, run_cli
 from gptjax.store import open_or_preset
@@ -53,14 +54,22 @@ class Options:
     """the instruction's input, if any"""
 
 
-def write_tokens(opts: Options, cfg: GPTConfig, params, enc) -> int:
+def prompt_ids(opts: Options, enc, template: str) -> list[int]:
+    """--prompt's ids, or --instruction's in the model's template."""
+    if opts.instruction is None:
+        return enc.encode(opts.prompt)
+    if template == "chatml":
+        content = "\n\n".join(t for t in (opts.instruction, opts.input) if t)
+        return chat.encode(enc, [{"role": "user", "content": content}], add_generation_prompt=True)
+    entry = {"instruction": opts.instruction, "input": opts.input}
+    return enc.encode(instruct.prompt_text(entry))
+
+
+def write_tokens(opts: Options, cfg: GPTConfig, params, enc, template: str = "alpaca") -> int:
     """Write the prompt (cut to leave room), then each new token's text as it is decoded, to
     stdout; -> how many tokens were generated."""
-    text = opts.prompt
-    if opts.instruction is not None:
-        entry = {"instruction": opts.instruction, "input": opts.input}
-        text = instruct.format_prompt(entry) + instruct.RESPONSE
-    prompt = generation.prepare_prompt(cfg, enc.encode(text), opts.max_new_tokens)[0].tolist()
+    ids = prompt_ids(opts, enc, template)
+    prompt = generation.prepare_prompt(cfg, ids, opts.max_new_tokens)[0].tolist()
     if opts.instruction is None:  # an instruction's answer is printed alone
         sys.stdout.write(enc.decode(prompt))
     tokens = generation.stream(
@@ -71,7 +80,7 @@ def write_tokens(opts: Options, cfg: GPTConfig, params, enc) -> int:
         temperature=opts.temperature,
         top_k=opts.top_k,
         top_p=opts.top_p,
-        eos_id=tokenizer.EOT_ID if opts.stop_at_eos and tokenizer.has_eot(cfg.vocab_size) else None,
+        eos_id=chat.end_id(enc, template) if opts.stop_at_eos and stops(cfg, enc) else None,
         rng=jax.random.key(opts.seed),
         dtype=jnp.dtype(opts.dtype),
     )
@@ -83,12 +92,17 @@ def write_tokens(opts: Options, cfg: GPTConfig, params, enc) -> int:
     return n
 
 
+def stops(cfg: GPTConfig, enc) -> bool:
+    """Whether the model has a row for its tokenizer's end token (toy vocabularies have not)."""
+    return enc.eot_token < cfg.vocab_size
+
+
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
     model = open_or_preset(opts.ckpt, opts.preset, seed=opts.seed)
     params, enc = jax.device_put(model.params), model.encoding()
     start = time.perf_counter()
-    n = write_tokens(opts, model.cfg, params, enc)
+    n = write_tokens(opts, model.cfg, params, enc, chat.template_of(model.task))
     seconds = time.perf_counter() - start
     print(file=sys.stdout)
     print(f"[{n} tokens in {seconds:.2f}s, {n / seconds:.1f} tok/s incl. compile]", file=sys.stderr)

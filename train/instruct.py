@@ -2,6 +2,8 @@
 
     python -m train.instruct --init-from runs/gpt2-355M --data instruction-data --out runs/instruct
     python -m train.instruct --preset tiny --max-steps 40 --out runs/instruct-tiny
+    python -m train.instruct --init-from runs/pretrain --template chatml --data chats.jsonl \
+        --out runs/chat
     python -m train.instruct answer --ckpt runs/instruct [--answer-batch 8]
 
 Training prints the trainable parameter count and the step programs an epoch compiles (one per
@@ -10,6 +12,11 @@ test split in batches (greedy, up to --max-new-tokens, stopping at <|endoftext|>
 OUT/test-responses.json (each test entry with its `model_response`), OUT/metrics.jsonl,
 OUT/loss.png, checkpoints (rerun to continue) and the model in OUT/model (LoRA merged; adapters in
 OUT/peft). Score the answers with `python -m train.judge OUT/test-responses.json`.
+
+`--template chatml` reads conversations in OpenAI's messages format (JSONL, one
+`{"messages": [{"role", "content"}, ...]}` per line), adds <|im_start|> and <|im_end|> to the
+tokenizer (the embeddings grow, new rows at the mean of the old; OUT/model/task.json records
+it), learns the assistant turns only, and answers each test conversation's last turn.
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ from typing import Literal
 import jax
 
 from gptjax.config import PRESETS, GPTConfig
-from gptjax.data import instruct, tokenizer
+from gptjax.data import chat, instruct
 from gptjax.files import write_json
 from gptjax.inference.generation import complete_all
-from gptjax.model.params import init_params
+from gptjax.model.params import grow_vocab, init_params
 from gptjax.options import parse, run_cli
 from gptjax.store import Model
 from gptjax.training import parallel
@@ -40,9 +47,15 @@ from train.options import Harness, HarnessOptions, LoRAOptions, script_main, sta
 @dataclass(frozen=True)
 class Options(LoRAOptions, HarnessOptions):
     data: str = "instruction-data"
-    """instruction-data, or a JSON/JSONL list of records"""
+    """instruction-data, or a JSON/JSONL list of records (chatml: JSONL of {"messages": ...})"""
+    template: Literal[*chat.TEMPLATES] = "alpaca"
+    """alpaca: the book's instruction records; chatml: multi-turn conversations"""
     preset: Literal[*PRESETS] = "355M"
     """model size when no --init-from is given"""
+    tokenizer: str | None = None
+    """a tokenizer folder (python -m train.tokenizer) a fresh --preset model is sized for (unset:
+    GPT-2's, or --init-from's own)
+    """
     trainable: Literal["all", "lora"] = "all"
     """what trains"""
     mask_instruction: bool = False
@@ -68,12 +81,19 @@ class Instruct(Task):
     """Next-token loss on Alpaca-formatted records."""
 
     def __init__(self, opts: Options):
-        self.opts, self.enc, self.out = opts, tokenizer.gpt2(), Path(opts.out)
-        self.splits = instruct.split(
-            instruct.load_entries(opts.data), opts.train_ratio, opts.test_ratio
-        )
-        cfg, self.base = starting_model(opts.init_from, opts.preset, opts.drop_rate)
-        self.cfg = cfg
+        self.opts, self.out, self.chat = opts, Path(opts.out), opts.template == "chatml"
+        records = (chat.load_conversations if self.chat else instruct.load_entries)(opts.data)
+        self.splits = instruct.split(records, opts.train_ratio, opts.test_ratio)
+        start = starting_model(opts.init_from, opts.preset, opts.drop_rate, opts.tokenizer)
+        cfg, self.base, self.enc = start.cfg, start.params, start.encoding()
+        self.tokenizer, grown = start.tokenizer, None
+        if self.chat:
+            self.enc = self.tokenizer = chat.chat_encoding(self.enc)
+            if self.enc.n_vocab > cfg.vocab_size:
+                grown = {"from": cfg.vocab_size, "to": self.enc.n_vocab, "tokens": chat.TOKENS}
+                cfg, self.base = self.grown(cfg, self.base, self.enc.n_vocab)
+        self.cfg, self.task = cfg, (chat.TASK | {"grown": grown} if grown else chat.TASK)
+        self.task = self.task if self.chat else instruct.TASK
         L = cfg.fit(opts.max_length, "--max-length")
         self.data = {s: self.sequences(entries, L) for s, entries in self.splits.items()}
         self.train = self.data["train"]
@@ -84,6 +104,8 @@ class Instruct(Task):
             "mask_instruction": opts.mask_instruction,
             "lora": self.lcfg and dataclasses.asdict(self.lcfg),
             "max_length": L,
+            "template": opts.template,
+            "grown": grown,
         }
         self.identity = {"task": "instruct", "model": cfg.to_dict(), "instruct": run}
         self.dtype = parallel.compute_dtype(opts.dtype)
@@ -94,16 +116,29 @@ class Instruct(Task):
             opts.batch_size,
             opts.eval_batches,
         )
-        self.harness = Harness(cfg, opts)
+        self.harness = Harness(cfg, opts, self.enc)
         self.plots = LOSS_PLOT | self.harness.plots
 
-    def sequences(self, entries: list[dict], L: int) -> instruct.Sequences:
+    @staticmethod
+    def grown(cfg: GPTConfig, params, V: int):
+        """(cfg, params) with V rows of embeddings (params None: drawn later at V)."""
+        if params is None:
+            return dataclasses.replace(cfg, vocab_size=V), None
+        return grow_vocab(cfg, params, V)
+
+    def sequences(self, entries: list, L: int) -> instruct.Sequences:
+        eot = self.enc.eot_token
+        if self.chat:
+            pairs = [chat.encode_with_mask(self.enc, m) for m in entries]
+            return instruct.Sequences(
+                [p[0] for p in pairs], L, masks=[p[1] for p in pairs], pad_id=eot
+            )
         encode = self.enc.encode_ordinary
         tokens = [encode(instruct.training_text(e)) for e in entries]
         prompts = None
         if self.opts.mask_instruction:
             prompts = [len(encode(instruct.format_prompt(e))) for e in entries]
-        return instruct.Sequences(tokens, L, prompts)
+        return instruct.Sequences(tokens, L, prompts, pad_id=eot)
 
     def loss_fn(self, params, batch, rng, train):
         params = self.model_params(params)
@@ -122,7 +157,8 @@ class Instruct(Task):
         )
 
     def final_model(self, params) -> Model:
-        return Model(self.cfg, self.model_params(params), task=instruct.TASK)
+        params = self.model_params(params)
+        return Model(self.cfg, params, task=self.task, tokenizer=self.tokenizer)
 
     def finish(self, params) -> Model:
         """The model, then its answers to the test split (OUT/test-responses.json)."""
@@ -131,50 +167,59 @@ class Instruct(Task):
             opts, entries = self.opts, self.splits["test"]
             path = self.out / "test-responses.json"
             batch, most = opts.answer_batch, opts.max_new_tokens
-            write_answers(self.cfg, model.params, entries, path, batch, most, opts.progress)
+            write_answers(model, entries, path, batch, most, opts.progress)
         return model
 
 
-def answer(
-    cfg: GPTConfig,
-    params,
-    entries: list[dict],
-    *,
-    batch: int,
-    max_new_tokens: int,
-    progress: bool = True,
-):
-    """The model's response to each entry, `batch` prompts at a time (greedy, stopping at
-    <|endoftext|>), with a progress bar."""
-    enc, params = tokenizer.gpt2(), jax.device_put(params)  # on the devices once, not per batch
-    prompts = [enc.encode_ordinary(instruct.format_prompt(e) + instruct.RESPONSE) for e in entries]
+def answer(model: Model, entries: list, *, batch: int, max_new_tokens: int, progress=True):
+    """The model's response to each entry (an Alpaca record, or a conversation whose last turn
+    is answered in ChatML), `batch` prompts at a time (greedy, stopping at the template's end
+    token), with a progress bar."""
+    cfg, enc, template = model.cfg, model.encoding(), chat.template_of(model.task)
+    params = jax.device_put(model.params)  # on the devices once, not per batch
+    if template == "chatml":
+        prompts = [chat.encode(enc, reply_to(e), add_generation_prompt=True) for e in entries]
+    else:
+        prompts = [enc.encode_ordinary(instruct.prompt_text(e)) for e in entries]
     # One answer length for the whole run, so every batch reuses the same few programs; a model
     # with a short context answers at least a quarter of it, cutting the longest prompts.
     room = cfg.context_length - max(len(p) for p in prompts)
     n = min(max_new_tokens, max(room, cfg.context_length // 4))
+    eos = chat.end_id(enc, template)
     new = complete_all(
-        cfg,
-        params,
-        prompts,
-        max_new_tokens=n,
-        batch=batch,
-        eos_id=tokenizer.EOT_ID,
-        progress=progress,
+        cfg, params, prompts, max_new_tokens=n, batch=batch, eos_id=eos, progress=progress
     )
+    if template == "chatml":
+        return [enc.decode([t for t in tokens if t != eos]).strip() for tokens in new]
     return [instruct.response_of(enc.decode(tokens)) for tokens in new]
 
 
+def reply_to(messages: list[dict]) -> list[dict]:
+    """A conversation up to (not including) its last assistant turn."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
 def write_answers(
-    cfg, params, entries, path: Path, batch: int, max_new_tokens: int, progress: bool = True
+    model: Model, entries, path: Path, batch: int, max_new_tokens: int, progress: bool = True
 ) -> None:
     start = time.perf_counter()
     responses = answer(
-        cfg, params, entries, batch=batch, max_new_tokens=max_new_tokens, progress=progress
+        model, entries, batch=batch, max_new_tokens=max_new_tokens, progress=progress
     )
     seconds = time.perf_counter() - start
-    rows = [{**e, "model_response": r} for e, r in zip(entries, responses, strict=True)]
+    rows = [as_record(e) | {"model_response": r} for e, r in zip(entries, responses, strict=True)]
     write_json(path, rows)
     print(f"answered {len(rows)} test prompts in {seconds:.1f} s ({batch} at a time): {path}")
+
+
+def as_record(entry) -> dict:
+    """A test entry as test-responses.json holds it: a conversation as its messages up to the
+    answered turn, the expected answer as `output`."""
+    if isinstance(entry, dict):
+        return dict(entry)
+    last = reply_to(entry)
+    return {"messages": last, "output": entry[len(last)]["content"]}
 
 
 @dataclass(frozen=True)
@@ -198,10 +243,11 @@ class Answer:
 def answer_main(argv) -> None:
     opts = parse(Answer, argv, "answer the test split with a trained model")
     run, model = Path(opts.ckpt), Model.open(opts.ckpt)
-    records = instruct.load_entries(opts.data)
+    chats = chat.template_of(model.task) == "chatml"
+    records = (chat.load_conversations if chats else instruct.load_entries)(opts.data)
     entries = instruct.split(records, opts.train_ratio, opts.test_ratio)["test"]
     out = Path(opts.out) if opts.out else run / "test-responses.json"
-    write_answers(model.cfg, model.params, entries, out, opts.answer_batch, opts.max_new_tokens)
+    write_answers(model, entries, out, opts.answer_batch, opts.max_new_tokens)
 
 
 def main(argv=None) -> None:

@@ -24,6 +24,7 @@ from typing import Literal
 from tqdm import tqdm
 from tyro.conf import Positional
 
+from gptjax.data import chat
 from gptjax.data.instruct import format_prompt
 from gptjax.files import write_json
 from gptjax.options import parse, run_cli
@@ -48,9 +49,10 @@ class Options:
 
 
 def judge_prompt(entry: dict) -> str:
-    """The book's scoring prompt."""
+    """The book's scoring prompt (a chat's input: its conversation in ChatML)."""
+    given = chat.render(entry["messages"]) if "messages" in entry else format_prompt(entry)
     return (
-        f"Given the input `{format_prompt(entry)}` and correct output `{entry['output']}`, "
+        f"Given the input `{given}` and correct output `{entry['output']}`, "
         f"score the model response `{entry['model_response']}` on a scale from 0 to 100, "
         "where 100 is the best score. Respond with the integer number only."
     )
@@ -128,7 +130,8 @@ def main(argv=None) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable JSON file ({e})") from None
     for i, e in enumerate(entries):
-        missing = [k for k in ("instruction", "output", "model_response") if k not in e]
+        asked = "messages" if "messages" in e else "instruction"  # a chat, or an Alpaca record
+        missing = [k for k in (asked, "output", "model_response") if k not in e]
         if missing:
             raise ValueError(f"{path}: entry {i} has no {', '.join(missing)}")
     scores, replies = [], []

@@ -10,6 +10,7 @@ lm-eval tasks at their evaluations with `Harness`.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from dataclasses import dataclass
 from typing import Literal
@@ -124,7 +125,12 @@ class RunOptions:
             muon_lr=self.muon_lr,
             muon_momentum=self.muon_momentum,
         )
-        same = {f.name for f in dataclasses.fields(LoopConfig)} - {"optim", "log_to", "options"}
+        same = {f.name for f in dataclasses.fields(LoopConfig)} - {
+            "optim",
+            "log_to",
+            "options",
+            "command",
+        }
         return LoopConfig(
             **{name: getattr(self, name) for name in same},
             optim=optim,
@@ -179,7 +185,7 @@ class Harness:
     `harness(params, step)` -> (harness/<task>/<metric> records, a line for the log), empty
     at evaluations it skips or when no tasks were asked for."""
 
-    def __init__(self, cfg: GPTConfig, opts):
+    def __init__(self, cfg: GPTConfig, opts, enc=None):
         self.every, self.tasks, self.plots = opts.harness_every or 1, None, {}
         if not opts.harness_tasks:
             return
@@ -197,6 +203,7 @@ class Harness:
             limit=opts.harness_limit,
             batch_size=opts.batch_size,
             dtype=opts.dtype,
+            enc=enc,
         )
         self.plots = {"harness.png": ("lm-eval", self.tasks.metrics())}
 
@@ -208,13 +215,20 @@ class Harness:
 
 
 def starting_model(
-    init_from: str | None, preset: str, drop_rate: float, **overrides
-) -> tuple[GPTConfig, dict | None]:
-    """(config, weights) of `init_from` (any folder `gptjax.store.Model` opens), or the preset's
-    config with `overrides` and no weights yet (the task draws them); either way with
-    `drop_rate`."""
-    model = open_or_preset(init_from, preset, weights=False, **overrides)
-    return dataclasses.replace(model.cfg, drop_rate=drop_rate), model.params
+    init_from: str | None,
+    preset: str,
+    drop_rate: float,
+    tokenizer_dir: str | None = None,
+    **overrides,
+):
+    """The `Model` a run starts from: `init_from` (any folder `gptjax.store.Model` opens, with
+    its weights and tokenizer), or the preset's config with `overrides`, sized for
+    `tokenizer_dir`'s tokenizer if given, and no weights yet (the task draws them); either way
+    with `drop_rate`."""
+    model = open_or_preset(
+        init_from, preset, weights=False, tokenizer_dir=tokenizer_dir, **overrides
+    )
+    return model.replace(cfg=dataclasses.replace(model.cfg, drop_rate=drop_rate))
 
 
 def script_main(options: type, make_task, argv, doc: str, commands: dict | None = None) -> None:
@@ -226,4 +240,7 @@ def script_main(options: type, make_task, argv, doc: str, commands: dict | None 
         return commands[argv[0]](argv[1:])
     opts = parse(options, argv, doc)
     parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
-    loop.run(opts.loop_config(), make_task(opts))
+    module = sys.modules.get(make_task.__module__)  # "__main__" under python -m: its real name
+    name = getattr(getattr(module, "__spec__", None), "name", None) or make_task.__module__
+    line = shlex.join(["python", "-m", name, *map(str, argv)])
+    loop.run(dataclasses.replace(opts.loop_config(), command=line), make_task(opts))

@@ -9,7 +9,9 @@ to NAME_train_000001.bin, NAME_train_000002.bin, ... of --shard-tokens each; a d
 does not fit continues in the next shard. Prints the shards as they are written, then
 `N tokens in K shards, S s: X tokens/s (Y per worker)`. A shard is written under a temporary
 name and renamed; run the same command again after an interruption and it resumes at the first
-missing shard. `python -m train.pretrain --data OUT` trains on the result.
+missing shard. `python -m train.pretrain --data OUT` trains on the result. `--tokenizer DIR`
+(`python -m train.tokenizer`) tokenizes with your own tokenizer instead of GPT-2's and keeps a
+copy in OUT/tokenizer, which pretraining then uses.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 from tyro.conf import Positional
 
-from gptjax.data import tokenizer
+from gptjax.data import bpe, tokenizer
 from gptjax.data.documents import documents, source_files
 from gptjax.data.shards import read_shard, shard_name, write_shard
 from gptjax.files import write_json
@@ -53,14 +55,16 @@ class Options:
     """field or column holding the text (.jsonl, .parquet)"""
     name: str | None = None
     """shard name prefix (unset: the source's name)"""
+    tokenizer: str | None = None
+    """a tokenizer folder (python -m train.tokenizer; unset: GPT-2's)"""
 
 
 _enc = None
 
 
-def _init_worker() -> None:
+def _init_worker(tokenizer_dir: str | None = None) -> None:
     global _enc
-    _enc = tokenizer.gpt2()
+    _enc = bpe.load(tokenizer_dir) if tokenizer_dir else tokenizer.gpt2()
 
 
 def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +72,7 @@ def encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     between processes, not one object per document), with each text's length."""
     if _enc is None:
         _init_worker()
-    parts = [[tokenizer.EOT_ID, *_enc.encode_ordinary(t)] for t in texts]
+    parts = [[_enc.eot_token, *_enc.encode_ordinary(t)] for t in texts]
     lengths = np.fromiter(map(len, parts), np.int64, len(parts))
     return np.fromiter(itertools.chain.from_iterable(parts), np.uint16, lengths.sum()), lengths
 
@@ -80,15 +84,18 @@ def split(block: tuple[np.ndarray, np.ndarray]):
         yield flat[start:end]
 
 
-def encoded(docs, workers: int):
+def encoded(docs, workers: int, tokenizer_dir: str | None = None):
     """Token arrays of `docs` in order; at most 2 blocks per worker in flight (bounded memory)."""
     blocks = iter(lambda: list(itertools.islice(docs, BLOCK)), [])
     if workers <= 1:
+        _init_worker(tokenizer_dir)
         for block in blocks:
             yield from split(encode(block))
         return
     # fork: workers start at once; this process never starts a JAX backend to fork mid-flight.
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+    with mp.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(tokenizer_dir,)
+    ) as pool:
         pending = deque()
         for block in itertools.chain(blocks, [None]):
             if block is not None:
@@ -163,6 +170,10 @@ def prepare(opts: Options) -> dict:
     name = opts.name or Path(opts.source.removesuffix(".gz")).stem.split(".")[0]
     out.mkdir(parents=True, exist_ok=True)
     state = start(opts, out, name)
+    if opts.tokenizer:  # pretraining on OUT finds it there
+        enc = bpe.load(opts.tokenizer)
+        if not bpe.is_tokenizer_dir(out / "tokenizer"):
+            bpe.save(enc, out / "tokenizer")
     if state["finished"]:
         print(f"{out}: already prepared ({len(state['shards'])} shards); nothing to do")
         return state
@@ -171,7 +182,7 @@ def prepare(opts: Options) -> dict:
     docs = itertools.islice(documents(files, opts.text_field), first, None)
     writer, began, total = Writer(out, name, opts, state), time.perf_counter(), 0
     with tqdm(unit="tok", unit_scale=True, desc="tokenizing") as bar:
-        for doc, tokens in enumerate(encoded(docs, opts.workers), first):
+        for doc, tokens in enumerate(encoded(docs, opts.workers, opts.tokenizer), first):
             writer.add(tokens, doc, skip)
             total, skip = total + len(tokens), 0
             bar.update(len(tokens))

@@ -3,9 +3,12 @@
     python -m train.pretrain --data the-verdict --preset tiny --out runs/verdict
 
 shows a progress bar with loss and tokens/s; at each eval prints train/val loss and a greedy
-sample from --prompt; writes OUT/metrics.jsonl, OUT/loss.png and checkpoints in
-OUT/checkpoints (the same command continues an interrupted run). Sample afterwards with
-`python -m train.generate --ckpt OUT`.
+sample from --prompt; writes OUT/metrics.jsonl (val_bpb: bits per byte, comparable across
+tokenizers), OUT/loss.png and checkpoints in OUT/checkpoints (the same command continues an
+interrupted run). Sample afterwards with `python -m train.generate --ckpt OUT`. With
+`--tokenizer DIR` (python -m train.tokenizer) the model is sized for that tokenizer and the run
+keeps a copy in OUT/tokenizer, which every later command (generate, serve, instruct, rl,
+export-hf) uses.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import numpy as np
 
 from gptjax import generate
 from gptjax.config import CHOICES, GPT2_ARCH, PRESETS, GPTConfig
-from gptjax.data import tokenizer
+from gptjax.data import bpe
 from gptjax.data.corpus import Windows, load_tokens, split_documents
 from gptjax.data.shards import is_shard_dir, shard_windows
+from gptjax.data.tokenizer import EOT_ID
 from gptjax.eval.hellaswag import HellaSwag
 from gptjax.model.attention import IMPLS
 from gptjax.model.gpt import REMAT
@@ -32,7 +36,7 @@ from gptjax.training.cross_entropy import ce_chunks_for
 from gptjax.training.evaluator import Evaluator
 from gptjax.training.flops import flops_per_token
 from gptjax.training.parallel import DTYPES
-from gptjax.training.steps import lm_loss, make_eval_step, perplexity
+from gptjax.training.steps import bits_per_byte, lm_loss, make_eval_step, perplexity
 from gptjax.training.task import LOSS_PLOT, Task
 from train.options import (
     Harness,
@@ -52,6 +56,10 @@ class Options(RunOptions, HarnessOptions):
     """
     preset: Literal[*PRESETS] = "tiny"
     """model size"""
+    tokenizer: str | None = None
+    """a tokenizer folder (python -m train.tokenizer; unset: GPT-2's, or the one a shard
+    folder was prepared with)
+    """
     context_length: int | None = None
     """tokens per window (unset: the preset's)"""
     init: Literal[*INITS] = "gpt2"
@@ -108,18 +116,34 @@ class Options(RunOptions, HarnessOptions):
     """HellaSwag .jsonl (unset: validation, cached)"""
 
 
-def corpus(data: str, T: int, train_ratio: float, align: bool = False) -> tuple:
+def corpus(data: str, T: int, train_ratio: float, align: bool = False, enc=None) -> tuple:
     """(train, val) windows of T tokens: a folder of llm.c shards brings its own val shard;
-    text is tokenized once (cached) and split at the document start nearest train_ratio.
-    `align`: training windows start at document starts."""
+    text is tokenized once by `enc` (None: GPT-2's; cached) and split at the document start
+    nearest train_ratio. `align`: training windows start at document starts."""
+    eot = enc.eot_token if enc is not None else EOT_ID
     if is_shard_dir(data):
-        return shard_windows(data, T, align)
-    tokens = load_tokens(data, progress=jax.process_index() == 0)
-    train_tok, val_tok = split_documents(tokens, train_ratio)
+        return shard_windows(data, T, align, eot)
+    tokens = load_tokens(data, progress=jax.process_index() == 0, enc=enc)
+    train_tok, val_tok = split_documents(tokens, train_ratio, eot)
     return (
-        Windows(train_tok, T, T, name=f"{data} (train split)", align=align),
-        Windows(val_tok, T, T, name=f"{data} (validation split)"),
+        Windows(train_tok, T, T, name=f"{data} (train split)", align=align, eot=eot),
+        Windows(val_tok, T, T, name=f"{data} (validation split)", eot=eot),
     )
+
+
+def tokenizer_dir(opts: Options) -> str | None:
+    """--tokenizer, else the tokenizer a shard folder was prepared with (train.prepare records
+    it in the folder); a shard folder of another tokenizer is refused."""
+    shards = Path(opts.data) / "tokenizer" if is_shard_dir(opts.data) else None
+    recorded = shards if shards is not None and bpe.is_tokenizer_dir(shards) else None
+    if opts.tokenizer and recorded is not None:
+        mine, theirs = bpe.load(opts.tokenizer), bpe.load(recorded)
+        if bpe.fingerprint(mine) != bpe.fingerprint(theirs):
+            raise ValueError(
+                f"--tokenizer {opts.tokenizer}: {opts.data} was prepared with another tokenizer "
+                f"({recorded}); leave --tokenizer out or prepare the shards again"
+            )
+    return opts.tokenizer or (str(recorded) if recorded is not None else None)
 
 
 def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
@@ -132,19 +156,24 @@ def model_config(opts: Options) -> tuple[GPTConfig, dict | None]:
         raise ValueError(f"{flags} shape(s) a --preset model; --init-from brings its own weights")
     if opts.context_length and not opts.init_from:
         arch["context_length"] = opts.context_length
-    return starting_model(opts.init_from, opts.preset, opts.drop_rate, **arch)
+    return starting_model(opts.init_from, opts.preset, opts.drop_rate, tokenizer_dir(opts), **arch)
 
 
 class Pretrain(Task):
     """Next-token prediction on windows of a text corpus."""
 
     def __init__(self, opts: Options):
-        cfg, self.params = model_config(opts)
+        start = model_config(opts)
+        cfg, self.params, self.enc = start.cfg, start.params, start.encoding()
         T = cfg.fit(opts.context_length, "--context-length")
-        self.train, val = corpus(opts.data, T, opts.train_ratio, opts.align_docs)
+        own = start.tokenizer  # None: GPT-2's
+        self.train, val = corpus(opts.data, T, opts.train_ratio, opts.align_docs, own)
         self.data = {"train": self.train, "validation": val}
         self.opts, self.cfg, self.out = opts, cfg, Path(opts.out)
         self.identity = {"model": cfg.to_dict()}
+        if own is not None:
+            self.identity["tokenizer"] = bpe.fingerprint(own)
+            keep_tokenizer(own, self.out / "tokenizer", cfg.context_length)
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
         chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim)
         compute = dict(
@@ -152,20 +181,24 @@ class Pretrain(Task):
             attention=opts.attention,
             ce_chunks=chunks,
             doc_mask=opts.doc_mask,
+            eot=self.enc.eot_token,
         )
         self.loss_fn = lm_loss(cfg, remat=opts.remat, **compute)
         self.seen = ("tokens_seen", T)
         self.flops_per_token = flops_per_token(cfg, T)  # for MFU on GPUs and TPUs
-        self.harness = Harness(cfg, opts)
+        self.harness = Harness(cfg, opts, self.enc)
         hellaswag = (
             "HellaSwag accuracy",
             {"hellaswag_acc_norm": "acc_norm", "hellaswag_acc": "acc"},
         )
         self.plots = {"loss.png": [LOSS_PLOT["loss.png"], hellaswag], **self.harness.plots}
+        sizes = bpe.token_bytes(self.enc, cfg.vocab_size)
         self.evaluator = Evaluator(
-            make_eval_step(cfg, **compute), parallel.make_mesh(), opts.batch_size, opts.eval_batches
+            make_eval_step(cfg, token_bytes=sizes, **compute),
+            parallel.make_mesh(),
+            opts.batch_size,
+            opts.eval_batches,
         )
-        self.enc = tokenizer.gpt2()
         self.prompt = [self.enc.encode(opts.prompt)]  # tokenized once, not at every eval
         self.hellaswag = None
         if opts.hellaswag_every:
@@ -192,8 +225,12 @@ class Pretrain(Task):
         ids = generate(self.cfg, params, self.prompt, max_new_tokens=self.opts.sample_tokens)
         text = self.enc.decode(np.asarray(ids[0]).tolist())
         # TensorBoard and W&B show the sample as text.
-        more = {"val_perplexity": perplexity(metrics["val_loss"]), "sample": text}
-        line = f" | {text!r}"
+        more = {
+            "val_perplexity": perplexity(metrics["val_loss"]),
+            "val_bpb": bits_per_byte(metrics["val_loss"], metrics["val_bytes_per_token"]),
+            "sample": text,
+        }
+        line = f", val bpb {more['val_bpb']:.3f} | {text!r}"
         if self.hellaswag is not None and step % self.opts.hellaswag_every == 0:
             scores = self.hellaswag.scores(params)
             more |= {f"hellaswag_{k}": v for k, v in scores.items()}
@@ -202,6 +239,13 @@ class Pretrain(Task):
 
     def describe(self, params) -> str:
         return f"parameters: {count_params(params):,} ({self.cfg})"
+
+
+def keep_tokenizer(enc, folder: Path, context: int) -> None:
+    """The run's copy of its tokenizer (OUT/tokenizer), written once by process 0; a resumed run
+    finds it there (its checkpoints' identity holds the tokenizer's fingerprint)."""
+    if jax.process_index() == 0 and not bpe.is_tokenizer_dir(folder):
+        bpe.save(enc, folder, context=context)
 
 
 def main(argv=None) -> None:

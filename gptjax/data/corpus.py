@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from gptjax.data.bpe import fingerprint, is_gpt2
 from gptjax.data.cache import cache_dir, fetch
 from gptjax.data.tokenizer import EOT_ID, gpt2
 from gptjax.files import atomic_file, write_json
@@ -54,12 +56,15 @@ def _read_pieces(path: Path):
         raise ValueError(f"{path}: unreadable as UTF-8 text ({e})") from None
 
 
-def token_file(source: str, *, progress: bool = True) -> Path:
-    """Path of the uint16 token file for `source`, tokenizing it first if needed. In a folder
-    each file is one document and ends in `<|endoftext|>`; a single file is one document."""
+def token_file(source: str, *, progress: bool = True, enc=None) -> Path:
+    """Path of the uint16 token file for `source`, tokenizing it first if needed with `enc`
+    (None: GPT-2's BPE). In a folder each file is one document and ends in `<|endoftext|>`; a
+    single file is one document."""
     files = source_files(source)
     folder = Path(source).is_dir()
     key = hashlib.sha256(b"documents end in eot\n" if folder else b"")
+    if enc is not None and not is_gpt2(enc):  # GPT-2's files keep their names
+        key.update(json.dumps(fingerprint(enc), sort_keys=True).encode())
     for f in files:
         st = f.stat()
         key.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -67,7 +72,7 @@ def token_file(source: str, *, progress: bool = True) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    enc = gpt2()
+    enc = enc or gpt2()
     total = sum(f.stat().st_size for f in files)
     with (
         atomic_file(out) as tmp,
@@ -81,14 +86,14 @@ def token_file(source: str, *, progress: bool = True) -> Path:
                 sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
                 bar.update(len(piece.encode()))
             if folder:
-                sink.write(np.array([EOT_ID], np.uint16).tobytes())
+                sink.write(np.array([enc.eot_token], np.uint16).tobytes())
     write_json(out.with_suffix(".json"), {"files": [str(f) for f in files]})
     return out
 
 
-def load_tokens(source: str, *, progress: bool = True) -> np.memmap:
-    """All of `source`'s tokens as a read-only uint16 memmap [n]."""
-    path = token_file(source, progress=progress)
+def load_tokens(source: str, *, progress: bool = True, enc=None) -> np.memmap:
+    """All of `source`'s tokens (by `enc`, None: GPT-2's) as a read-only uint16 memmap [n]."""
+    path = token_file(source, progress=progress, enc=enc)
     if path.stat().st_size == 0:
         raise ValueError(f"{source}: no text to train on (empty)")
     return np.memmap(path, dtype=np.uint16, mode="r")
@@ -106,33 +111,35 @@ class Shuffled:
         return epoch_rows(len(self), epoch, index, B, seed=seed, shuffle=shuffle)
 
 
-def document_starts(tokens: np.ndarray) -> np.ndarray:
+def document_starts(tokens: np.ndarray, eot: int = EOT_ID) -> np.ndarray:
     """Where each document of `tokens` [n] begins: 0 and every position after an
-    `<|endoftext|>` (except the end). int64 [documents], ascending."""
-    after = np.flatnonzero(np.asarray(tokens) == EOT_ID) + 1
+    `<|endoftext|>` (id `eot`; except the end). int64 [documents], ascending."""
+    after = np.flatnonzero(np.asarray(tokens) == eot) + 1
     return np.concatenate([[0], after[after < len(tokens)]]).astype(np.int64)
 
 
-def split_documents(tokens: np.ndarray, train_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+def split_documents(
+    tokens: np.ndarray, train_ratio: float, eot: int = EOT_ID
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) token arrays: the cut falls on the document start nearest
     `train_ratio` of the tokens, so each side holds whole documents (the same ones every run).
     A source of one document is cut at `train_ratio` itself."""
     if not 0.0 < train_ratio < 1.0:
         raise ValueError(f"train_ratio must be in (0, 1), got {train_ratio}")
     at = int(train_ratio * len(tokens))
-    starts = document_starts(tokens)[1:]
+    starts = document_starts(tokens, eot)[1:]
     if len(starts):
         at = int(starts[np.argmin(np.abs(starts - at))])
     return tokens[:at], tokens[at:]
 
 
-def aligned_starts(tokens: np.ndarray, T: int) -> np.ndarray:
+def aligned_starts(tokens: np.ndarray, T: int, eot: int = EOT_ID) -> np.ndarray:
     """Window starts that cut every document into windows of T from its `<|endoftext|>` (or
     the start of `tokens`), so each window's first target is a document's first token, predicted
     from the separator alone as from a BOS (the speedrun's batches); the last window of a
     document runs on into the next. No document begins mid-window."""
-    eot = np.flatnonzero(np.asarray(tokens) == EOT_ID)
-    starts = np.unique(np.concatenate([[0], eot])).astype(np.int64)
+    at_eot = np.flatnonzero(np.asarray(tokens) == eot)
+    starts = np.unique(np.concatenate([[0], at_eot])).astype(np.int64)
     ends = np.append(starts[1:], len(tokens))
     counts = -(-(ends - starts) // T)
     first = np.repeat(np.cumsum(counts) - counts, counts)  # each window's document's first
@@ -150,6 +157,7 @@ class Windows(Shuffled):
     stride: int
     name: str = "data"
     align: bool = False
+    eot: int = EOT_ID  # the tokenizer's <|endoftext|>, where documents start (align)
 
     def __post_init__(self):
         if self.T < 1 or self.stride < 1:
@@ -160,7 +168,7 @@ class Windows(Shuffled):
                 f"{self.T} needs {self.T + 1}"
             )
         if self.align:
-            self.starts = aligned_starts(self.tokens, self.T)
+            self.starts = aligned_starts(self.tokens, self.T, self.eot)
         else:
             self.starts = np.arange(0, len(self.tokens) - self.T, self.stride)
 

@@ -40,19 +40,36 @@ def training_text(entry: dict, response: str | None = None) -> str:
     return format_prompt(entry) + RESPONSE + (entry["output"] if response is None else response)
 
 
+def prompt_text(entry: dict) -> str:
+    """What a model tuned on the template is given to answer: the prompt and the response
+    header."""
+    return format_prompt(entry) + RESPONSE
+
+
 def response_of(generated: str) -> str:
     """The answer in text the model wrote after a prompt ending in the response header."""
     return generated.removeprefix("### Response:").split("<|endoftext|>")[0].strip()
 
 
-def collate(token_lists, *, pad_id=EOT_ID, ignore=IGNORE, max_length=None, prompt_lengths=None):
+def collate(
+    token_lists,
+    *,
+    pad_id=EOT_ID,
+    ignore=IGNORE,
+    max_length=None,
+    prompt_lengths=None,
+    masks=None,
+):
     """The book's `custom_collate_fn`: {"inputs", "targets"} int32 [B, T].
 
     Each sequence gets one pad_id appended (the end-of-text the model learns to emit), all are
     padded with pad_id to the longest + 1, inputs are all but the last position and targets the
     sequence shifted by one; every target after a sequence's end-of-text is `ignore` (decided by
     length, not by token value), as are the first prompt_length - 1 targets of a row when
-    `prompt_lengths` is given (training on responses only); then both are cut to max_length.
+    `prompt_lengths` is given (training on responses only); with `masks` (bool per token, e.g.
+    `chat.encode_with_mask`'s) a target counts only where its token's mask is True, and the
+    appended pad_id never does (a conversation ends in its own end-of-turn token); then both
+    are cut to max_length.
     """
     T = max(len(t) for t in token_lists)  # = the longest + 1, minus the shift
     inputs = np.full((len(token_lists), T), pad_id, np.int32)
@@ -64,6 +81,9 @@ def collate(token_lists, *, pad_id=EOT_ID, ignore=IGNORE, max_length=None, promp
         targets[b, n - 1] = pad_id
         if prompt_lengths is not None:
             targets[b, : max(prompt_lengths[b] - 1, 0)] = ignore
+        if masks is not None:
+            keep = np.append(np.asarray(masks[b][1:], bool), False)
+            targets[b, :n] = np.where(keep, targets[b, :n], ignore)
     if max_length is not None:
         inputs, targets = inputs[:, :max_length], targets[:, :max_length]
     return {"inputs": inputs, "targets": targets}
@@ -137,8 +157,17 @@ class Sequences(Shuffled):
     """Tokenized examples as a training dataset: batches are collated like the book's and padded
     on the right up to a bucket length, so an epoch compiles a handful of step programs."""
 
-    def __init__(self, tokens: list, max_length: int, prompt_lengths: list | None = None):
+    def __init__(
+        self,
+        tokens: list,
+        max_length: int,
+        prompt_lengths: list | None = None,
+        *,
+        masks: list | None = None,
+        pad_id: int = EOT_ID,
+    ):
         self.tokens, self.max_length, self.prompt_lengths = tokens, max_length, prompt_lengths
+        self.masks, self.pad_id = masks, pad_id
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -146,10 +175,15 @@ class Sequences(Shuffled):
     def batch(self, rows) -> dict[str, np.ndarray]:
         """{"inputs", "targets"}: int32 [B, T], T a bucket length <= max_length."""
         lengths = None if self.prompt_lengths is None else [self.prompt_lengths[r] for r in rows]
+        masks = None if self.masks is None else [self.masks[r] for r in rows]
         b = collate(
-            [self.tokens[r] for r in rows], max_length=self.max_length, prompt_lengths=lengths
+            [self.tokens[r] for r in rows],
+            max_length=self.max_length,
+            prompt_lengths=lengths,
+            masks=masks,
+            pad_id=self.pad_id,
         )
-        return pad_to(b, bucket(b["inputs"].shape[1], self.max_length))
+        return pad_to(b, bucket(b["inputs"].shape[1], self.max_length), self.pad_id)
 
     def buckets(self, B: int, *, seed: int, epoch: int = 0) -> dict[int, int]:
         """{bucket length: batches} over one epoch: how many step programs it compiles."""

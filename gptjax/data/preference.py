@@ -18,9 +18,16 @@ class Pairs(Shuffled):
     response masks (the prompt and padding out), padded to a bucket length, and the reference
     model's log-probabilities of each (`ref`, filled once before training)."""
 
-    def __init__(self, chosen: list, rejected: list, prompt_lengths: list, max_length: int):
+    def __init__(
+        self,
+        chosen: list,
+        rejected: list,
+        prompt_lengths: list,
+        max_length: int,
+        pad_id: int = EOT_ID,
+    ):
         self.chosen, self.rejected, self.prompts = chosen, rejected, prompt_lengths
-        self.max_length = max_length
+        self.max_length, self.pad_id = max_length, pad_id
         self.ref = np.zeros((len(chosen), 2), np.float32)  # [n, (chosen, rejected)]
 
     def __len__(self) -> int:
@@ -37,7 +44,7 @@ class Pairs(Shuffled):
             "ref_rejected": self.ref[rows, 1],
         }
         for key, seqs in (("chosen", self.chosen), ("rejected", self.rejected)):
-            tokens = np.full((len(rows), T), EOT_ID, np.int32)
+            tokens = np.full((len(rows), T), self.pad_id, np.int32)
             mask = np.zeros((len(rows), T), bool)
             for b, r in enumerate(rows):
                 seq = seqs[r][:T]
@@ -57,4 +64,4 @@ def encode_pairs(entries: list[dict], enc, max_length: int) -> Pairs:
         prompts.append(len(enc.encode_ordinary(prompt)))
         chosen.append(enc.encode_ordinary(head + e["chosen"])[:max_length])
         rejected.append(enc.encode_ordinary(head + e["rejected"])[:max_length])
-    return Pairs(chosen, rejected, prompts, max_length)
+    return Pairs(chosen, rejected, prompts, max_length, enc.eot_token)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gptjax.data.corpus import Shuffled, Windows
+from gptjax.data.tokenizer import EOT_ID
 from gptjax.files import atomic_file
 
 MAGIC, VERSION, HEADER = 20240520, 1, 256  # HEADER int32 values before the tokens
@@ -88,10 +89,11 @@ class ShardWindows(Shuffled):
     T: int
     name: str = "shards"
     align: bool = False  # windows start at document starts (`corpus.aligned_starts`)
+    eot: int = EOT_ID  # the tokenizer's <|endoftext|>
 
     def __post_init__(self):
         fits = [s for s in self.shards if len(s) > self.T]
-        self.parts = [Windows(s, self.T, self.T, align=self.align) for s in fits]
+        self.parts = [Windows(s, self.T, self.T, align=self.align, eot=self.eot) for s in fits]
         if not self.parts:
             raise ValueError(f"{self.name}: too short: no shard holds {self.T + 1} tokens")
         self.first = np.cumsum([0] + [len(p) for p in self.parts])  # first window of each part
@@ -111,10 +113,10 @@ class ShardWindows(Shuffled):
 
 
 def shard_windows(
-    folder: str | Path, T: int, align: bool = False
+    folder: str | Path, T: int, align: bool = False, eot: int = EOT_ID
 ) -> tuple[ShardWindows, ShardWindows]:
     """(train, val) windows of a shard folder; a clear error when a split is missing.
-    `align`: training windows start at document starts."""
+    `align`: training windows start at document starts (each `eot`)."""
     files = shard_files(folder)
     for split in ("train", "val"):
         if not files[split]:
@@ -125,6 +127,7 @@ def shard_windows(
             T,
             f"{folder} ({split} shards)",
             align=align and split == "train",
+            eot=eot,
         )
         for split in ("train", "val")
     )

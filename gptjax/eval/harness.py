@@ -48,10 +48,12 @@ def score_rows(cfg: GPTConfig, dtype, params, tokens, offset, targets, mask, K: 
 class GptjaxLM(LM):
     """An lm-eval model over (cfg, params); `batch_size` rows per program call (all devices)."""
 
-    def __init__(self, cfg: GPTConfig, params, *, batch_size: int = 16, dtype="float32"):
-        """`params` may be None until set (`lm.params = ...`) before an evaluation."""
+    def __init__(self, cfg: GPTConfig, params, *, batch_size: int = 16, dtype="float32", enc=None):
+        """`params` may be None until set (`lm.params = ...`) before an evaluation; `enc`: the
+        model's tokenizer (None: GPT-2's)."""
         super().__init__()
-        self.cfg, self.enc = cfg, tokenizer.gpt2()
+        self.cfg, self.enc = cfg, enc or tokenizer.gpt2()
+        self.eot = self.enc.eot_token
         self.params = None if params is None else jax.device_put(params)
         self.max_length, self.B = cfg.context_length, batch_size
         self.mesh = parallel.make_mesh()
@@ -68,7 +70,7 @@ class GptjaxLM(LM):
         if spaces:
             context, continuation = context[:-spaces], context[-spaces:] + continuation
         if not context:
-            return [tokenizer.EOT_ID], self.encode(continuation)
+            return [self.eot], self.encode(continuation)
         whole, head = self.encode(context + continuation), self.encode(context)
         return head, whole[len(head) :]
 
@@ -82,7 +84,7 @@ class GptjaxLM(LM):
         for i, request in enumerate(requests):
             windows = get_rolling_token_windows(
                 token_list=self.encode(request.args[0]),
-                prefix_token=tokenizer.EOT_ID,
+                prefix_token=self.eot,
                 max_seq_len=self.max_length,
                 context_len=1,
             )
@@ -136,7 +138,7 @@ class GptjaxLM(LM):
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             n = min(int(kwargs.get("max_gen_toks", 256)), self.max_length - 1)
-            groups.setdefault(n, []).append((i, self.encode(context) or [tokenizer.EOT_ID], until))
+            groups.setdefault(n, []).append((i, self.encode(context) or [self.eot], until))
         for n, items in groups.items():
             items.sort(key=lambda item: len(item[1]))  # similar lengths batched together
             new = complete_all(
@@ -145,7 +147,7 @@ class GptjaxLM(LM):
                 [p for _, p, _ in items],
                 max_new_tokens=n,
                 batch=self.B,
-                eos_id=tokenizer.EOT_ID,
+                eos_id=self.eot,
                 dtype=self.dtype,
             )
             for (i, _, until), tokens in zip(items, new, strict=True):

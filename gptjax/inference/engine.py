@@ -253,6 +253,41 @@ class Engine:
         if self._thread is not None:
             self._thread.join()
 
+    def set_params(self, params) -> None:
+        """Decode with `params` from the next step on (RL's policy after each update)."""
+        self.params = compute_params(params, self.dtype)
+
+    def complete(
+        self,
+        prompts: list[list[int]],
+        *,
+        max_tokens: int,
+        seeds: list[int],
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> list[list[int]]:
+        """Each prompt's completion, run to its end in this thread (for batch jobs such as RL's
+        rollouts; the engine's own thread must not be running): its new tokens, ending with
+        eos_id when it stopped there. Prompt i draws with `seeds[i]`, as a Request would."""
+        out: list[list[int]] = [[] for _ in prompts]
+
+        def collect(i):
+            def on_token(token, finish):
+                if token is not None:
+                    out[i].append(token)
+                elif finish == "stop":
+                    out[i].append(self.eos_id)
+
+            return on_token
+
+        for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+            self.submit(Request(prompt, max_tokens, collect(i), temperature, top_p, seed))
+        while not self.waiting.empty() or any(r is not None for r in self.busy):
+            self._admit()
+            if any(r is not None for r in self.busy):
+                self.run_step()
+        return out
+
     def _loop(self) -> None:
         try:
             while self._running:

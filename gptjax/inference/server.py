@@ -2,7 +2,8 @@
 `Background` to run it in a thread. `python -m train.serve` is its command.
 
 A language model answers `/v1/completions`, an instruction-tuned one also `/v1/chat/completions`
-(messages in the Alpaca template), a classifier `/v1/classify`. `GET /` is a page to chat or
+(messages in the template it was tuned on: Alpaca or ChatML, stopping at its end-of-turn
+token), a classifier `/v1/classify`. `GET /` is a page to chat or
 classify; `GET /v1/models` and `GET /health` say what is served, `GET /metrics` how it goes
 (Prometheus), `/openapi.json` and `/docs` every request body. `POST /tokenize`,
 `POST /detokenize` and `GET /tokenizer_info` speak vLLM's shapes, which lm-eval's remote
@@ -30,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from gptjax.config import GPTConfig
-from gptjax.data import tokenizer
+from gptjax.data import bpe, chat, tokenizer
 from gptjax.inference import openai_api as api
 from gptjax.inference import schema
 from gptjax.inference.engine import Engine
@@ -54,6 +55,8 @@ class Served:
     kind: str
     cfg: GPTConfig
     enc: object
+    template: str = "alpaca"
+    tokenizer_info: dict = field(default_factory=dict)
     engine: Engine | None = None
     predictor: Predictor | None = None
     max_queue: int = 32
@@ -87,15 +90,37 @@ def build(
     given."""
     max_queue = 4 * slots if max_queue is None else max_queue
     cfg, kind = model.cfg, model.kind
-    served = Served(name, kind, cfg, tokenizer.gpt2(), max_queue=max_queue, timeout=timeout)
+    enc, template = model.encoding(), chat.template_of(model.task)
+    served = Served(name, kind, cfg, enc, template, max_queue=max_queue, timeout=timeout)
+    served.tokenizer_info = tokenizer_config(model, enc, template)
     params = jax.device_put(model.params)
     if kind == "classifier":
         served.predictor = Predictor(model.module, params, model.head)
     else:
-        eos = tokenizer.EOT_ID if tokenizer.has_eot(cfg.vocab_size) else None
+        eos = chat.end_id(enc, template) if enc.eot_token < cfg.vocab_size else None
         served.engine = Engine(cfg, params, slots=slots, eos_id=eos, dtype=jnp.dtype(dtype))
     served.metrics = Metrics(name, served.engine)
     return served
+
+
+def tokenizer_config(model: Model, enc, template: str) -> dict:
+    """The tokenizer's settings as transformers' tokenizer_config.json has them."""
+    context = model.cfg.context_length
+    jinja = chat.JINJA if template == "chatml" else None
+    if model.tokenizer is not None:
+        return bpe.hf_config(enc, context, jinja)
+    info = tokenizer.hf_tokenizer_config(context)
+    if not tokenizer.has_eot(model.cfg.vocab_size):
+        info |= {"bos_token": None, "eos_token": None, "unk_token": None}
+    return info
+
+
+def prompt_ids(served: Served, messages: list[schema.Message]) -> list[int]:
+    """A chat's ids in the served model's template, ready for its reply."""
+    if served.template == "chatml":
+        turns = [{"role": m.role, "content": m.text()} for m in messages]
+        return chat.encode(served.enc, turns, add_generation_prompt=True)
+    return tokenizer.encode(served.enc, api.chat_prompt(messages))
 
 
 def create_app(served: Served, *, api_key: str | None = None, max_body: int = MAX_BODY):
@@ -170,7 +195,7 @@ def routes(app: FastAPI, served: Served) -> None:
     @app.post("/v1/chat/completions")
     async def chat(body: schema.ChatRequest):
         check_model(served, body.model, "instruct")
-        prompt = tokenizer.encode(served.enc, api.chat_prompt(body.messages))
+        prompt = prompt_ids(served, body.messages)
         p = api.params(body, len(prompt), served.cfg.context_length, None)
         return await answer(served, "chat.completion", [prompt], p)
 
@@ -202,12 +227,11 @@ def tokenizer_routes(app: FastAPI, served: Served) -> None:
         check_model(served, body.model)
         if body.messages is not None:
             check_model(served, body.model, "instruct")
-            text = api.chat_prompt(body.messages)
+            ids = prompt_ids(served, body.messages)
         elif body.prompt is not None:
-            text = body.prompt
+            ids = tokenizer.encode(served.enc, body.prompt)
         else:
             raise api.APIError(400, "missing required field 'prompt'", "prompt")
-        ids = tokenizer.encode(served.enc, text)
         strs = [api.token_text(served.enc, t) for t in ids] if body.return_token_strs else None
         context = served.cfg.context_length
         return {"count": len(ids), "max_model_len": context, "tokens": ids, "token_strs": strs}
@@ -224,10 +248,7 @@ def tokenizer_routes(app: FastAPI, served: Served) -> None:
     @app.get("/tokenizer_info")
     async def tokenizer_info():
         """vLLM's: the tokenizer's settings, as transformers' tokenizer_config.json has them."""
-        info = tokenizer.hf_tokenizer_config(served.cfg.context_length)
-        if not tokenizer.has_eot(served.cfg.vocab_size):
-            info |= {"bos_token": None, "eos_token": None, "unk_token": None}
-        return info
+        return served.tokenizer_info
 
 
 def errors(app: FastAPI) -> None:

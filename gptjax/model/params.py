@@ -3,6 +3,7 @@ shapes without memory, their count, the output head, and a compute-dtype copy fo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -96,3 +97,22 @@ def abstract_params(cfg: GPTConfig):
 
 def count_params(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))
+
+
+def grow_vocab(cfg: GPTConfig, params: dict, vocab_size: int) -> tuple[GPTConfig, dict]:
+    """(cfg, params) with room for `vocab_size` tokens: the new rows of `wte` (and of an untied
+    `lm_head`) start at the mean of the old ones, so a new token (a chat marker) begins as an
+    average token rather than noise (transformers' `resize_token_embeddings` does the same)."""
+    V = cfg.vocab_size
+    if vocab_size < V:
+        raise ValueError(f"cannot shrink the vocabulary from {V} to {vocab_size} rows")
+
+    def grow(table):
+        table = jnp.asarray(table)
+        mean = jnp.mean(table, axis=0, keepdims=True)
+        return jnp.concatenate([table, jnp.repeat(mean, vocab_size - V, axis=0)])
+
+    params = dict(params, wte={"embedding": grow(params["wte"]["embedding"])})
+    if "lm_head" in params:
+        params["lm_head"] = grow(params["lm_head"])
+    return dataclasses.replace(cfg, vocab_size=vocab_size), params

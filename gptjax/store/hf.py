@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from safetensors import safe_open
 
 from gptjax.config import GPTConfig
+from gptjax.data import bpe
 from gptjax.data.tokenizer import EOT_ID, bpe_files, has_eot, hf_tokenizer_config
 from gptjax.files import atomic_dir, write_json
 from gptjax.store.names import assemble, rows
@@ -123,7 +124,14 @@ def hf_labels(path: str | Path) -> dict | None:
 
 
 def to_hf(
-    cfg: GPTConfig, params, out_dir: str | Path, *, labels=None, pad_id: int = EOT_ID
+    cfg: GPTConfig,
+    params,
+    out_dir: str | Path,
+    *,
+    labels=None,
+    pad_id: int = EOT_ID,
+    tokenizer=None,
+    chat_template: str | None = None,
 ) -> Path:
     """Write `config.json` + `model.safetensors` that transformers' GPT2LMHeadModel loads, or,
     when params hold a `score`, GPT2ForSequenceClassification (AutoModelForSequenceClassification)
@@ -133,6 +141,9 @@ def to_hf(
     without qkv biases gets zero biases, which HF's GPT-2 always has; ReLU squared is its
     `relu2`. A model with a switch GPT-2 has no place for (`GPTConfig.switches` beyond
     `HF_EXPRESSES`: rotary positions, RMSNorm, ...) is refused before anything is written.
+    `tokenizer`: the model's own (a tiktoken Encoding; None: GPT-2's), written as tokenizer.json
+    with `chat_template` (jinja) in tokenizer_config.json, so `AutoTokenizer` and
+    `apply_chat_template` give gptjax's ids.
     """
     import numpy as np
     from safetensors.numpy import save_file
@@ -169,8 +180,8 @@ def to_hf(
         "layer_norm_epsilon": 1e-5,
         "activation_function": HF_ACTIVATIONS[cfg.activation],
         "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": EOT_ID,
-        "eos_token_id": EOT_ID,
+        "bos_token_id": EOT_ID if tokenizer is None else tokenizer.eot_token,
+        "eos_token_id": EOT_ID if tokenizer is None else tokenizer.eot_token,
     }
     if classifier:
         C = flat["score/kernel"].shape[1]
@@ -189,9 +200,24 @@ def to_hf(
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / "config.json", config)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if has_eot(cfg.vocab_size):  # a GPT-2 BPE model (toy vocabularies have none)
+        if tokenizer is not None:
+            own_tokenizer_files(tmp, tokenizer, cfg.context_length, chat_template)
+        elif has_eot(cfg.vocab_size):  # a GPT-2 BPE model (toy vocabularies have none)
             tokenizer_files(tmp, cfg.context_length, pad=classifier)
     return out_dir
+
+
+def own_tokenizer_files(folder: Path, enc, context: int, chat_template: str | None) -> None:
+    """A tokenizer of the model's own (train.tokenizer, or grown with chat tokens) as
+    transformers reads it (tokenizer.json, tokenizer_config.json with the chat template) and as
+    gptjax does, and a generation_config.json that also stops at the end of a chat turn."""
+    bpe.write_files(enc, folder, context=context, chat_template=chat_template)
+    config = bpe.hf_config(enc, context, chat_template)
+    special = {k: v for k, v in config.items() if k.endswith("_token")}
+    ends = [enc.eot_token] + [enc._special_tokens[t] for t in ("<|im_end|>",) if chat_template]
+    generation = {"bos_token_id": enc.eot_token, "eos_token_id": ends if len(ends) > 1 else ends[0]}
+    write_json(folder / "special_tokens_map.json", special)
+    write_json(folder / "generation_config.json", generation)
 
 
 def tokenizer_files(folder: Path, context: int, *, pad: bool = False) -> None:

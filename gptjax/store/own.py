@@ -40,8 +40,10 @@ def write(
     head: dict | None = None,
     task: dict | None = None,
     extra_files=(),
+    also=None,
 ) -> Path:
-    """Write a model folder (and copies of `extra_files`, e.g. tokenizer files), whole."""
+    """Write a model folder (and copies of `extra_files`, e.g. tokenizer files, and whatever
+    `also(folder)` writes into it), whole."""
     with atomic_dir(directory) as tmp:
         write_json(tmp / CONFIG, cfg.to_dict())
         write_json(tmp / CHECKSUMS, checksums(params, PARAMS))
@@ -54,6 +56,8 @@ def write(
             ckptr.save(tmp / PARAMS, args=ocp.args.PyTreeSave(params))
         for f in extra_files:
             shutil.copy2(f, tmp / Path(f).name)
+        if also is not None:
+            also(tmp)
     return directory
 
 

@@ -25,7 +25,7 @@ from gptjax.training.guard import RunLock, StopSignals
 from gptjax.training.profile import StepTrace
 from gptjax.training.runlog import RunLog
 from gptjax.training.steps import OptimConfig, init_state, make_optimizer, make_train_step
-from gptjax.training.task import Dataset, Task
+from gptjax.training.task import Task
 
 RESUMES = ("auto", "always", "never")
 
@@ -62,6 +62,7 @@ class LoopConfig:
     wandb_project: str | None = None
     wandb_entity: str | None = None
     options: dict = field(default_factory=dict)
+    command: str = ""  # the command line that made the run (OUT/config.json); "": this process's
 
 
 def run(lc: LoopConfig, task: Task) -> None:
@@ -188,14 +189,18 @@ def compile_step(lc: LoopConfig, task: Task, optimizer, oc: OptimConfig, mesh, s
     )
 
 
-def next_batch(lc: LoopConfig, train: Dataset, mesh, step: int, per_epoch: int):
-    """The global batch of `step`: a function of (seed, step) only, so resuming is exact."""
+def next_batch(lc: LoopConfig, task: Task, mesh, step: int, per_epoch: int, params=None):
+    """The global batch of `step` and the host's figures about it: a function of (seed, step)
+    only, and for an on-policy task of the params it is drawn with too, so resuming is exact."""
     epoch, index = divmod(step, per_epoch)
-    rows = train.rows(epoch, index, lc.batch_size, seed=lc.seed, shuffle=True)
-    local = train.batch(rows[parallel.local_rows(lc.batch_size)])
+    rows = task.train.rows(epoch, index, lc.batch_size, seed=lc.seed, shuffle=True)
+    local, figures = task.train.batch(rows[parallel.local_rows(lc.batch_size)]), {}
+    if task.on_policy:
+        local, figures = task.rollout(params, local, step)
     if lc.parallel == "pmap":
-        return parallel.split_for_pmap(local)
-    return parallel.global_batch(mesh, local, lc.batch_size)
+        return parallel.split_for_pmap(local), figures
+    B = len(next(iter(local.values()))) * jax.process_count()  # a rollout may add rows
+    return parallel.global_batch(mesh, local, B), figures
 
 
 def fit(lc: LoopConfig, task: Task, state, step_fn, ckpts, mesh, total: int, per_epoch: int):
@@ -214,15 +219,18 @@ def fit(lc: LoopConfig, task: Task, state, step_fn, ckpts, mesh, total: int, per
     single = parallel.unreplicate if pmap else lambda s: s
     state = parallel.replicate(state) if pmap else state
     pending = Pending(log, ckpts, pmap)
-    batch = next_batch(lc, task.train, mesh, start, per_epoch)
+    # An on-policy task draws each batch with the params of the step before (RL's rollouts).
+    policy = (lambda s: single(s).params) if task.on_policy else lambda s: None
+    batch, figures = next_batch(lc, task, mesh, start, per_epoch, policy(state))
     with StopSignals() as stop:
         for step in range(start, total):
             trace.before(step)
             state, metrics = step_fn(state, batch)
+            metrics = metrics | figures
             trace.after(step, metrics, log.say)
             done = step + 1
             if done < total:  # built and sent while the devices run this step
-                batch = next_batch(lc, task.train, mesh, done, per_epoch)
+                batch, figures = next_batch(lc, task, mesh, done, per_epoch, policy(state))
             evaluated = done % lc.eval_every == 0 or done == total
             signum = stop.requested()
             saving = done % lc.ckpt_every == 0 or done == total or signum

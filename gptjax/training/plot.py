@@ -13,10 +13,10 @@ def plot_metrics(metrics_file: Path, out: Path, x: str, panels: list[tuple[str, 
     """Write `out` (PNG): one panel per (y label, {metric key: label}) that has data, side by
     side, each key against `x`; keys logged every step are drawn as lines, those logged at
     evaluations as points. Replaced atomically."""
-    plt = _pyplot()
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
     panels = [(y, s) for y, s in panels if any(k in r for r in records for k in s)] or panels[:1]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig = _figure((6 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (ylabel, series) in zip(axes[0], panels, strict=True):
         for key, label in series.items():
             points = [(r[x], r[key]) for r in records if key in r]
@@ -31,7 +31,7 @@ def plot_metrics(metrics_file: Path, out: Path, x: str, panels: list[tuple[str, 
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(ylabel)
         ax.legend()
-    return _save(plt, fig, out)
+    return _save(fig, out)
 
 
 def plot_curves(
@@ -45,8 +45,8 @@ def plot_curves(
 ) -> Path:
     """Write `out` (PNG): one line per {label: [(x, y), ...]} on one chart, with a dashed
     horizontal line at `hline` (a target). Replaced atomically."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
     for label, points in curves.items():
         if points:
             ax.plot(*zip(*points, strict=True), "o-", ms=3, lw=1.5, label=label)
@@ -56,24 +56,22 @@ def plot_curves(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
-    return _save(plt, fig, out)
+    return _save(fig, out)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(size):
+    """A figure of its own, outside pyplot: no global backend is chosen or changed, so plotting a
+    run inside a notebook leaves the notebook's inline figures alone."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=size)
 
 
-def _save(plt, fig, out: Path) -> Path:
+def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return out
 
 

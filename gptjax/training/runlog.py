@@ -5,16 +5,24 @@ task's plots, redrawn at each evaluation, and the same records to TensorBoard or
 from __future__ import annotations
 
 import json
+import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
+from gptjax import accelerator
 from gptjax.files import write_json
+from gptjax.training import parallel
 from gptjax.training.flops import peak_flops
 from gptjax.training.plot import plot_metrics
 from gptjax.training.trackers import open_trackers
+
+STEP_METRICS = ("loss", "lr", "grad_norm", "tokens")  # the train step's own; others are kept
 
 
 def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
@@ -29,6 +37,25 @@ def read_metrics(out: str | Path, *, timing: bool = True) -> list[dict]:
     ]
 
 
+def command() -> str:
+    """How this process was started, as a shell line (for the report card)."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def environment() -> dict:
+    """The machine and software a run ran on: its devices, CPU model and library versions."""
+    names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tiktoken", "gptjax")
+    software = {"python": platform.python_version()}
+    software |= {n: v for n in names if (v := accelerator.installed(n)) is not None}
+    software |= accelerator.versions()
+    return {
+        "devices": parallel.describe_devices(),
+        "cpu": accelerator.cpu_model(),
+        "platform": platform.platform(),
+        "software": software,
+    }
+
+
 class RunLog:
     """Progress bar, OUT/metrics.jsonl (a record per step) and the task's plots; process 0
     writes."""
@@ -40,6 +67,7 @@ class RunLog:
         self.metrics, self.plots = out / "metrics.jsonl", task.plots
         self.out, self.t0 = out, time.perf_counter()
         self.seen_key, per_row = task.seen
+        self.x = getattr(task, "plot_x", None) or self.seen_key  # the plots' x axis
         self.seen_per_step = lc.batch_size * per_row
         self.bar = tqdm(
             total=total, initial=start, unit="step", disable=not (self.lead and lc.progress)
@@ -51,7 +79,8 @@ class RunLog:
         if not self.lead:
             return
         out.mkdir(parents=True, exist_ok=True)
-        config = {**task.identity, "options": lc.options}
+        config = {**task.identity, "options": lc.options, "command": lc.command or command()}
+        config["environment"] = environment()
         write_json(out / "config.json", config)
         # On resume, drop records past the restored step: they are about to be redone.
         old = self.metrics.read_text().splitlines() if self.metrics.exists() else []
@@ -68,7 +97,8 @@ class RunLog:
         unit = self.seen_key.removesuffix("_seen")
         records = []
         for step, m in zip(steps, metrics, strict=True):
-            m = {k: float(v[0] if replicated else v) for k, v in m.items()}
+            # Device metrics are replicated under pmap; a task's host figures are not.
+            m = {k: float(v[0] if replicated and np.ndim(v) else v) for k, v in m.items()}
             records.append(
                 {
                     "step": step,
@@ -77,6 +107,7 @@ class RunLog:
                     "grad_norm": m["grad_norm"],
                     self.seen_key: step * self.seen_per_step,
                     f"{unit}_per_s": rate,
+                    **{k: v for k, v in m.items() if k not in STEP_METRICS},
                 }
             )
             shown = {"loss": f"{m['loss']:.3f}", f"{unit[:3]}/s": f"{rate:,.0f}"}
@@ -107,7 +138,7 @@ class RunLog:
         if plot:
             for name, spec in self.plots.items():
                 panels = spec if isinstance(spec, list) else [spec]
-                plot_metrics(self.metrics, self.out / name, self.seen_key, panels)
+                plot_metrics(self.metrics, self.out / name, self.x, panels)
 
     def close(self) -> None:
         self.bar.close()

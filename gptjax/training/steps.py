@@ -6,6 +6,7 @@ Shapes: B batch, T tokens, V vocabulary, K gradient-accumulation micro-batches.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -158,16 +159,18 @@ def loss_sum(
     dtype=jnp.float32,
     ce_chunks: int = 1,
     doc_mask: bool = False,
+    eot: int = EOT_ID,
     **compute,
 ):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
-    `ce_chunks`, `doc_mask`, `compute` (`attention`, `remat`): see `lm_loss`."""
+    `ce_chunks`, `doc_mask`, `compute` (`attention`, `remat`): see `lm_loss`; `eot`: the
+    tokenizer's <|endoftext|> (documents' boundaries for `doc_mask`)."""
     T = batch["inputs"].shape[1]
     if T % ce_chunks:
         raise ValueError(f"ce_chunks {ce_chunks} must divide the sequence length {T}")
     model = GPT(cfg, dtype, padded_logits=True, **compute)
     rngs = {"dropout": rng} if train else {}
-    segments = documents(batch["inputs"]) if doc_mask else None
+    segments = documents(batch["inputs"], eot) if doc_mask else None
     run = lambda head: model.apply(
         {"params": params},
         batch["inputs"],
@@ -184,12 +187,12 @@ def loss_sum(
     )
 
 
-def documents(tokens: jax.Array) -> jax.Array:
+def documents(tokens: jax.Array, eot: int = EOT_ID) -> jax.Array:
     """tokens [B, T] -> segments [B, T] int32: the number of `<|endoftext|>` tokens up to and
     including each position. Each `<|endoftext|>` opens a segment, as the speedrun's BOS does:
     it predicts the next document's first token from nothing earlier, and that document's
     tokens all see it. Computed on the device from the tokens: no mask travels with the batch."""
-    return jnp.cumsum(tokens == EOT_ID, axis=1, dtype=jnp.int32)
+    return jnp.cumsum(tokens == eot, axis=1, dtype=jnp.int32)
 
 
 def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
@@ -262,13 +265,28 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(cfg: GPTConfig, *, dtype=None, **compute):
+def make_eval_step(cfg: GPTConfig, *, dtype=None, token_bytes=None, **compute):
     """eval_step(params, batch) -> {"loss" (summed), "tokens"} with dropout off (`compute`: see
-    `lm_loss`)."""
+    `lm_loss`). With `token_bytes` (int [V]: each token's bytes of text, 0 for special tokens)
+    also "bytes_per_token", the targets' bytes (summed: divided by "tokens" it is the mean), for
+    bits per byte (`bits_per_byte`)."""
     dtype = dtype or jnp.float32
+    table = None if token_bytes is None else jnp.asarray(token_bytes, jnp.float32)
 
     def eval_step(params, batch) -> dict:
         s, n = loss_sum(params, cfg, batch, None, train=False, dtype=dtype, **compute)
-        return {"loss": s, "tokens": n}
+        out = {"loss": s, "tokens": n}
+        if table is not None:
+            t = batch["targets"]
+            real = (t >= 0) & (t < table.shape[0])
+            out["bytes_per_token"] = jnp.sum(jnp.where(real, table[jnp.where(real, t, 0)], 0.0))
+        return out
 
     return eval_step
+
+
+def bits_per_byte(mean_loss: float, bytes_per_token: float) -> float:
+    """Validation bits per byte: the nats of every target (document ends included) over the
+    bytes of text they stand for, in bits. Unlike the loss per token it does not depend on the
+    tokenizer, so runs with different tokenizers compare."""
+    return float(mean_loss / math.log(2) / max(bytes_per_token, 1e-9))

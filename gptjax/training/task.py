@@ -61,13 +61,20 @@ class Task:
     lcfg: LoRAConfig | None = None  # LoRA adapters beside the params: {"model", "lora"}
     seen = ("examples_seen", 1)  # x axis of the log: ("tokens_seen", tokens per row), ...
     plots: Plots = LOSS_PLOT
+    plot_x: str | None = None  # the plots' x axis (None: the `seen` key)
     harness: Any = None  # lm-eval in the loop: harness(params, step) -> (records, line)
+    on_policy = False  # batches drawn from the current params (`rollout`): RL
 
     loss_fn: LossFn  # (params, batch, rng, train) -> (loss sum, count)
 
     def init_params(self) -> Any:
         """The starting params (not called on a resume)."""
         raise NotImplementedError
+
+    def rollout(self, params, batch: dict, step: int) -> tuple[dict, dict]:
+        """An on-policy task's batch for `step`, drawn with the current `params` from the
+        dataset's `batch` -> (the batch to train on, host figures for the step's record)."""
+        return batch, {}
 
     def abstract_params(self) -> Any:
         """Their shapes, for a resume."""
