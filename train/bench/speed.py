@@ -5,8 +5,10 @@ Hugging Face transformers (PyTorch, same config, same device, same run) beside e
 
 prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
 runs after a warm-up), MFU on GPUs/TPUs (train rows), the fraction of the memory-bandwidth
-roofline (decode rows: weights + KV cache read per step over the chip's bytes/s) and compile
-time, then our speed as a multiple of HF's.
+roofline (decode rows, ours and HF's: weights + KV cache read per step over the chip's bytes/s;
+on a CPU the copy bandwidth measured at the start) and compile time, then our speed as a
+multiple of HF's. On a CPU it first prints the model, its AVX-512 / AMX support and that
+bandwidth; with --json each row carries them.
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
@@ -34,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gptjax import generate, init_params
+from gptjax.accelerator import cpu_model
 from gptjax.config import GPTConfig
 from gptjax.model.attention import IMPLS
 from gptjax.model.gpt import REMAT
@@ -45,6 +48,7 @@ from gptjax.training.parallel import DTYPES
 from gptjax.training.profile import StepTrace
 from gptjax.training.steps import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 from train.bench import hf as bench_hf
+from train.bench import machine
 
 
 @dataclass(frozen=True)
@@ -281,9 +285,18 @@ def roofline(case: Case, opts: Options, bandwidth: float) -> float:
     return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize)
 
 
-def rows(opts: Options):
+def memory_bandwidth() -> float | None:
+    """The chip's bytes/s from the table; on a CPU, measured (`machine.copy_bandwidth`)."""
+    if (known := peak_bandwidth()) is not None or jax.default_backend() != "cpu":
+        return known
+    return machine.copy_bandwidth()
+
+
+def rows(opts: Options, bandwidth: float | None):
     peak, kind = peak_flops(), jax.devices()[0].device_kind
-    bandwidth = peak_bandwidth()
+    host = {}  # on a CPU, which one: the figures depend on its kind
+    if jax.default_backend() == "cpu":
+        host = {"cpu": cpu_model(), "isa": [n for n, on in machine.isa().items() if on]}
     impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
     for case in cases(opts):
         cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
@@ -306,11 +319,13 @@ def rows(opts: Options):
                 "compile_s": compile_s,
                 "tokens": tokens,
                 "device": kind if impl == "gptjax" else bench_hf.device(),
+                **host,
             }
             if what.startswith("train") and peak:
                 row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
-            if what.startswith("generate") and bandwidth and impl == "gptjax":
+            if what.startswith("generate") and bandwidth:  # ours and HF's against one bound
                 row["roofline"] = row["tok_per_s"] / roofline(case, opts, bandwidth)
+                row["bandwidth"] = bandwidth
             yield row
 
 
@@ -329,13 +344,16 @@ def main(argv=None) -> None:
                 flush=True,
             )
         return
+    bandwidth = memory_bandwidth()
     if not opts.json:
+        if jax.default_backend() == "cpu":
+            print(machine.describe(bandwidth), flush=True)
         print(
             f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} {'roof':>6} "
             f"{'compile s':>10} {'ours/HF':>8}"
         )
     ours = None
-    for row in rows(opts):
+    for row in rows(opts, bandwidth):
         # HF's rows follow ours for the same (preset, what): the ratio goes on HF's rows.
         ours = row["tok_per_s"] if row["impl"] == "gptjax" else ours
         ratio = "" if row["impl"] == "gptjax" else f"{ours / row['tok_per_s']:.2f}"
