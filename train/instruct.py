@@ -92,8 +92,10 @@ class Instruct(Task):
             if self.enc.n_vocab > cfg.vocab_size:
                 grown = {"from": cfg.vocab_size, "to": self.enc.n_vocab, "tokens": chat.TOKENS}
                 cfg, self.base = self.grown(cfg, self.base, self.enc.n_vocab)
-        self.cfg, self.task = cfg, (chat.TASK | {"grown": grown} if grown else chat.TASK)
-        self.task = self.task if self.chat else instruct.TASK
+        self.cfg = cfg
+        self.task = (
+            (chat.TASK | ({"grown": grown} if grown else {})) if self.chat else instruct.TASK
+        )
         L = cfg.fit(opts.max_length, "--max-length")
         self.data = {s: self.sequences(entries, L) for s, entries in self.splits.items()}
         self.train = self.data["train"]

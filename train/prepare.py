@@ -171,9 +171,7 @@ def prepare(opts: Options) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state = start(opts, out, name)
     if opts.tokenizer:  # pretraining on OUT finds it there
-        enc = bpe.load(opts.tokenizer)
-        if not bpe.is_tokenizer_dir(out / "tokenizer"):
-            bpe.save(enc, out / "tokenizer")
+        bpe.keep(bpe.load(opts.tokenizer), out / "tokenizer")
     if state["finished"]:
         print(f"{out}: already prepared ({len(state['shards'])} shards); nothing to do")
         return state

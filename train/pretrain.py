@@ -173,7 +173,8 @@ class Pretrain(Task):
         self.identity = {"model": cfg.to_dict()}
         if own is not None:
             self.identity["tokenizer"] = bpe.fingerprint(own)
-            keep_tokenizer(own, self.out / "tokenizer", cfg.context_length)
+            if jax.process_index() == 0:  # the run's copy; a resume finds it there
+                bpe.keep(own, self.out / "tokenizer", context=cfg.context_length)
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
         chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim)
         compute = dict(
@@ -239,13 +240,6 @@ class Pretrain(Task):
 
     def describe(self, params) -> str:
         return f"parameters: {count_params(params):,} ({self.cfg})"
-
-
-def keep_tokenizer(enc, folder: Path, context: int) -> None:
-    """The run's copy of its tokenizer (OUT/tokenizer), written once by process 0; a resumed run
-    finds it there (its checkpoints' identity holds the tokenizer's fingerprint)."""
-    if jax.process_index() == 0 and not bpe.is_tokenizer_dir(folder):
-        bpe.save(enc, folder, context=context)
 
 
 def main(argv=None) -> None:

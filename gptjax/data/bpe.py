@@ -89,6 +89,14 @@ def save(enc: tiktoken.Encoding, directory: str | Path, **kw) -> Path:
     return directory
 
 
+def keep(enc: tiktoken.Encoding, directory: str | Path, **kw) -> Path:
+    """A run's or a shard folder's copy of its tokenizer: saved once, left as it is after (a
+    resumed run checks its fingerprint instead)."""
+    if not is_tokenizer_dir(directory):
+        save(enc, directory, **kw)
+    return Path(directory)
+
+
 def write_files(
     enc: tiktoken.Encoding,
     folder: Path,

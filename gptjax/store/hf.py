@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from safetensors import safe_open
 
 from gptjax.config import GPTConfig
-from gptjax.data import bpe
+from gptjax.data import bpe, chat
 from gptjax.data.tokenizer import EOT_ID, bpe_files, has_eot, hf_tokenizer_config
 from gptjax.files import atomic_dir, write_json
 from gptjax.store.names import assemble, rows
@@ -214,7 +214,7 @@ def own_tokenizer_files(folder: Path, enc, context: int, chat_template: str | No
     bpe.write_files(enc, folder, context=context, chat_template=chat_template)
     config = bpe.hf_config(enc, context, chat_template)
     special = {k: v for k, v in config.items() if k.endswith("_token")}
-    ends = [enc.eot_token] + [enc._special_tokens[t] for t in ("<|im_end|>",) if chat_template]
+    ends = [enc.eot_token] + ([chat.end_id(enc, "chatml")] if chat_template else [])
     generation = {"bos_token_id": enc.eot_token, "eos_token_id": ends if len(ends) > 1 else ends[0]}
     write_json(folder / "special_tokens_map.json", special)
     write_json(folder / "generation_config.json", generation)
