@@ -25,6 +25,7 @@ from typing import Literal
 
 from gptjax.config import PRESETS
 from gptjax.inference.server import MAX_BODY, Served, build, create_app
+from gptjax.model.weights import WEIGHTS
 from gptjax.options import parse, run_cli
 from gptjax.store import open_or_preset
 
@@ -45,6 +46,9 @@ class Options:
     """requests decoded together"""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """compute dtype"""
+    weights: Literal[*WEIGHTS] = "fp32"
+    """weight format: fp32 exact; bf16 or int8 read 2x or 4x fewer bytes a token (faster
+    decoding, a little less accurate: gptjax.model.weights)"""
     max_body: int = MAX_BODY
     """largest request body in bytes (larger: 413)"""
     max_queue: int | None = None
@@ -67,6 +71,7 @@ def load(opts: Options) -> Served:
         opts.name or name,
         slots=opts.slots,
         dtype=opts.dtype,
+        weights=opts.weights,
         max_queue=opts.max_queue,
         timeout=opts.timeout,
     )

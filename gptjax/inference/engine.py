@@ -33,7 +33,7 @@ from gptjax.config import GPTConfig
 from gptjax.data.lengths import LEAST, padded_length
 from gptjax.inference.generation import Sampling, check_fit, next_token, row_keys
 from gptjax.model.gpt import GPT, Cache
-from gptjax.model.params import compute_params
+from gptjax.model.weights import compute_params
 
 
 class Slots(NamedTuple):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gptjax.config import GPTConfig
 from gptjax.data.lengths import LEAST, padded_length
 from gptjax.model.gpt import GPT, Cache
-from gptjax.model.params import compute_params
+from gptjax.model.weights import compute_params
 
 
 class Sampling(NamedTuple):

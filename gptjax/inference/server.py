@@ -39,6 +39,7 @@ from gptjax.inference.gate import Gate
 from gptjax.inference.metrics import Metrics
 from gptjax.inference.stream import answer
 from gptjax.model.classifier import Predictor
+from gptjax.model.weights import quantize
 from gptjax.store import Model
 
 MAX_BODY = 1 << 20
@@ -82,18 +83,19 @@ def build(
     *,
     slots: int = 8,
     dtype=jnp.float32,
+    weights: str = "fp32",
     max_queue: int | None = None,
     timeout: float | None = None,
 ) -> Served:
-    """What to serve as `name`: the model's params on the devices, with an engine of `slots`
-    rows (kind lm or instruct) or a predictor (a classifier); max_queue: 4 x slots unless
-    given."""
+    """What to serve as `name`: the model's params on the devices in the `weights` format
+    (`gptjax.model.weights`), with an engine of `slots` rows (kind lm or instruct) or a
+    predictor (a classifier); max_queue: 4 x slots unless given."""
     max_queue = 4 * slots if max_queue is None else max_queue
     cfg, kind = model.cfg, model.kind
     enc, template = model.encoding(), chat.template_of(model.task)
     served = Served(name, kind, cfg, enc, template, max_queue=max_queue, timeout=timeout)
     served.tokenizer_info = tokenizer_config(model, enc, template)
-    params = jax.device_put(model.params)
+    params = quantize(jax.device_put(model.params), weights)
     if kind == "classifier":
         served.predictor = Predictor(model.module, params, model.head)
     else:

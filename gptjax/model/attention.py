@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gptjax.errors import first_line
+from gptjax.model.weights import Dense
 
 
 def simple_attention(x: jax.Array) -> jax.Array:
@@ -171,7 +172,7 @@ class MultiHeadAttention(nn.Module):
     ):
         B, T, D = x.shape
         N, H = self.n_heads, D // self.n_heads
-        dense = lambda features, name, **kw: nn.Dense(
+        dense = lambda features, name, **kw: Dense(
             features, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name=name, **kw
         )
         qkv = dense(3 * D, "c_attn", use_bias=self.qkv_bias)(x)
@@ -206,7 +207,7 @@ class MultiHeadAttention(nn.Module):
             plain = cache is None and key_mask is None
             k, v = k.astype(q.dtype), v.astype(q.dtype)
             ctx = fused_attention(q, k, v, mask, impl, plain, self.window, segments)
-        out = nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
+        out = Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
         return out(ctx.reshape(B, T, D)), cache
 
 

@@ -6,7 +6,8 @@ Parameter names are OpenAI's (`wte`, `wpe`, `h_0` .. `h_{L-1}` with `ln_1`, `att
 
 The modern recipe's switches (`GPTConfig.position`, `norm`, `qk_norm`, `activation`,
 `logit_softcap`, `window`) swap a piece in place and keep every name: RMSNorm is still `ln_1`,
-and a rotary model simply has no `wpe`.
+and a rotary model simply has no `wpe`. A tree of narrow weights for decoding
+(`weights.quantize`: int8 or bf16 matrices with their scales) runs through the same modules.
 
 Shapes: B batch, T tokens, S cached positions, D emb_dim, F = 4D MLP width, V vocab_size.
 """
@@ -24,6 +25,7 @@ from gptjax.config import GPTConfig
 from gptjax.model.attention import KVCache, MultiHeadAttention
 from gptjax.model.fence import gradient_fence
 from gptjax.model.head import lm_logits
+from gptjax.model.weights import Dense, Embed
 
 Cache = tuple[KVCache, ...]  # one KVCache per block
 
@@ -91,9 +93,9 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         D = x.shape[-1]
         init = nn.initializers.normal(0.02)
-        h = nn.Dense(4 * D, dtype=self.dtype, kernel_init=init, name="c_fc")(x)
+        h = Dense(4 * D, dtype=self.dtype, kernel_init=init, name="c_fc")(x)
         h = ACTIVATIONS[self.activation](h)
-        return nn.Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")(h)
+        return Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")(h)
 
 
 class Block(nn.Module):
@@ -168,7 +170,7 @@ def trunk(
     """
     T = tokens.shape[1]
     key_mask = None
-    wte = nn.Embed(
+    wte = Embed(
         cfg.vocab_size,
         cfg.emb_dim,
         embedding_init=nn.initializers.normal(0.02),
@@ -258,12 +260,15 @@ class GPT(nn.Module):
             segments=segments,
         )
         if cfg.tie_embeddings:
-            out = wte.embedding  # [V, D]
+            out, scale = wte.embedding, wte.scale  # [V, D]; scale [V] for narrow weights
         else:
             out = self.param("lm_head", nn.initializers.normal(0.02), (cfg.vocab_size, cfg.emb_dim))
+            scale = self.get_variable("params", "lm_head_scale")
         if not head:
             return x
-        logits = lm_logits(x, out, self.dtype, padded=self.padded_logits, cap=cfg.logit_softcap)
+        logits = lm_logits(
+            x, out, self.dtype, padded=self.padded_logits, cap=cfg.logit_softcap, scale=scale
+        )
         return logits if cache is None else (logits, new_cache)
 
     def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:

@@ -11,6 +11,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gptjax.model.weights import narrow_matmul
+
 VOCAB_MULTIPLE = 128  # matmul tiles on GPUs and TPUs: 50,257 columns compute as 50,304
 
 
@@ -36,7 +38,13 @@ def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
 
 
 def lm_logits(
-    x: jax.Array, head: jax.Array, dtype, *, padded: bool = False, cap: float | None = None
+    x: jax.Array,
+    head: jax.Array,
+    dtype,
+    *,
+    padded: bool = False,
+    cap: float | None = None,
+    scale: jax.Array | None = None,
 ) -> jax.Array:
     """x [..., D] times the output head [V, D] -> float32 logits [..., V], soft-capped at
     `cap` (`GPTConfig.logit_softcap`).
@@ -45,11 +53,16 @@ def lm_logits(
     V' = padded_vocab(V), in compute only (checkpoints keep V rows), for even tiles; a decode
     step's few rows would only pay for a padded copy of the head. `padded`: return [..., V']
     with the extra columns -inf, so softmax, losses and samples are those of the V real tokens.
+    `scale` [V]: the head is narrow (int8, bf16) with a scale per row (`weights.quantize`).
     """
     V, Vp = head.shape[0], padded_vocab(head.shape[0])
-    many = math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
-    head = padded_head(head, dtype) if many else head.astype(dtype)
-    logits = softcap(jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32), cap)
+    many = scale is None and math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
+    if scale is not None:  # a narrow head, never padded
+        product = narrow_matmul(x, head, scale)
+    else:
+        head = padded_head(head, dtype) if many else head.astype(dtype)
+        product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+    logits = softcap(product, cap)
     if not padded or Vp == V:
         return logits[..., :V]
     if many:

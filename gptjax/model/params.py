@@ -1,5 +1,5 @@
 """Parameters of a GPT as plain nested dicts: fresh ones (GPT-2's init or PyTorch's), their
-shapes without memory, their count, the output head, and a compute-dtype copy for decoding."""
+shapes without memory, their count and the output head."""
 
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ from flax import traverse_util
 
 from gptjax.config import GPTConfig
 from gptjax.model.gpt import GPT
-
-
-def compute_params(params, dtype):
-    """`params` with every matrix (>= 2-D) cast to the compute dtype; norms and biases stay
-    float32. For decoding, which reads every weight once per token and so is bound by memory
-    bandwidth: cast once, not at every step."""
-    return jax.tree.map(lambda p: p.astype(dtype) if p.ndim >= 2 else p, params)
 
 
 def output_head(cfg: GPTConfig, params: dict) -> jax.Array:

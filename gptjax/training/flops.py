@@ -96,9 +96,12 @@ def peak_bandwidth(device=None) -> float | None:
     return found.hbm if found else None
 
 
-def decode_bytes(cfg: GPTConfig, B: int, S: int, itemsize: int) -> float:
-    """Bytes one decode step reads: the weights once and, per row, K and V of a cache of S
-    positions (all S: the step attends over the preallocated cache). B tokens per step, so
-    the bandwidth roofline is B x bytes/s / decode_bytes tokens/s."""
-    weights = count_params(abstract_params(cfg)) * itemsize
+def decode_bytes(
+    cfg: GPTConfig, B: int, S: int, itemsize: int, weight_itemsize: int | None = None
+) -> float:
+    """Bytes one decode step reads: the weights once (`weight_itemsize` bytes each, default
+    `itemsize`) and, per row, K and V of a cache of S positions in `itemsize` (all S: the step
+    attends over the preallocated cache). B tokens per step, so the bandwidth roofline is
+    B x bytes/s / decode_bytes tokens/s."""
+    weights = count_params(abstract_params(cfg)) * (weight_itemsize or itemsize)
     return weights + B * 2 * cfg.n_layers * S * cfg.emb_dim * itemsize

@@ -1,14 +1,16 @@
 """Benchmark: tokens/s of one jitted forward+backward+AdamW step and of KV-cache generation, with
 Hugging Face transformers (PyTorch, same config, same device, same run) beside each figure.
 
-    python -m train.bench.speed [--presets tiny 124M] [--json]
+    python -m train.bench.speed [--presets tiny 124M] [--weights fp32|bf16|int8] [--json]
 
 prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
 runs after a warm-up), MFU on GPUs/TPUs (train rows), the fraction of the memory-bandwidth
 roofline (decode rows, ours and HF's: weights + KV cache read per step over the chip's bytes/s;
 on a CPU the copy bandwidth measured at the start) and compile time, then our speed as a
 multiple of HF's. On a CPU it first prints the model, its AVX-512 / AMX support and that
-bandwidth; with --json each row carries them.
+bandwidth; with --json each row carries them. `--weights bf16|int8` decodes ours from narrow
+weights (`gptjax.model.weights`; "gptjax int8" in the impl column, its roofline counted in its
+bytes) beside HF's usual fp32.
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
@@ -40,6 +42,7 @@ from gptjax.accelerator import cpu_model
 from gptjax.config import GPTConfig
 from gptjax.model.attention import IMPLS
 from gptjax.model.gpt import REMAT
+from gptjax.model.weights import WEIGHTS, quantize
 from gptjax.options import parse, run_cli
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import ce_chunks_for
@@ -69,6 +72,8 @@ class Options:
     """tokens generated per run (per row)"""
     dtype: Literal[*DTYPES] = "auto"
     """compute dtype (auto: bfloat16 on GPU/TPU)"""
+    weights: Literal[*WEIGHTS] = "fp32"
+    """weight format of our decode rows (gptjax.model.weights); HF's stay in the dtype's"""
     remat: Literal[*REMAT] = "none"
     """remat of the train step's blocks"""
     attention: Literal[*IMPLS] = "auto"
@@ -216,7 +221,7 @@ def largest_batch(cfg, opts: Options) -> int:
 
 def bench_generate_jax(cfg, opts, prompt):
     dtype = parallel.compute_dtype(opts.dtype)
-    params = jax.device_put(init_params(cfg, jax.random.key(0)))
+    params = quantize(jax.device_put(init_params(cfg, jax.random.key(0))), opts.weights)
     prompt = jnp.asarray(prompt)
     run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens, dtype=dtype)
     return timed(lambda: run().block_until_ready(), opts.repeats)
@@ -277,12 +282,17 @@ def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float
     return timed(case.theirs(case.cfg, opts, case.data, compiled=compiled), opts.repeats)
 
 
-def roofline(case: Case, opts: Options, bandwidth: float) -> float:
-    """Decoding's bound: B x bytes/s over the bytes a step reads (`decode_bytes`), in tok/s."""
+def roofline(case: Case, opts: Options, bandwidth: float, weights: str = "fp32") -> float:
+    """Decoding's bound: B x bytes/s over the bytes a step reads (`decode_bytes`), in tok/s;
+    narrow `weights` (a key of WEIGHT_BYTES) read fewer bytes for the matrices."""
     B = case.data.shape[0]
     itemsize = jnp.dtype(parallel.compute_dtype(opts.dtype)).itemsize
     S = opts.prompt_len + opts.new_tokens  # the cache every step reads
-    return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize)
+    weight_bytes = WEIGHT_BYTES.get(weights, itemsize)
+    return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize, weight_bytes)
+
+
+WEIGHT_BYTES = {"bf16": 2, "int8": 1}  # per weight of a narrow format; fp32: the compute dtype's
 
 
 def memory_bandwidth() -> float | None:
@@ -323,10 +333,18 @@ def rows(opts: Options, bandwidth: float | None):
             }
             if what.startswith("train") and peak:
                 row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
-            if what.startswith("generate") and bandwidth:  # ours and HF's against one bound
-                row["roofline"] = row["tok_per_s"] / roofline(case, opts, bandwidth)
-                row["bandwidth"] = bandwidth
+            if what.startswith("generate"):
+                row["weights"] = opts.weights if impl == "gptjax" else "fp32"
+            if what.startswith("generate") and bandwidth:  # each against its weights' bound
+                bound = roofline(case, opts, bandwidth, row["weights"])
+                row["roofline"], row["bandwidth"] = row["tok_per_s"] / bound, bandwidth
             yield row
+
+
+def impl_name(row: dict) -> str:
+    """The table's impl column: ours with a narrow weight format named."""
+    narrow = row.get("weights", "fp32") != "fp32" and row["impl"] == "gptjax"
+    return f"gptjax {row['weights']}" if narrow else row["impl"]
 
 
 def main(argv=None) -> None:
@@ -363,7 +381,7 @@ def main(argv=None) -> None:
             mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else ""
             roof = f"{100 * row['roofline']:.1f}%" if "roofline" in row else ""
             print(
-                f"{row['preset']:>6} {row['what']:>12} {row['impl']:>16} "
+                f"{row['preset']:>6} {row['what']:>12} {impl_name(row):>16} "
                 f"{row['tok_per_s']:>10.1f} {mfu:>6} {roof:>6} {row['compile_s']:>10.2f} "
                 f"{ratio:>8}",
                 flush=True,
