@@ -13,6 +13,7 @@ turns it off; a user who set the option (or --xla_gpu_ftz=true) already is left 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -39,18 +40,30 @@ def installed(dist: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
-    """The CPU's model name as lscpu shows it (e.g. "Intel(R) Xeon(R) Processor")."""
+def _cpuinfo(key: str) -> str | None:
+    """The value of the first `key : value` line of /proc/cpuinfo (None where unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (e.g. "Intel(R) Xeon(R) Processor")."""
     import platform
 
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (e.g. avx512f, amx_bf16); empty where
+    unreadable."""
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 def versions() -> dict[str, str]:

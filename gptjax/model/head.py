@@ -11,6 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gptjax.model import matmul
 from gptjax.model.weights import narrow_matmul
 
 VOCAB_MULTIPLE = 128  # matmul tiles on GPUs and TPUs: 50,257 columns compute as 50,304
@@ -61,7 +62,10 @@ def lm_logits(
         product = narrow_matmul(x, head, scale)
     else:
         head = padded_head(head, dtype) if many else head.astype(dtype)
-        product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+        if matmul.wanted(x, head):  # bf16 on a CPU: keep its bf16 kernels (matmul.py)
+            product = matmul.rows_times(x, head, True, jnp.float32)
+        else:
+            product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
     logits = softcap(product, cap)
     if not padded or Vp == V:
         return logits[..., :V]

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax import lax
 
+from gptjax.model import matmul
+
 NARROW = {"bf16": jnp.bfloat16, "int8": jnp.int8}
 WEIGHTS = ("fp32", *NARROW)
 DIGITS = 32639  # largest |x| / step: the high digit (x + 128) >> 8 stays within int8's 127
@@ -150,8 +152,11 @@ class Dense(nn.Dense):
             if self.use_bias:
                 bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
-            dims = (((x.ndim - 1,), (0,)), ((), ()))
-            y = lax.dot_general(x, kernel, dims, precision=self.precision)
+            if matmul.wanted(x, kernel):  # bf16 on a CPU: keep its bf16 kernels (matmul.py)
+                y = matmul.rows_times(x, kernel, False, x.dtype)
+            else:
+                dims = (((x.ndim - 1,), (0,)), ((), ()))
+                y = lax.dot_general(x, kernel, dims, precision=self.precision)
         return y if bias is None else y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
 
 

@@ -10,22 +10,11 @@ import time
 
 import numpy as np
 
-from gptjax.accelerator import cpu_model
+from gptjax.accelerator import cpu_flags, cpu_model
 
 # /proc/cpuinfo flag -> the name people know it by
 ISA = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16",
        "amx_int8": "AMX-INT8"}  # fmt: skip
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def isa() -> dict[str, bool]:

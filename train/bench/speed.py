@@ -1,7 +1,7 @@
 """Benchmark: tokens/s of one jitted forward+backward+AdamW step and of KV-cache generation, with
 Hugging Face transformers (PyTorch, same config, same device, same run) beside each figure.
 
-    python -m train.bench.speed [--presets tiny 124M] [--weights fp32|bf16|int8] [--json]
+    python -m train.bench.speed [--presets tiny 124M] [--weights int8] [--json]
 
 prints one row per (preset, what, impl) with steady-state tokens/s (median of --repeats timed
 runs after a warm-up), MFU on GPUs/TPUs (train rows), the fraction of the memory-bandwidth
