@@ -105,7 +105,7 @@ def quantize(params: dict, weights: str) -> dict:
     return traverse_util.unflatten_dict(out)
 
 
-def digits(x: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+def digits(x: jax.Array, dtype) -> tuple[jax.Array, float, jax.Array]:
     """x [M, K] float32 -> (two digits per row stacked [2M, K] in `dtype`, the weight of the
     high digit relative to the low one, the rows' step [M, 1]): x ~= (high w + low) step."""
     if dtype == jnp.int8:
@@ -169,8 +169,9 @@ class Embed(nn.Embed):
         return self.get_variable("params", "embedding_scale")
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        if self.scale is None:
+        scale = self.scale
+        if scale is None:
             (table,) = self.promote_dtype(self.embedding, dtype=self.dtype, inexact=False)
             return jnp.take(table, tokens, axis=0)
         rows = jnp.take(self.embedding, tokens, axis=0).astype(jnp.float32)
-        return (rows * jnp.take(self.scale, tokens, axis=0)[..., None]).astype(self.dtype)
+        return (rows * jnp.take(scale, tokens, axis=0)[..., None]).astype(self.dtype)

@@ -42,7 +42,7 @@ from gptjax.accelerator import cpu_model
 from gptjax.config import GPTConfig
 from gptjax.model.attention import IMPLS
 from gptjax.model.gpt import REMAT
-from gptjax.model.weights import WEIGHTS, quantize
+from gptjax.model.weights import NARROW, WEIGHTS, quantize
 from gptjax.options import parse, run_cli
 from gptjax.training import parallel
 from gptjax.training.cross_entropy import ce_chunks_for
@@ -284,15 +284,12 @@ def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float
 
 def roofline(case: Case, opts: Options, bandwidth: float, weights: str = "fp32") -> float:
     """Decoding's bound: B x bytes/s over the bytes a step reads (`decode_bytes`), in tok/s;
-    narrow `weights` (a key of WEIGHT_BYTES) read fewer bytes for the matrices."""
+    narrow `weights` (a key of `weights.NARROW`) read fewer bytes for the matrices."""
     B = case.data.shape[0]
     itemsize = jnp.dtype(parallel.compute_dtype(opts.dtype)).itemsize
     S = opts.prompt_len + opts.new_tokens  # the cache every step reads
-    weight_bytes = WEIGHT_BYTES.get(weights, itemsize)
+    weight_bytes = jnp.dtype(NARROW[weights]).itemsize if weights in NARROW else itemsize
     return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize, weight_bytes)
-
-
-WEIGHT_BYTES = {"bf16": 2, "int8": 1}  # per weight of a narrow format; fp32: the compute dtype's
 
 
 def memory_bandwidth() -> float | None:

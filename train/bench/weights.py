@@ -25,12 +25,13 @@ import numpy as np
 
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.data import tokenizer
-from gptjax.data.corpus import load_tokens, split_documents
 from gptjax.inference.generation import generate
 from gptjax.model.gpt import GPT
 from gptjax.model.weights import WEIGHTS, quantize
 from gptjax.options import parse, run_cli
 from gptjax.store import Model, open_or_preset
+from gptjax.training.cross_entropy import cross_entropy_sum
+from train.pretrain import corpus
 
 
 @dataclass(frozen=True)
@@ -58,26 +59,18 @@ class Options:
 
 
 @partial(jax.jit, static_argnames="cfg")
-def scores(cfg: GPTConfig, params, windows):
-    """windows [W, T+1] -> (loss summed over the W x T next-token targets, argmax [W, T])."""
-    logits = GPT(cfg).apply({"params": params}, windows[:, :-1])
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, windows[:, 1:, None], axis=-1).sum()
-    return nll, logits.argmax(-1)
+def scores(cfg: GPTConfig, params, batch):
+    """{"inputs", "targets"} [W, T] -> (loss summed over the W x T targets, argmax [W, T])."""
+    logits = GPT(cfg).apply({"params": params}, batch["inputs"])
+    return cross_entropy_sum(logits, batch["targets"])[0], logits.argmax(-1)
 
 
-def validation_windows(opts: Options, cfg: GPTConfig, enc) -> np.ndarray:
-    """Up to --windows non-overlapping windows [W, T+1] of --data's validation split, ids
-    folded into the model's vocabulary."""
-    T = min(opts.seq_len, cfg.context_length)
-    _, val = split_documents(load_tokens(opts.data, enc=enc), 0.9, enc.eot_token)
-    W = min(opts.windows, (len(val) - 1) // T)
-    if W < 1:
-        raise ValueError(
-            f"--data {opts.data}: its validation split holds fewer than {T + 1} tokens"
-        )
-    windows = np.stack([val[i * T : i * T + T + 1] for i in range(W)]).astype(np.int32)
-    return windows % cfg.vocab_size  # unchanged unless the vocabulary is a toy one
+def validation_batch(opts: Options, cfg: GPTConfig, enc) -> dict[str, np.ndarray]:
+    """The first --windows windows of --data's validation split as pretraining cuts it
+    (`train.pretrain.corpus`), ids folded into the model's vocabulary."""
+    _, val = corpus(opts.data, min(opts.seq_len, cfg.context_length), 0.9, enc=enc)
+    batch = val.batch(np.arange(min(opts.windows, len(val))))
+    return {k: v % cfg.vocab_size for k, v in batch.items()}  # unchanged unless a toy vocabulary
 
 
 def rows(opts: Options):
@@ -85,15 +78,16 @@ def rows(opts: Options):
     model = Model.open(opts.ckpt) if opts.ckpt else open_or_preset(None, opts.preset)
     cfg, fp32 = model.cfg, jax.device_put(model.params)
     toy = model.tokenizer is None and not tokenizer.has_eot(cfg.vocab_size)
-    windows = validation_windows(opts, cfg, tokenizer.gpt2() if toy else model.encoding())
-    prompts = windows[: opts.prompts, : min(opts.prompt_len, windows.shape[1] - 1)]
+    batch = validation_batch(opts, cfg, tokenizer.gpt2() if toy else model.encoding())
+    positions = batch["targets"].size
+    prompts = batch["inputs"][: opts.prompts, : opts.prompt_len]
     new = min(opts.new_tokens, cfg.context_length - prompts.shape[1])
     ref_loss = ref_top = ref_greedy = None
     for name in dict.fromkeys(("fp32", *opts.weights)):
         params = quantize(fp32, name)
-        nll, top = scores(cfg, params, windows)
+        nll, top = scores(cfg, params, batch)
         greedy = np.asarray(generate(cfg, params, prompts, max_new_tokens=new))[:, -new:]
-        loss = float(nll) / windows[:, 1:].size
+        loss = float(nll) / positions
         if name == "fp32":
             ref_loss, ref_top, ref_greedy = loss, top, greedy
         yield {
@@ -102,7 +96,7 @@ def rows(opts: Options):
             "delta_loss": loss - ref_loss,
             "top1_agreement": float(jnp.mean(top == ref_top)),
             "greedy_agreement": float(np.mean(greedy == ref_greedy)),
-            "positions": int(windows[:, 1:].size),
+            "positions": int(positions),
             "greedy_tokens": int(greedy.size),
         }
 
