@@ -1,34 +1,85 @@
-"""bf16 matmuls for CPUs (`gptjax.model.matmul`): the values and gradients of the plain dots."""
+"""bf16 layers for AMX CPUs (`gptjax.model.matmul`): the values and gradients of the plain
+layers, float32 weight gradients, and a bf16 model step whichever path it takes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gptjax import init_params
 from gptjax.accelerator import cpu_flags
-from gptjax.model.matmul import matmul, wanted
+from gptjax.config import GPTConfig
+from gptjax.model import matmul
+from gptjax.training.steps import lm_loss
+
+BF16 = jnp.bfloat16
 
 
-@pytest.mark.parametrize("w_rows_out", [False, True])
-def test_matmul_and_its_gradients_equal_the_plain_dots(w_rows_out):
-    keys = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(keys[0], (6, 16)).astype(jnp.bfloat16)
-    w = jax.random.normal(keys[1], (24, 16) if w_rows_out else (16, 24)).astype(jnp.bfloat16)
-    # A cotangent bf16 holds exactly: the VJP rounds it to bf16 before its dots.
-    probe = jax.random.normal(keys[2], (6, 24)).astype(jnp.bfloat16).astype(jnp.float32)
-    spec = "mk,nk->mn" if w_rows_out else "mk,kn->mn"
-    plain = lambda x, w: jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32))
-    ours = lambda x, w: matmul(x, w, w_rows_out, jnp.float32)
-    # Taken for bf16 on a CPU with AMX (where it was measured), never for float32.
-    assert wanted(x, w) == ("amx_bf16" in cpu_flags()) and not wanted(x.astype(jnp.float32), w)
-    np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
-    loss = lambda f: lambda x, w: jnp.sum(f(x, w) * probe)
-    got = jax.grad(loss(ours), (0, 1))(x, w)
-    want = jax.grad(loss(plain), (0, 1))(x.astype(jnp.float32), w.astype(jnp.float32))
-    for g, r in zip(got, want, strict=True):
-        assert g.dtype == jnp.bfloat16 and g.shape == r.shape
-        np.testing.assert_allclose(g.astype(jnp.float32), r, rtol=1e-2, atol=1e-2)
-    # A bf16 result is the float32 one rounded once.
-    np.testing.assert_array_equal(
-        matmul(x, w, w_rows_out, jnp.bfloat16), ours(x, w).astype(jnp.bfloat16)
-    )
+def exact_bf16(key, shape) -> jax.Array:
+    """float32 values that bf16 holds exactly: products of two are exact in float32."""
+    return jax.random.normal(key, shape).astype(BF16).astype(jnp.float32)
+
+
+def grads(f, probe, *args):
+    return jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32) * probe), range(len(args)))(*args)
+
+
+def test_wanted_only_for_bf16_on_an_amx_cpu():
+    assert matmul.wanted(BF16) == ("amx_bf16" in cpu_flags())
+    assert not matmul.wanted(jnp.float32)
+
+
+def test_dense_and_its_gradients_equal_the_plain_layer():
+    k = jax.random.split(jax.random.key(0), 4)
+    x, kernel = exact_bf16(k[0], (2, 3, 16)), exact_bf16(k[1], (16, 24))
+    bias, probe = exact_bf16(k[2], (24,)), exact_bf16(k[3], (2, 3, 24))
+    plain = lambda x, w, b: x @ w + b  # float32 on bf16-exact values
+    ours = lambda x, w, b: matmul.dense(x.astype(BF16), w, b)
+    y = ours(x, kernel, bias)
+    assert y.dtype == BF16 and y.shape == (2, 3, 24)
+    # the float32 sum plus the bias, rounded once
+    np.testing.assert_array_equal(y, plain(x, kernel, bias).astype(BF16))
+    dx, dw, db = grads(ours, probe, x, kernel, bias)
+    rx, rw, rb = grads(plain, probe, x, kernel, bias)
+    # weight and bias gradients in the params' float32, unrounded
+    assert dw.dtype == db.dtype == jnp.float32
+    np.testing.assert_allclose(dw, rw, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(db, rb, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx, rx.astype(BF16).astype(jnp.float32), rtol=1e-2, atol=1e-2)
+    _, dw = grads(lambda x, w: matmul.dense(x.astype(BF16), w, None), probe, x, kernel)
+    np.testing.assert_allclose(dw, rw, rtol=1e-6, atol=1e-6)  # no bias: the same kernel's
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+def test_head_pads_with_zero_columns_and_returns_the_heads_gradient(pad):
+    k = jax.random.split(jax.random.key(1), 3)
+    x, head = exact_bf16(k[0], (2, 3, 16)), exact_bf16(k[1], (20, 16))
+    probe = exact_bf16(k[2], (2, 3, 20 + pad))
+    logits = matmul.head(x.astype(BF16), head, pad)
+    assert logits.dtype == jnp.float32 and logits.shape == (2, 3, 20 + pad)
+    np.testing.assert_allclose(logits[..., :20], x @ head.T, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(logits[..., 20:], 0.0)
+    dx, dh = grads(lambda x, h: matmul.head(x.astype(BF16), h, pad), probe, x, head)
+    rx, rh = grads(lambda x, h: x @ h.T, probe[..., :20], x, head)
+    assert dh.dtype == jnp.float32 and dh.shape == head.shape
+    np.testing.assert_allclose(dh, rh, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx, rx.astype(BF16).astype(jnp.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_a_bf16_model_step_equals_the_plain_layers(monkeypatch):
+    """Loss and gradients of a bf16 GPT (tied head, biases, padding) through this module equal
+    those of flax's plain bf16 layers, on any CPU."""
+    cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)
+    params = init_params(cfg, jax.random.key(0))
+    ids = jax.random.randint(jax.random.key(1), (2, 17), 0, 200)
+    batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+    loss = lm_loss(cfg, BF16)
+    runs = {}
+    for path in (True, False):
+        monkeypatch.setattr(matmul, "wanted", lambda dtype, path=path: path and dtype == BF16)
+        runs[path] = jax.value_and_grad(lambda p: loss(p, batch, None, False)[0])(params)
+    (ours, g_ours), (plain, g_plain) = runs[True], runs[False]
+    np.testing.assert_allclose(ours, plain, rtol=2e-3)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_plain), strict=True):
+        assert a.dtype == b.dtype == jnp.float32
+        np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.abs(b).max()) + 1e-6)

@@ -60,12 +60,11 @@ def lm_logits(
     many = scale is None and math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
     if scale is not None:  # a narrow head, never padded
         product = narrow_matmul(x, head, scale)
+    elif matmul.wanted(dtype):  # bf16 on an AMX CPU: its bf16 kernels (matmul.py)
+        product = matmul.head(x.astype(dtype), head, (Vp if many else V) - V)
     else:
         head = padded_head(head, dtype) if many else head.astype(dtype)
-        if matmul.wanted(x, head):  # bf16 on a CPU: keep its bf16 kernels (matmul.py)
-            product = matmul.rows_times(x, head, True, jnp.float32)
-        else:
-            product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+        product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
     logits = softcap(product, cap)
     if not padded or Vp == V:
         return logits[..., :V]

@@ -1,17 +1,21 @@
-"""bfloat16 matmuls that stay on XLA's CPU bf16 kernels in the backward pass too.
+"""bfloat16 layers for CPUs with AMX: every dot of the step on XLA's bf16 kernel, float32
+weight gradients.
 
 XLA's CPU backend (jaxlib 0.10.2) hands a bf16 dot to its library kernel, which uses AMX where
-the chip has it, only when the result is float32 and neither operand is contracted over its
-leading axis; any other dot is converted to float32 and run there. Measured on a Xeon with AMX,
-[512, 768] x [768, 3072]: float32 8.4 ms; bf16 with a float32 result 1.6 ms, with a bf16 result
-8.7 ms; the weight gradient (x^T dy, contracting the rows) 10.2 ms either way. Autodiff of a
-bf16 layer gives bf16 results, and float32 cotangents against bf16 weights, so every dot of a
-bf16 step ran in float32. `matmul` asks for a float32 result and rounds after, and its VJP casts
-the cotangent to bf16 first, so the forward and input-gradient dots run on the bf16 kernel (the
-values are those of the plain dots: XLA's CPU sums bf16 products in float32 either way); the
-weight gradient stays where XLA puts it.
+the chip has it, only when the result is float32 and the left operand is not contracted over
+its leading axis, in memory; any other dot is converted to float32 and run there. Measured on a
+Xeon with AMX, [512, 768] x [768, 3072]: float32 8.4 ms; bf16 with a float32 result 1.6 ms,
+with a bf16 result 8.7 ms; the weight gradient x^T dy 10.2 ms, 1.7 ms with x's rows written
+out transposed first (`_rows_first`). Autodiff of a bf16 layer gives bf16 results, float32
+cotangents against bf16 weights and x^T dy, so every dot of a bf16 step ran in float32.
 
-Shapes: M rows, K contracted width, N output width.
+Here one custom VJP holds a whole layer: the float32 weights are cast (and a head padded)
+inside, the forward and input-gradient dots ask for float32 results, the cotangent is cast to
+bf16 before its dots, and the weight and bias gradients come back in the weights' own dtype,
+unrounded. The bias is added in float32 and its gradient summed in float32 (a bf16 bias
+gradient became a reduce-window XLA ran at 5 ms per [512, 3072] instead of 0.3 ms).
+
+Shapes: M rows, K contracted width, N output width, V head rows.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from jax import lax
 from gptjax.accelerator import cpu_flags
 
 
-def wanted(x: jax.Array, w: jax.Array) -> bool:
-    """Whether x times w should go through `matmul`: both bfloat16, compiled for a CPU with
-    AMX (measured there; a CPU without it keeps the plain dots)."""
-    if x.dtype != jnp.bfloat16 or w.dtype != jnp.bfloat16 or jax.default_backend() != "cpu":
+def wanted(dtype) -> bool:
+    """Whether layers computing in `dtype` should go through this module: bfloat16, compiled
+    for a CPU with AMX (measured there; a CPU without it keeps the plain dots)."""
+    if dtype != jnp.bfloat16 or jax.default_backend() != "cpu":
         return False
     return "amx_bf16" in cpu_flags()
 
@@ -38,29 +42,64 @@ def _dot(a, b, contract: tuple[int, int]) -> jax.Array:
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def matmul(x: jax.Array, w: jax.Array, w_rows_out: bool, out_dtype) -> jax.Array:
-    """x [M, K] times w -> [M, N] in `out_dtype`, summed in float32. w is [K, N], or [N, K]
-    with `w_rows_out` (an output head [V, D])."""
-    return _dot(x, w, (1, 1 if w_rows_out else 0)).astype(out_dtype)
+def _rows_first(a: jax.Array) -> jax.Array:
+    """a [M, C] transposed to [C, M] in memory. A plain transpose only relabels the layout, and
+    XLA then hands the dot that contracts M to its float32 loop; flattening behind a barrier
+    makes XLA write the transposed rows out."""
+    flat = lax.optimization_barrier(a.T.reshape(-1))
+    return flat.reshape(a.shape[1], a.shape[0])
 
 
-def _forward(x, w, w_rows_out, out_dtype):
-    return matmul(x, w, w_rows_out, out_dtype), (x, w)
+def _weights(w: jax.Array, dtype, pad: int | None) -> jax.Array:
+    """w in the compute dtype; a head [V, K] with `pad` zero rows after (None: a kernel)."""
+    w = w.astype(dtype)
+    return w if pad is None else jnp.pad(w, ((0, pad), (0, 0)))
 
 
-def _backward(w_rows_out, out_dtype, saved, ct):
-    x, w = saved
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _layer(x, w, b, pad, out_dtype):
+    return _forward(x, w, b, pad, out_dtype)[0]
+
+
+def _forward(x, w, b, pad, out_dtype):
+    wc = _weights(w, x.dtype, pad)
+    y = _dot(x, wc, (1, 0 if pad is None else 1))  # [M, N] float32
+    if b is not None:
+        y = y + b.astype(jnp.float32)
+    # zeros [0] of each parameter's dtype: the gradients go back in it
+    kinds = (jnp.zeros(0, w.dtype), None if b is None else jnp.zeros(0, b.dtype))
+    return y.astype(out_dtype), (x, wc, kinds)
+
+
+def _backward(pad, out_dtype, saved, ct):
+    x, wc, (w_kind, b_kind) = saved
+    db = None if b_kind is None else ct.astype(jnp.float32).sum(0).astype(b_kind.dtype)
     ct = ct.astype(x.dtype)  # [M, N]
-    dx = _dot(ct, w, (1, 0 if w_rows_out else 1))  # [M, K]
-    dw = _dot(ct, x, (0, 0)) if w_rows_out else _dot(x, ct, (0, 0))  # [N, K] or [K, N]
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    if pad is None:  # wc [K, N]
+        dx = _dot(ct, wc, (1, 1))
+        dw = _dot(_rows_first(x), ct, (1, 0))  # [K, N]
+    else:  # wc [V + pad, K]
+        dx = _dot(ct, wc, (1, 0))
+        dw = _dot(_rows_first(ct), x, (1, 0))[: wc.shape[0] - pad]  # [V, K]
+    return dx.astype(x.dtype), dw.astype(w_kind.dtype), db
 
 
-matmul.defvjp(_forward, _backward)
+_layer.defvjp(_forward, _backward)
 
 
-def rows_times(x: jax.Array, w: jax.Array, w_rows_out: bool, out_dtype) -> jax.Array:
-    """`matmul` over x [..., K]: the leading axes flattened into M and restored."""
-    y = matmul(x.reshape(-1, x.shape[-1]), w, w_rows_out, out_dtype)
+def _rows(f, x: jax.Array, *args) -> jax.Array:
+    """f over x [..., K] with the leading axes flattened into M and restored."""
+    y = f(x.reshape(-1, x.shape[-1]), *args)
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """x [..., K] bf16 times kernel [K, N] plus bias [N] -> [..., N] bf16, summed in float32.
+    kernel and bias stay in their own dtype (float32 params) and get gradients in it."""
+    return _rows(lambda x: _layer(x, kernel, bias, None, x.dtype), x)
+
+
+def head(x: jax.Array, head: jax.Array, padded_rows: int) -> jax.Array:
+    """x [..., K] bf16 times an output head [V, K] padded with `padded_rows` zero rows ->
+    float32 logits [..., V + padded_rows]; the head's gradient [V, K] in its own dtype."""
+    return _rows(lambda x: _layer(x, head, None, padded_rows, jnp.float32), x)

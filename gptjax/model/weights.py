@@ -151,12 +151,11 @@ class Dense(nn.Dense):
             bias = None
             if self.use_bias:
                 bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if matmul.wanted(self.dtype):  # bf16 on an AMX CPU: its bf16 kernels (matmul.py)
+                return matmul.dense(x.astype(self.dtype), kernel, bias)
             x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
-            if matmul.wanted(x, kernel):  # bf16 on a CPU: keep its bf16 kernels (matmul.py)
-                y = matmul.rows_times(x, kernel, False, x.dtype)
-            else:
-                dims = (((x.ndim - 1,), (0,)), ((), ()))
-                y = lax.dot_general(x, kernel, dims, precision=self.precision)
+            dims = (((x.ndim - 1,), (0,)), ((), ()))
+            y = lax.dot_general(x, kernel, dims, precision=self.precision)
         return y if bias is None else y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
 
 
@@ -170,8 +169,10 @@ class Embed(nn.Embed):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         scale = self.scale
-        if scale is None:
-            (table,) = self.promote_dtype(self.embedding, dtype=self.dtype, inexact=False)
-            return jnp.take(table, tokens, axis=0)
+        if scale is None:  # rows taken, then cast: casting the table would read all of it
+            (rows,) = self.promote_dtype(
+                jnp.take(self.embedding, tokens, axis=0), dtype=self.dtype, inexact=False
+            )
+            return rows
         rows = jnp.take(self.embedding, tokens, axis=0).astype(jnp.float32)
         return (rows * jnp.take(scale, tokens, axis=0)[..., None]).astype(self.dtype)
