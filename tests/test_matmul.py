@@ -1,6 +1,10 @@
 """bf16 layers for AMX CPUs (`gptjax.model.matmul`): the values and gradients of the plain
 layers, float32 weight gradients, and a bf16 model step whichever path it takes."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +15,7 @@ from gptjax.accelerator import cpu_flags
 from gptjax.config import GPTConfig
 from gptjax.model import matmul
 from gptjax.training.steps import lm_loss
+from tests.conftest import ROOT
 
 BF16 = jnp.bfloat16
 
@@ -83,3 +88,34 @@ def test_a_bf16_model_step_equals_the_plain_layers(monkeypatch):
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_plain), strict=True):
         assert a.dtype == b.dtype == jnp.float32
         np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.abs(b).max()) + 1e-6)
+
+
+SHARDED = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from gptjax import init_params
+from gptjax.config import GPTConfig
+from gptjax.model import matmul
+from gptjax.training.steps import lm_loss
+matmul.wanted = lambda dtype: dtype == jnp.bfloat16  # this module's path on any CPU
+cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                      sharding=NamedSharding(mesh, P())), params)
+ids = jax.ShapeDtypeStruct((8, 16), jnp.int32, sharding=NamedSharding(mesh, P("data")))
+loss = lm_loss(cfg, jnp.bfloat16)
+grad = jax.jit(jax.grad(lambda p, b: loss(p, b, None, False)[0]))
+print(grad.lower(params, {"inputs": ids, "targets": ids}).compile().as_text().count("all-gather("))
+"""
+
+
+def test_a_batch_sharded_over_devices_stays_sharded_in_the_backward():
+    """The weight gradient's transposed input keeps the batch axis whole, so data parallelism
+    needs no all-gather of activations (flattening it needed one per layer input)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run = subprocess.run(
+        [sys.executable, "-c", SHARDED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "0"

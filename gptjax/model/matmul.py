@@ -44,10 +44,10 @@ def _dot(a, b, contract: tuple[int, int]) -> jax.Array:
 
 def _rows_first(a: jax.Array) -> jax.Array:
     """a [M, C] transposed to [C, M] in memory. A plain transpose only relabels the layout, and
-    XLA then hands the dot that contracts M to its float32 loop; flattening behind a barrier
-    makes XLA write the transposed rows out."""
-    flat = lax.optimization_barrier(a.T.reshape(-1))
-    return flat.reshape(a.shape[1], a.shape[0])
+    XLA then hands the dot that contracts M to its float32 loop; a unit axis added behind a
+    barrier makes XLA write the transposed rows out (and leaves M whole, so a batch sharded
+    over M stays sharded)."""
+    return lax.optimization_barrier(a.T[..., None])[..., 0]
 
 
 def _weights(w: jax.Array, dtype, pad: int | None) -> jax.Array:
