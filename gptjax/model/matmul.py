@@ -56,24 +56,24 @@ def _weights(w: jax.Array, dtype, pad: int | None) -> jax.Array:
     return w if pad is None else jnp.pad(w, ((0, pad), (0, 0)))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _layer(x, w, b, pad, out_dtype):
-    return _forward(x, w, b, pad, out_dtype)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _layer(x, w, b, pad, out_dtype, grad_dtypes):
+    """x [M, K] times w (pad None: a kernel [K, N]; else a head [V, K] and `pad` zero rows,
+    N = V + pad) plus b [N] or None -> [M, N] in out_dtype; grad_dtypes: those of w and b."""
+    return _forward(x, w, b, pad, out_dtype, grad_dtypes)[0]
 
 
-def _forward(x, w, b, pad, out_dtype):
+def _forward(x, w, b, pad, out_dtype, grad_dtypes):
     wc = _weights(w, x.dtype, pad)
     y = _dot(x, wc, (1, 0 if pad is None else 1))  # [M, N] float32
     if b is not None:
         y = y + b.astype(jnp.float32)
-    # zeros [0] of each parameter's dtype: the gradients go back in it
-    kinds = (jnp.zeros(0, w.dtype), None if b is None else jnp.zeros(0, b.dtype))
-    return y.astype(out_dtype), (x, wc, kinds)
+    return y.astype(out_dtype), (x, wc)
 
 
-def _backward(pad, out_dtype, saved, ct):
-    x, wc, (w_kind, b_kind) = saved
-    db = None if b_kind is None else ct.astype(jnp.float32).sum(0).astype(b_kind.dtype)
+def _backward(pad, out_dtype, grad_dtypes, saved, ct):
+    (x, wc), (w_dtype, b_dtype) = saved, grad_dtypes
+    db = None if b_dtype is None else ct.astype(jnp.float32).sum(0).astype(b_dtype)
     ct = ct.astype(x.dtype)  # [M, N]
     if pad is None:  # wc [K, N]
         dx = _dot(ct, wc, (1, 1))
@@ -81,7 +81,7 @@ def _backward(pad, out_dtype, saved, ct):
     else:  # wc [V + pad, K]
         dx = _dot(ct, wc, (1, 0))
         dw = _dot(_rows_first(ct), x, (1, 0))[: wc.shape[0] - pad]  # [V, K]
-    return dx.astype(x.dtype), dw.astype(w_kind.dtype), db
+    return dx.astype(x.dtype), dw.astype(w_dtype), db
 
 
 _layer.defvjp(_forward, _backward)
@@ -96,10 +96,11 @@ def _rows(f, x: jax.Array, *args) -> jax.Array:
 def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
     """x [..., K] bf16 times kernel [K, N] plus bias [N] -> [..., N] bf16, summed in float32.
     kernel and bias stay in their own dtype (float32 params) and get gradients in it."""
-    return _rows(lambda x: _layer(x, kernel, bias, None, x.dtype), x)
+    dtypes = (kernel.dtype, None if bias is None else bias.dtype)
+    return _rows(lambda x: _layer(x, kernel, bias, None, x.dtype, dtypes), x)
 
 
-def head(x: jax.Array, head: jax.Array, padded_rows: int) -> jax.Array:
-    """x [..., K] bf16 times an output head [V, K] padded with `padded_rows` zero rows ->
-    float32 logits [..., V + padded_rows]; the head's gradient [V, K] in its own dtype."""
-    return _rows(lambda x: _layer(x, head, None, padded_rows, jnp.float32), x)
+def head(x: jax.Array, w: jax.Array, padded_rows: int) -> jax.Array:
+    """x [..., K] bf16 times an output head w [V, K] padded with `padded_rows` zero rows ->
+    float32 logits [..., V + padded_rows]; w's gradient [V, K] in w's own dtype."""
+    return _rows(lambda x: _layer(x, w, None, padded_rows, jnp.float32, (w.dtype, None)), x)
