@@ -50,6 +50,16 @@ def _rows_first(a: jax.Array) -> jax.Array:
     return lax.optimization_barrier(a.T[..., None])[..., 0]
 
 
+def rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a [..., P] and b [..., Q] with the same leading axes -> a^T b [P, Q] float32, summed
+    over all of them: a weight gradient. On an AMX CPU in bf16 the rows of a are written out
+    transposed first, so the dot runs on the bf16 kernel (`_rows_first`)."""
+    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    if wanted(a.dtype):
+        return _dot(_rows_first(a), b, (1, 0))
+    return _dot(a, b, (0, 0))
+
+
 def _weights(w: jax.Array, dtype, pad: int | None) -> jax.Array:
     """w in the compute dtype; a head [V, K] with `pad` zero rows after (None: a kernel)."""
     w = w.astype(dtype)
@@ -77,10 +87,10 @@ def _backward(pad, out_dtype, grad_dtypes, saved, ct):
     ct = ct.astype(x.dtype)  # [M, N]
     if pad is None:  # wc [K, N]
         dx = _dot(ct, wc, (1, 1))
-        dw = _dot(_rows_first(x), ct, (1, 0))  # [K, N]
+        dw = rows_contracted(x, ct)  # [K, N]
     else:  # wc [V + pad, K]
         dx = _dot(ct, wc, (1, 0))
-        dw = _dot(_rows_first(ct), x, (1, 0))[: wc.shape[0] - pad]  # [V, K]
+        dw = rows_contracted(ct, x)[: wc.shape[0] - pad]  # [V, K]
     return dx.astype(x.dtype), dw.astype(w_dtype), db
 
 

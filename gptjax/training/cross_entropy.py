@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from gptjax.data import IGNORE
+from gptjax.model import matmul
 from gptjax.model.head import mask_padding, padded_head, padded_vocab, softcap
 
 
@@ -54,7 +55,7 @@ def _slice_pass(x, w, V, targets, dtype, cap, want_dx: bool, want_dw: bool):
         return s, n, None, None
     d = back((jnp.float32(1), jnp.float32(0)))[0].astype(dtype)  # softmax - one_hot, counted
     dx = jnp.einsum("btv,vd->btd", d, w, preferred_element_type=jnp.float32) if want_dx else None
-    dw = jnp.einsum("btv,btd->vd", d, x, preferred_element_type=jnp.float32) if want_dw else None
+    dw = matmul.rows_contracted(d, x) if want_dw else None  # [V', D]
     return s, n, None if dx is None else dx.astype(x.dtype), dw
 
 
