@@ -1,5 +1,6 @@
-"""bf16 layers for AMX CPUs (`gptjax.model.matmul`): the values and gradients of the plain
-layers, float32 weight gradients, and a bf16 model step whichever path it takes."""
+"""bf16 layers and attention for AMX CPUs (`gptjax.model.matmul`): the values and gradients of
+the plain layers and the reference einsums, float32 weight gradients, and a bf16 model step
+whichever path it takes."""
 
 import os
 import subprocess
@@ -14,6 +15,7 @@ from gptjax import init_params
 from gptjax.accelerator import cpu_flags
 from gptjax.config import GPTConfig
 from gptjax.model import matmul
+from gptjax.model.attention import causal_mask, masked_softmax
 from gptjax.training.steps import lm_loss
 from tests.conftest import ROOT
 
@@ -71,6 +73,36 @@ def test_head_pads_with_zero_columns_and_returns_the_heads_gradient(pad):
     np.testing.assert_allclose(dx, rx.astype(BF16).astype(jnp.float32), rtol=1e-2, atol=1e-2)
 
 
+def reference_attention(q, k, v, mask):
+    """The model's reference einsums (attention.MultiHeadAttention) on bf16 q, k, v."""
+    scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
+    weights = masked_softmax(scores / jnp.sqrt(q.shape[-1]).astype(jnp.float32), mask)
+    return jnp.einsum("bnts,bsnh->btnh", weights.astype(BF16), v)
+
+
+@pytest.mark.parametrize("masking", ["causal", "offset", "keys"])
+def test_attention_and_its_gradients_equal_the_reference_einsums(masking):
+    """Causal self-attention, a query block at an offset into longer keys (a prefill after a
+    cache), and a per-row key mask [B, 1, T, S] with one row hiding every key."""
+    B, T, S, N, H = 2, 5, 8 if masking == "offset" else 5, 3, 4
+    k = jax.random.split(jax.random.key(2), 4)
+    q, kk, v = (exact_bf16(k[i], (B, n, N, H)).astype(BF16) for i, n in enumerate((T, S, S)))
+    probe = exact_bf16(k[3], (B, T, N, H))
+    mask = causal_mask(T, S, S - T)
+    if masking == "keys":
+        keys = jnp.arange(S) < jnp.array([[3], [0]])  # row 1 sees no key at all
+        mask = mask & keys[:, None, None, :]
+    ours = lambda q, k, v: matmul.attention(q, k, v, mask)
+    plain = lambda q, k, v: reference_attention(q, k, v, mask)
+    y = ours(q, kk, v)
+    assert y.dtype == BF16 and y.shape == (B, T, N, H)
+    np.testing.assert_array_equal(y, plain(q, kk, v))
+    for a, b in zip(grads(ours, probe, q, kk, v), grads(plain, probe, q, kk, v), strict=True):
+        assert a.dtype == BF16
+        a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+        np.testing.assert_allclose(a, b, atol=0.02 * float(jnp.abs(b).max()) + 1e-6)
+
+
 def test_a_bf16_model_step_equals_the_plain_layers(monkeypatch):
     """Loss and gradients of a bf16 GPT (tied head, biases, padding) through this module equal
     those of flax's plain bf16 layers, on any CPU."""
@@ -96,6 +128,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gptjax import init_params
 from gptjax.config import GPTConfig
 from gptjax.model import matmul
+from gptjax.model.attention import causal_mask, masked_softmax
 from gptjax.training.steps import lm_loss
 matmul.wanted = lambda dtype: dtype == jnp.bfloat16  # this module's path on any CPU
 cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)

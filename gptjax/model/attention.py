@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gptjax.errors import first_line
+from gptjax.model import matmul
 from gptjax.model.weights import Dense
 
 
@@ -196,7 +197,10 @@ class MultiHeadAttention(nn.Module):
             mask = mask & same_segment(segments)  # [B, 1, T, T]
         dropping = self.drop_rate > 0 and not deterministic
         impl = "reference" if dropping else resolve_impl(self.impl, self.dtype)
-        if impl == "reference":
+        if impl == "reference" and not dropping and matmul.wanted(self.dtype):
+            # the same values with every dot on the bf16 kernel of an AMX CPU (matmul.py)
+            ctx = matmul.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+        elif impl == "reference":
             scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
             weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
             weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)

@@ -15,7 +15,14 @@ bf16 before its dots, and the weight and bias gradients come back in the weights
 unrounded. The bias is added in float32 and its gradient summed in float32 (a bf16 bias
 gradient became a reduce-window XLA ran at 5 ms per [512, 3072] instead of 0.3 ms).
 
-Shapes: M rows, K contracted width, N output width, V head rows.
+`attention` does the same for softmax(q k^T / sqrt(H)) v: XLA's bf16 kernel takes a batched
+dot with one batch axis over operands it can read in place, so the heads are laid out as
+G = B * N groups [G, T, H] and the backward pass writes out the transposes its dots contract.
+Measured on the Xeon, B 4, T 128, N 12, H 64: forward and backward 7.8 ms in the reference
+einsums (all float32 dots), 3.3 ms here.
+
+Shapes: M rows, K contracted width, N output width, V head rows; in `attention` B batch,
+T queries, S keys, N heads, H head width, G = B * N.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ def _rows_first(a: jax.Array) -> jax.Array:
     barrier makes XLA write the transposed rows out (and leaves M whole, so a batch sharded
     over M stays sharded)."""
     return lax.optimization_barrier(a.T[..., None])[..., 0]
+
+
+def _last_two_swapped(a: jax.Array) -> jax.Array:
+    """a [G, X, Y] -> [G, Y, X] written out in memory, as `_rows_first` does for 2-D."""
+    return lax.optimization_barrier(jnp.swapaxes(a, -1, -2)[..., None])[..., 0]
 
 
 def rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -114,3 +126,67 @@ def head(x: jax.Array, w: jax.Array, padded_rows: int) -> jax.Array:
     """x [..., K] bf16 times an output head w [V, K] padded with `padded_rows` zero rows ->
     float32 logits [..., V + padded_rows]; w's gradient [V, K] in w's own dtype."""
     return _rows(lambda x: _layer(x, w, None, padded_rows, jnp.float32, (w.dtype, None)), x)
+
+
+def _batched(a, b, contract: tuple[int, int]) -> jax.Array:
+    """a [G, ...] and b [G, ...] contracted over one axis each, batched over G -> float32."""
+    dims = (((contract[0],), (contract[1],)), ((0,), (0,)))
+    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _groups(x: jax.Array) -> jax.Array:
+    """x [B, T, N, H] -> [G, T, H]."""
+    B, T, N, H = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B * N, T, H)
+
+
+def _ungroups(x: jax.Array, B: int) -> jax.Array:
+    """x [G, T, H] -> [B, T, N, H]."""
+    G, T, H = x.shape
+    return x.reshape(B, G // B, T, H).transpose(0, 2, 1, 3)
+
+
+def _group_mask(mask: jax.Array, B: int, N: int) -> jax.Array:
+    """mask [T, S] or broadcastable to [B, N, T, S] -> [1, T, S] or [G, T, S]."""
+    if mask.ndim == 2:
+        return mask[None]
+    return jnp.broadcast_to(mask, (B, N, *mask.shape[-2:])).reshape(B * N, *mask.shape[-2:])
+
+
+@jax.custom_vjp
+def attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(H), where mask) v for q [B, T, N, H] and k, v [B, S, N, H] in bf16,
+    mask bool [T, S] or broadcastable to [B, N, T, S] -> [B, T, N, H] bf16: the reference
+    einsums' values (float32 scores and softmax, the weights rounded to bf16 before the
+    product), every dot of the forward and backward pass on the bf16 kernel."""
+    return _attention_forward(q, k, v, mask)[0]
+
+
+def _attention_forward(q, k, v, mask):
+    B, N, H = q.shape[0], q.shape[2], q.shape[3]
+    qg, kg, vg = _groups(q), _groups(k), _groups(v)
+    scores = _batched(qg, kg, (2, 2)) / jnp.sqrt(jnp.float32(H))  # [G, T, S]
+    mask = _group_mask(mask, B, N)
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = _batched(p, vg, (2, 1)).astype(q.dtype)  # [G, T, H]
+    return _ungroups(out, B), (qg, kg, vg, p, out, mask)
+
+
+def _attention_backward(saved, d_out):
+    qg, kg, vg, p, out, mask = saved
+    B, dtype = d_out.shape[0], qg.dtype
+    d_out = _groups(d_out.astype(dtype))
+    dv = _batched(_last_two_swapped(p), d_out, (2, 1))  # [G, S, H]
+    dp = _batched(d_out, vg, (2, 2))  # [G, T, S]
+    rows = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
+    ds = p.astype(jnp.float32) * (dp - rows) / jnp.sqrt(jnp.float32(qg.shape[-1]))
+    # a row that sees no key has uniform weights but, as in the reference, no score gradient
+    ds = jnp.where(mask, ds, 0.0).astype(dtype)
+    dq = _batched(ds, kg, (2, 1))
+    dk = _batched(_last_two_swapped(ds), qg, (2, 1))
+    back = lambda g: _ungroups(g, B).astype(dtype)
+    return back(dq), back(dk), back(dv), None
+
+
+attention.defvjp(_attention_forward, _attention_backward)
