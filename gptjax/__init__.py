@@ -1,6 +1,9 @@
 """gptjax: GPT-2 rebuilt from scratch as pure-functional JAX."""
 
-from gptjax import accelerator  # first: it may set XLA_FLAGS before any backend starts
+from gptjax import (
+    accelerator,  # first: it may set XLA_FLAGS before any backend starts
+    heap,  # then: glibc's settings, before XLA's threads first allocate
+)
 from gptjax.config import GPTConfig
 from gptjax.data import instruct, textdata, tokenizer
 from gptjax.inference.generation import generate
@@ -22,6 +25,7 @@ __all__ = [
     "dpo",
     "finetune",
     "generate",
+    "heap",
     "init_classifier",
     "init_params",
     "instruct",

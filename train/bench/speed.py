@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gptjax import generate, init_params
+from gptjax import generate, heap, init_params
 from gptjax.accelerator import cpu_model
 from gptjax.config import GPTConfig
 from gptjax.model.attention import IMPLS
@@ -92,6 +92,9 @@ class Options:
     """print JSON lines instead of a table"""
     profile: str | None = None
     """write a jax.profiler trace of 3 train steps (per preset)"""
+    hf_heap: Literal["default", "kept"] = "default"
+    """on a CPU where ours run on gptjax's kept heap (gptjax/heap.py): HF's rows in a fresh
+    process with glibc's defaults, as its users run it (default), or in this one (kept)"""
     apart: bool = field(default_factory=lambda: jax.default_backend() == "gpu")
     """each measurement in a fresh process (default: on a GPU, where JAX's and torch's memory
     outlive a case)"""
@@ -119,8 +122,28 @@ def apart(fn, *args):
         return pool.submit(fn, *args).result()
 
 
-def call(opts: Options, fn, *args):
-    return apart(fn, *args) if opts.apart else fn(*args)
+def call(opts: Options, fn, *args, default_heap: bool = False):
+    """fn(*args), in a fresh process with --apart; `default_heap`: in a fresh process with
+    gptjax.heap's settings off (glibc's defaults)."""
+    if not default_heap:
+        return apart(fn, *args) if opts.apart else fn(*args)
+    before = os.environ.get(heap.OFF)
+    os.environ[heap.OFF] = "0"  # the spawned interpreter reads it on `import gptjax`
+    try:
+        return apart(fn, *args)
+    finally:
+        os.environ.pop(heap.OFF) if before is None else os.environ.update({heap.OFF: before})
+
+
+def heap_of(opts: Options, impl: str) -> str:
+    """The heap a row runs on: "kept" (gptjax.heap's settings) or "default" (glibc's)."""
+    return "kept" if heap.KEPT and (impl == "gptjax" or opts.hf_heap == "kept") else "default"
+
+
+def default_heap(opts: Options, impl: str) -> bool:
+    """Whether a row needs a process of its own for glibc's default heap: HF's, where ours keep
+    it (settings and dispatch are fixed when a process starts)."""
+    return heap.KEPT and heap_of(opts, impl) == "default"
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -311,7 +334,9 @@ def rows(opts: Options, bandwidth: float | None):
             if impl != "gptjax" and case.theirs is None:  # HF has no such model
                 continue
             try:
-                compile_s, median = call(opts, measure, case, impl, compiled, opts)
+                compile_s, median = call(
+                    opts, measure, case, impl, compiled, opts, default_heap=default_heap(opts, impl)
+                )
             except Exception as e:  # torch.compile does not take every model everywhere
                 if impl == "gptjax":
                     raise
@@ -326,6 +351,7 @@ def rows(opts: Options, bandwidth: float | None):
                 "compile_s": compile_s,
                 "tokens": tokens,
                 "device": kind if impl == "gptjax" else bench_hf.device(),
+                "heap": heap_of(opts, impl),
                 **host,
             }
             if what.startswith("train") and peak:
@@ -363,6 +389,11 @@ def main(argv=None) -> None:
     if not opts.json:
         if jax.default_backend() == "cpu":
             print(machine.describe(bandwidth), flush=True)
+        if heap.KEPT:
+            theirs = (
+                "in its own process on glibc's defaults" if opts.hf_heap == "default" else "too"
+            )
+            print(f"heap: kept for ours (gptjax/heap.py); HF's {theirs}", flush=True)
         print(
             f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} {'roof':>6} "
             f"{'compile s':>10} {'ours/HF':>8}"

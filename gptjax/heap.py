@@ -1,0 +1,65 @@
+"""The process heap on a CPU run: XLA's step buffers reused instead of mapped afresh each call.
+
+XLA's CPU runtime mallocs each executable's temporaries on every call and frees them after (the
+124M train step's at B 4, T 128: one 995 MB block). glibc serves a block that large from a
+fresh mmap and unmaps it on free, so every step faulted its temporaries in page by page: 250,000
+faults and 0.4 s of kernel time per 124M step on a 2-core Xeon.
+
+`keep_heap` asks glibc (`mallopt`) never to mmap a block and never to give the heap's free top
+back to the system, so after the first steps the block is reused in place. Two conditions make
+that work: the block must come from the main thread's heap, since a block that large from any
+other thread's arena is mmapped whatever the settings, so JAX's CPU dispatch is made
+synchronous (the caller's thread runs the executable); and XLA's kernels' own scratch blocks,
+malloced from its worker threads, then stay in their threads' arenas instead of splitting the
+freed block (with every thread on the main heap, that fragmentation grew the 124M run's resident
+size from 3.0 to 4.6-7.4 GB). Measured here, median step: 124M bf16 1.11 s -> 0.89 s, tiny
+float32 210 -> 176 ms, resident size unchanged (3.0 GB, 0.78 GB).
+
+It runs on `import gptjax`, before any backend starts, and only where it helps and is wanted:
+glibc is the C library, no GPU or TPU plugin is installed (a CPU run), the user has set none of
+glibc's malloc variables nor JAX_CPU_ENABLE_ASYNC_DISPATCH, and GPTJAX_KEEP_HEAP is not 0.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from importlib.util import find_spec
+
+from gptjax.accelerator import installed_now
+
+OFF = "GPTJAX_KEEP_HEAP"
+DISPATCH = "JAX_CPU_ENABLE_ASYNC_DISPATCH"
+M_MMAP_MAX, M_TRIM_THRESHOLD = -4, -1  # mallopt's parameters (glibc's malloc.h)
+SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
+
+
+def wanted(environ=os.environ) -> bool:
+    """Whether to keep the heap here: glibc, a CPU run, not turned off, not tuned by the user."""
+    if environ.get(OFF, "") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    tuned = ("GLIBC_TUNABLES", DISPATCH)
+    if any(k in tuned or k.startswith("MALLOC_") for k in environ):
+        return False
+    _, plugins = installed_now()
+    return not plugins and find_spec("libtpu") is None
+
+
+def keep_heap(environ=os.environ) -> bool:
+    """Apply `SETTINGS` and synchronous CPU dispatch when `wanted`; True if glibc took them."""
+    if not wanted(environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    if not all(mallopt(param, value) == 1 for param, value in SETTINGS):
+        return False
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
+
+
+KEPT = keep_heap()  # on import, before any backend starts

@@ -1,0 +1,73 @@
+"""The process heap on CPU runs (`gptjax.heap`): when glibc's settings apply, and that with them
+an executable's temporaries stop being faulted in afresh on every call."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from gptjax import heap
+from tests.conftest import ROOT
+
+glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+
+
+@glibc
+def test_wanted_on_a_cpu_run_unless_turned_off_or_tuned_already(monkeypatch):
+    monkeypatch.setattr(heap, "installed_now", lambda: ("0.10.2", []))
+    assert heap.wanted({})
+    assert heap.wanted({heap.OFF: "1"})
+    assert not heap.wanted({heap.OFF: "0"})
+    assert not heap.wanted({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert not heap.wanted({"MALLOC_ARENA_MAX": "2"})
+    assert not heap.wanted({heap.DISPATCH: "true"})
+    monkeypatch.setattr(heap, "installed_now", lambda: ("0.10.2", ["jax-cuda12-plugin"]))
+    assert not heap.wanted({})  # a GPU run's host memory is left to glibc's defaults
+
+
+FAULTS = """
+import resource, statistics, gptjax, jax, jax.numpy as jnp
+x = jnp.ones((4096, 4096), jnp.float32)  # 64 MiB
+
+@jax.jit
+def f(x):
+    a = jnp.exp(x)  # a temporary as large as x
+    return (a @ jnp.ones((4096, 4), jnp.float32)).sum() + a[::-1].sum()
+
+for _ in range(8):  # until the heap has grown to what the calls need
+    f(x).block_until_ready()
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    f(x).block_until_ready()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(gptjax.heap.KEPT, statistics.median(faults))
+"""
+
+
+def faults_per_call(**env) -> tuple[str, int]:
+    tuned = ("GLIBC_TUNABLES", heap.DISPATCH)
+    clean = {k: v for k, v in os.environ.items() if k not in tuned and "MALLOC_" not in k}
+    run = subprocess.run(
+        [sys.executable, "-c", FAULTS],
+        cwd=ROOT,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kept, faults = run.stdout.split()
+    return kept, float(faults)
+
+
+@glibc
+def test_a_kept_heap_reuses_the_temporaries_of_each_call():
+    """glibc's defaults map each 64 MiB temporary afresh (16,384 page faults a call, more for
+    the result); kept, a call faults in no page at all (the median call: now and then the heap
+    still grows)."""
+    kept, faults = faults_per_call(**{heap.OFF: "0"})
+    assert kept == "False" and faults > 16_000
+    kept, faults = faults_per_call()
+    assert kept == "True" and faults < 100
