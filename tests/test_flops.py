@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import jax
 
-from gptjax import GPTConfig
+from gptjax import GPTConfig, heap
 from gptjax.training.flops import (
     chip,
     decode_bytes,
@@ -55,7 +55,8 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     # memory must never meet), decoding rows in this one.
     bench.main([*args, "--presets", "nano", "--decode-presets", "none", "--apart"])
     monkeypatch.setattr(bench, "peak_bandwidth", lambda: 1e9)  # as if on a 1 GB/s chip
-    bench.main([*args, "--presets", "none", "--decode-presets", "nano", "--weights", "int8"])
+    decode = ["--presets", "none", "--decode-presets", "nano", "--weights", "int8"]
+    bench.main([*args, *decode, "--hf-heap", "kept"])  # HF in this process, on our heap
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["what"], r["impl"]) for r in rows] == [
         ("train_step", "gptjax"),
@@ -67,6 +68,9 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     assert rows[2]["roofline"] > 0 and rows[3]["roofline"] > 0  # each against its weights'
     assert (rows[2]["weights"], rows[3]["weights"]) == ("int8", "fp32")  # HF's stay fp32
     assert rows[2]["bandwidth"] == 1e9 and rows[0]["cpu"] and isinstance(rows[0]["isa"], list)
+    # where ours keep the heap (gptjax.heap), HF's rows say which one they ran on
+    kept = "kept" if heap.KEPT else "default"
+    assert [r["heap"] for r in rows] == [kept, "default", kept, kept]
     bench.main(["--presets", "nano", "--seq-len", "16", "--compile-only"])
     assert "nano train step compiles in" in capsys.readouterr().out
 

@@ -11,6 +11,8 @@ multiple of HF's. On a CPU it first prints the model, its AVX-512 / AMX support 
 bandwidth; with --json each row carries them. `--weights bf16|int8` decodes ours from narrow
 weights (`gptjax.model.weights`; "gptjax int8" in the impl column, its roofline counted in its
 bytes) beside HF's usual fp32.
+On a CPU where ours run on gptjax's kept heap (gptjax/heap.py), HF's rows run in a process of
+their own on glibc's defaults, as HF's users run it (`--hf-heap kept`: in this one).
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
