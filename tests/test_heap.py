@@ -47,7 +47,7 @@ print(gptjax.heap.KEPT, statistics.median(faults))
 """
 
 
-def faults_per_call(**env) -> tuple[str, int]:
+def faults_per_call(**env) -> tuple[str, float]:
     tuned = ("GLIBC_TUNABLES", heap.DISPATCH)
     clean = {k: v for k, v in os.environ.items() if k not in tuned and "MALLOC_" not in k}
     run = subprocess.run(

@@ -128,7 +128,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gptjax import init_params
 from gptjax.config import GPTConfig
 from gptjax.model import matmul
-from gptjax.model.attention import causal_mask, masked_softmax
 from gptjax.training.steps import lm_loss
 matmul.wanted = lambda dtype: dtype == jnp.bfloat16  # this module's path on any CPU
 cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)

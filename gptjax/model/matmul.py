@@ -50,15 +50,10 @@ def _dot(a, b, contract: tuple[int, int]) -> jax.Array:
 
 
 def _rows_first(a: jax.Array) -> jax.Array:
-    """a [M, C] transposed to [C, M] in memory. A plain transpose only relabels the layout, and
-    XLA then hands the dot that contracts M to its float32 loop; a unit axis added behind a
-    barrier makes XLA write the transposed rows out (and leaves M whole, so a batch sharded
-    over M stays sharded)."""
-    return lax.optimization_barrier(a.T[..., None])[..., 0]
-
-
-def _last_two_swapped(a: jax.Array) -> jax.Array:
-    """a [G, X, Y] -> [G, Y, X] written out in memory, as `_rows_first` does for 2-D."""
+    """a [..., M, C] with its last two axes swapped, [..., C, M], in memory. A plain transpose
+    only relabels the layout, and XLA then hands the dot that contracts M to its float32 loop;
+    a unit axis added behind a barrier makes XLA write the transposed rows out (and leaves M
+    whole, so a batch sharded over M stays sharded)."""
     return lax.optimization_barrier(jnp.swapaxes(a, -1, -2)[..., None])[..., 0]
 
 
@@ -177,14 +172,14 @@ def _attention_backward(saved, d_out):
     qg, kg, vg, p, out, mask = saved
     B, dtype = d_out.shape[0], qg.dtype
     d_out = _groups(d_out.astype(dtype))
-    dv = _batched(_last_two_swapped(p), d_out, (2, 1))  # [G, S, H]
+    dv = _batched(_rows_first(p), d_out, (2, 1))  # [G, S, H]
     dp = _batched(d_out, vg, (2, 2))  # [G, T, S]
     rows = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
     ds = p.astype(jnp.float32) * (dp - rows) / jnp.sqrt(jnp.float32(qg.shape[-1]))
     # a row that sees no key has uniform weights but, as in the reference, no score gradient
     ds = jnp.where(mask, ds, 0.0).astype(dtype)
     dq = _batched(ds, kg, (2, 1))
-    dk = _batched(_last_two_swapped(ds), qg, (2, 1))
+    dk = _batched(_rows_first(ds), qg, (2, 1))
     back = lambda g: _ungroups(g, B).astype(dtype)
     return back(dq), back(dk), back(dv), None
 
