@@ -17,12 +17,16 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's ma
 @glibc
 def test_wanted_on_a_cpu_run_unless_turned_off_or_tuned_already(monkeypatch):
     monkeypatch.setattr(heap, "installed_now", lambda: ("0.10.2", []))
+    monkeypatch.setattr(heap, "_backend_started", lambda: False)  # as on `import gptjax`
     assert heap.wanted({})
     assert heap.wanted({heap.OFF: "1"})
     assert not heap.wanted({heap.OFF: "0"})
     assert not heap.wanted({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert not heap.wanted({"MALLOC_ARENA_MAX": "2"})
     assert not heap.wanted({heap.DISPATCH: "true"})
+    monkeypatch.setattr(heap, "_backend_started", lambda: True)
+    assert not heap.wanted({})  # gptjax imported after a computation: too late
+    monkeypatch.setattr(heap, "_backend_started", lambda: False)
     monkeypatch.setattr(heap, "installed_now", lambda: ("0.10.2", ["jax-cuda12-plugin"]))
     assert not heap.wanted({})  # a GPU run's host memory is left to glibc's defaults
 
