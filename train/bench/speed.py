@@ -395,7 +395,8 @@ def main(argv=None) -> None:
             theirs = (
                 "in its own process on glibc's defaults" if opts.hf_heap == "default" else "too"
             )
-            print(f"heap: kept for ours (gptjax/heap.py); HF's {theirs}", flush=True)
+            hf = f"; HF's {theirs}" if opts.hf else ""
+            print(f"heap: kept for ours (gptjax/heap.py){hf}", flush=True)
         print(
             f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} {'roof':>6} "
             f"{'compile s':>10} {'ours/HF':>8}"
