@@ -36,12 +36,16 @@ M_MMAP_MAX, M_TRIM_THRESHOLD = -4, -1  # mallopt's parameters (glibc's malloc.h)
 SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
 
 
+def user_setting(name: str) -> bool:
+    """Whether environment variable `name` is one of the user's own say over what this sets."""
+    return name in ("GLIBC_TUNABLES", DISPATCH) or name.startswith("MALLOC_")
+
+
 def wanted(environ=os.environ) -> bool:
     """Whether to keep the heap here: glibc, a CPU run, not turned off, not tuned by the user."""
     if environ.get(OFF, "") == "0" or platform.libc_ver()[0] != "glibc":
         return False
-    tuned = ("GLIBC_TUNABLES", DISPATCH)
-    if any(k in tuned or k.startswith("MALLOC_") for k in environ):
+    if any(user_setting(name) for name in environ):
         return False
     _, plugins = installed_now()
     return not plugins and find_spec("libtpu") is None and not _backend_started()

@@ -52,8 +52,7 @@ print(gptjax.heap.KEPT, statistics.median(faults))
 
 
 def faults_per_call(**env) -> tuple[str, float]:
-    tuned = ("GLIBC_TUNABLES", heap.DISPATCH)
-    clean = {k: v for k, v in os.environ.items() if k not in tuned and "MALLOC_" not in k}
+    clean = {k: v for k, v in os.environ.items() if not heap.user_setting(k)}
     run = subprocess.run(
         [sys.executable, "-c", FAULTS],
         cwd=ROOT,

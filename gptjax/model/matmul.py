@@ -45,7 +45,10 @@ def wanted(dtype) -> bool:
 
 
 def _dot(a, b, contract: tuple[int, int]) -> jax.Array:
-    dims = (((contract[0],), (contract[1],)), ((), ()))
+    """a and b contracted over one axis each -> float32: 2-D, or 3-D batched over their leading
+    axis G."""
+    batch = ((0,), (0,)) if a.ndim == 3 else ((), ())
+    dims = (((contract[0],), (contract[1],)), batch)
     return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
@@ -123,12 +126,6 @@ def head(x: jax.Array, w: jax.Array, padded_rows: int) -> jax.Array:
     return _rows(lambda x: _layer(x, w, None, padded_rows, jnp.float32, (w.dtype, None)), x)
 
 
-def _batched(a, b, contract: tuple[int, int]) -> jax.Array:
-    """a [G, ...] and b [G, ...] contracted over one axis each, batched over G -> float32."""
-    dims = (((contract[0],), (contract[1],)), ((0,), (0,)))
-    return lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
-
-
 def _groups(x: jax.Array) -> jax.Array:
     """x [B, T, N, H] -> [G, T, H]."""
     B, T, N, H = x.shape
@@ -160,11 +157,11 @@ def attention(q, k, v, mask):
 def _attention_forward(q, k, v, mask):
     B, N, H = q.shape[0], q.shape[2], q.shape[3]
     qg, kg, vg = _groups(q), _groups(k), _groups(v)
-    scores = _batched(qg, kg, (2, 2)) / jnp.sqrt(jnp.float32(H))  # [G, T, S]
+    scores = _dot(qg, kg, (2, 2)) / jnp.sqrt(jnp.float32(H))  # [G, T, S]
     mask = _group_mask(mask, B, N)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     p = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = _batched(p, vg, (2, 1)).astype(q.dtype)  # [G, T, H]
+    out = _dot(p, vg, (2, 1)).astype(q.dtype)  # [G, T, H]
     return _ungroups(out, B), (qg, kg, vg, p, out, mask)
 
 
@@ -172,14 +169,14 @@ def _attention_backward(saved, d_out):
     qg, kg, vg, p, out, mask = saved
     B, dtype = d_out.shape[0], qg.dtype
     d_out = _groups(d_out.astype(dtype))
-    dv = _batched(_rows_first(p), d_out, (2, 1))  # [G, S, H]
-    dp = _batched(d_out, vg, (2, 2))  # [G, T, S]
+    dv = _dot(_rows_first(p), d_out, (2, 1))  # [G, S, H]
+    dp = _dot(d_out, vg, (2, 2))  # [G, T, S]
     rows = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
     ds = p.astype(jnp.float32) * (dp - rows) / jnp.sqrt(jnp.float32(qg.shape[-1]))
     # a row that sees no key has uniform weights but, as in the reference, no score gradient
     ds = jnp.where(mask, ds, 0.0).astype(dtype)
-    dq = _batched(ds, kg, (2, 1))
-    dk = _batched(_rows_first(ds), qg, (2, 1))
+    dq = _dot(ds, kg, (2, 1))
+    dk = _dot(_rows_first(ds), qg, (2, 1))
     back = lambda g: _ungroups(g, B).astype(dtype)
     return back(dq), back(dk), back(dv), None
 

@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -129,12 +130,8 @@ def call(opts: Options, fn, *args, default_heap: bool = False):
     gptjax.heap's settings off (glibc's defaults)."""
     if not default_heap:
         return apart(fn, *args) if opts.apart else fn(*args)
-    before = os.environ.get(heap.OFF)
-    os.environ[heap.OFF] = "0"  # the spawned interpreter reads it on `import gptjax`
-    try:
+    with mock.patch.dict(os.environ, {heap.OFF: "0"}):  # read on the child's `import gptjax`
         return apart(fn, *args)
-    finally:
-        os.environ.pop(heap.OFF) if before is None else os.environ.update({heap.OFF: before})
 
 
 def heap_of(opts: Options, impl: str) -> str:
