@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from gptjax import GPT, GPTConfig, init_params
+from gptjax.model import head
 from gptjax.model.gpt import LayerNorm, gelu
 from gptjax.training.cross_entropy import cross_entropy_sum
 
@@ -115,18 +116,27 @@ def test_torch_init_draws_like_pytorch_defaults():
 
 
 @pytest.mark.parametrize("B", [2, 8], ids=["few-rows", "many-rows"])  # logits / head padded
-def test_padded_vocabulary_changes_no_logit_and_no_loss(params, B):
-    """V = 97 computes as 128 columns; the extra 31 are -inf, and checkpoints keep 97 rows."""
+@pytest.mark.parametrize("route", ["cpu", "padded"])
+def test_padded_vocabulary_changes_no_logit_no_loss_and_no_gradient(params, B, route, monkeypatch):
+    """V = 97: float32 on a CPU computes 97 columns through matmul.head; the padded route (GPUs,
+    TPUs) computes a matmul of many rows as 128, the extra 31 -inf. Checkpoints keep 97 rows."""
     x, y = tokens(B=B, T=16), tokens(B=B, T=16, seed=2)
     logits = jax.jit(GPT(CFG).apply)({"params": params}, x)
+    grad = lambda: jax.jit(jax.grad(loss_of), static_argnums=1)(
+        params, GPT(CFG, padded_logits=True), x, y
+    )
+    want_grads = grad()
+    if route == "padded":
+        monkeypatch.setattr(head, "unpadded_on_cpu", lambda dtype: False)
     padded = jax.jit(GPT(CFG, padded_logits=True).apply)({"params": params}, x)
-    assert params["wte"]["embedding"].shape == (97, 32) and padded.shape == (B, 16, 128)
+    V = 128 if route == "padded" and B * 16 >= head.VOCAB_MULTIPLE else 97
+    assert params["wte"]["embedding"].shape == (97, 32) and padded.shape == (B, 16, V)
     np.testing.assert_allclose(padded[..., :97], logits, rtol=1e-6, atol=1e-6)
     assert np.all(padded[..., 97:] == -np.inf)
     want = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1).sum()
     np.testing.assert_allclose(cross_entropy_sum(padded, y)[0], want, rtol=1e-6)
-    grads = jax.jit(jax.grad(loss_of), static_argnums=1)(params, GPT(CFG, padded_logits=True), x, y)
-    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    for g, w in zip(jax.tree.leaves(grad()), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * np.abs(w).max())  # sums of +-10
 
 
 def loss_of(params, model, x=None, y=None, **kw):

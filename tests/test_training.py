@@ -7,6 +7,7 @@ import pytest
 
 from gptjax import GPTConfig, init_params
 from gptjax.data import IGNORE
+from gptjax.model import matmul
 from gptjax.training.cross_entropy import ce_chunks_for, cross_entropy_sum
 from gptjax.training.steps import (
     OptimConfig,
@@ -183,10 +184,13 @@ def test_cross_entropy_chunks_keep_logits_under_the_budget():
     assert ce_chunks_for(8, 1024, 50257, 768, budget=2**30) == 2
     assert ce_chunks_for(1, 128, 50257, 768, budget=2**30) == 1
     assert ce_chunks_for(64, 1024, 50257, 8, budget=2**20) == 1024  # never more than T
-    # on CPU (32 MiB): 4 x 128 x 50,304 x 4 = 98 MiB of logits; sliced in 4 at D 128, but not at
+    # at 32 MiB: 4 x 128 x 50,304 x 4 = 98 MiB of logits; sliced in 4 at D 128, but not at
     # D 768, where each slice would re-add a 147 MiB head gradient
     assert ce_chunks_for(4, 128, 50257, 128, budget=2**25) == 4
     assert ce_chunks_for(4, 128, 50257, 768, budget=2**25) == 1
+    assert ce_chunks_for(4, 128, 50257, 128) == 1  # 1 GiB by default
+    amx = matmul.wanted(jnp.bfloat16)  # 32 MiB for bf16 on an AMX CPU
+    assert ce_chunks_for(4, 128, 50257, 128, jnp.bfloat16) == (4 if amx else 1)
 
 
 def test_muon_orthogonalises_the_blocks_matrices_and_keeps_frozen_leaves():

@@ -220,8 +220,9 @@ class GPT(nn.Module):
     per row) and the call returns (logits, new_cache) for incremental decoding. Padded rows:
     `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`). `attention` picks the
     attention kernel (`attention.resolve_impl`), `remat` what blocks recompute (`REMAT`).
-    `padded_logits`: return [B, T, V'] with V' = V rounded up to a multiple of 128, the extra
-    columns -inf (see `lm_logits`), which the loss can take as they are.
+    `padded_logits`: return the logits as the head computed them, [B, T, V'] with V' = V
+    rounded up to a multiple of 128 and the extra columns -inf where it was padded (see
+    `lm_logits`), which the loss can take as they are.
     """
 
     cfg: GPTConfig

@@ -1,7 +1,8 @@
 """The output head: hidden states [..., D] times the head [V, D] -> float32 logits [..., V].
 
-The vocabulary is padded to a multiple of 128 in compute only (checkpoints keep V rows) for
-even matmul tiles; the padded columns are -inf wherever a softmax could see them.
+On GPUs and TPUs (and in bf16 on an AMX CPU) the vocabulary is padded to a multiple of 128
+in compute only (checkpoints keep V rows) for even matmul tiles; the padded columns are -inf
+wherever a softmax could see them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
     return logits if cap is None else cap * jnp.tanh(logits / cap)
 
 
+def unpadded_on_cpu(dtype) -> bool:
+    """float32 on a CPU: the head is never padded (CPU kernels tile any width, and the padded
+    copy of the head and the slice of its gradient were two passes over [V, D]) and computes
+    through `matmul.head`, whose weight gradient is the cheaper product there."""
+    return dtype == jnp.float32 and jax.default_backend() == "cpu"
+
+
 def lm_logits(
     x: jax.Array,
     head: jax.Array,
@@ -50,10 +58,12 @@ def lm_logits(
     """x [..., D] times the output head [V, D] -> float32 logits [..., V], soft-capped at
     `cap` (`GPTConfig.logit_softcap`).
 
-    A matmul of many rows (training, prefill) runs on the head padded with zero rows to
-    V' = padded_vocab(V), in compute only (checkpoints keep V rows), for even tiles; a decode
-    step's few rows would only pay for a padded copy of the head. `padded`: return [..., V']
-    with the extra columns -inf, so softmax, losses and samples are those of the V real tokens.
+    A matmul of many rows (training, prefill) on GPUs and TPUs, and in bf16 on an AMX CPU, runs
+    on the head padded with zero rows to V' = padded_vocab(V), in compute only (checkpoints
+    keep V rows), for even tiles; a decode step's few rows would only pay for a padded copy of
+    the head, and float32 on a CPU gains nothing from it (`unpadded_on_cpu`). `padded`: return
+    the logits as computed, [..., V'] with the extra columns -inf where the head was padded, so
+    softmax, losses and samples are those of the V real tokens without a sliced copy.
     `scale` [V]: the head is narrow (int8, bf16) with a scale per row (`weights.quantize`).
     """
     V, Vp = head.shape[0], padded_vocab(head.shape[0])
@@ -62,12 +72,12 @@ def lm_logits(
         product = narrow_matmul(x, head, scale)
     elif matmul.wanted(dtype):  # bf16 on an AMX CPU: its bf16 kernels (matmul.py)
         product = matmul.head(x.astype(dtype), head, (Vp if many else V) - V)
+    elif unpadded_on_cpu(dtype):
+        product = matmul.head(x.astype(dtype), head, 0)
     else:
         head = padded_head(head, dtype) if many else head.astype(dtype)
         product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
     logits = softcap(product, cap)
-    if not padded or Vp == V:
-        return logits[..., :V]
-    if many:
-        return mask_padding(logits, V)
-    return jnp.pad(logits, [(0, 0)] * (x.ndim - 1) + [(0, Vp - V)], constant_values=-jnp.inf)
+    if logits.shape[-1] == V:
+        return logits
+    return mask_padding(logits, V) if padded else logits[..., :V]

@@ -63,17 +63,22 @@ def _rows_first(a: jax.Array) -> jax.Array:
 def rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
     """a [..., P] and b [..., Q] with the same leading axes -> a^T b [P, Q] float32, summed
     over all of them: a weight gradient. On an AMX CPU in bf16 the rows of a are written out
-    transposed first, so the dot runs on the bf16 kernel (`_rows_first`)."""
+    transposed first, so the dot runs on the bf16 kernel (`_rows_first`). On other CPUs XLA
+    writes out the left operand transposed: where a is the wider (a head's [M, V] against
+    [M, D]) the product is b^T a, transposed after, so [D, M] is written instead of [V, M]
+    (a 124M head's weight gradient: 31 ms less)."""
     a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     if wanted(a.dtype):
         return _dot(_rows_first(a), b, (1, 0))
+    if jax.default_backend() == "cpu" and a.shape[1] > b.shape[1]:
+        return _dot(b, a, (0, 0)).T
     return _dot(a, b, (0, 0))
 
 
 def _weights(w: jax.Array, dtype, pad: int | None) -> jax.Array:
     """w in the compute dtype; a head [V, K] with `pad` zero rows after (None: a kernel)."""
     w = w.astype(dtype)
-    return w if pad is None else jnp.pad(w, ((0, pad), (0, 0)))
+    return jnp.pad(w, ((0, pad), (0, 0))) if pad else w
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))

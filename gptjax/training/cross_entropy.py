@@ -114,16 +114,22 @@ def _backward(dtype, slices, cap, grads, cotangent):
 sliced_cross_entropy_sum.defvjp(_forward, _backward, symbolic_zeros=True)
 
 
-def ce_chunks_for(rows: int, T: int, V: int, D: int, budget: int | None = None) -> int:
+def ce_chunks_for(
+    rows: int, T: int, V: int, D: int, dtype=jnp.float32, budget: int | None = None
+) -> int:
     """The fewest slices of T (a divisor) whose float32 logits, rows x T/K x V', fit the budget;
-    `rows` is the batch one device holds at a time (micro-batch / data shards).
+    `rows` is the batch one device holds at a time (micro-batch / data shards), `dtype` the
+    compute dtype.
 
-    The budget is `budget` bytes (default: 1 GiB on GPUs and TPUs, a memory bound; 32 MiB on
-    CPU, a cache bound, since there slicing is a speed-up), but never below the head's gradient,
-    V' x D float32: each extra slice adds its own into that sum, which costs more than a slice
-    of logits that size saves (measured: 124M, 4 x 128 tokens, is fastest unsliced)."""
+    The budget is `budget` bytes (default: 1 GiB, a memory bound; 32 MiB, a cache bound, for
+    bf16 on an AMX CPU (`matmul.wanted`), where slicing is a speed-up: tiny, B 4 x T 128,
+    125 ms in 4 slices, 140 whole), but never below the head's gradient, V' x D float32: each
+    extra slice adds its own into that sum, which costs more than a slice of logits that size
+    saves. In float32 on a CPU (the unpadded head, `head.unpadded_on_cpu`) whole logits
+    measured faster at every size tried (Xeon: tiny 4 x 128 165 ms, 194 in 4 slices;
+    16 x 256 1.24 s, 1.40-1.49 s in 2-8; 124M 8 x 256 7.9 s, 8.2 s in 4, and less memory)."""
     if budget is None:
-        budget = 2**25 if jax.default_backend() == "cpu" else 2**30
+        budget = 2**25 if matmul.wanted(dtype) else 2**30
     Vp = padded_vocab(V)
     fits = max(budget, Vp * D * 4)
     size = rows * T * Vp * 4

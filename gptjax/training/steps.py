@@ -92,7 +92,7 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
         weight_decay=oc.weight_decay,
         mask=decay_mask,
     )
-    clip = [optax.clip_by_global_norm(oc.grad_clip)] if oc.grad_clip else []
+    clip = [clip_by_global_norm(oc.grad_clip)] if oc.grad_clip else []
     if oc.optimizer == "adamw":
         return optax.chain(*clip, adamw)
     muon = optax.contrib.muon(
@@ -101,6 +101,21 @@ def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
         weight_decay=oc.weight_decay,
     )
     return optax.chain(*clip, optax.partition({"muon": muon, "adamw": adamw}, muon_labels))
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """optax's clip_by_global_norm as one scalar factor, min(1, max_norm / norm), that XLA
+    folds into Adam's passes over each gradient (optax's select of two tensors, and a division,
+    each cost a pass of their own on CPU). `update(..., grad_norm=)` takes a norm the caller
+    already has (the train step's, from the summed gradients, so their mean is never written
+    out); without it the norm of `updates`."""
+
+    def update(updates, state, params=None, *, grad_norm=None, **extra_args):
+        norm = optax.tree.norm(updates) if grad_norm is None else grad_norm
+        factor = jnp.minimum(1.0, max_norm / norm)
+        return jax.tree.map(lambda t: t * factor.astype(t.dtype), updates), state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
 
 
 def muon_labels(params) -> Any:
@@ -242,6 +257,7 @@ def make_train_step(
     update equals the single-device one. (Under jit with sharded inputs XLA does this itself.)
     """
     schedule = lr_schedule(oc)
+    optimizer = optax.with_extra_args_support(optimizer)  # it is given the grad norm
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
@@ -251,12 +267,15 @@ def make_train_step(
         g, s, n = _grads(trained, frozen, loss_fn, batch, rng, grad_accum)
         if axis_name is not None:
             g, s, n = jax.lax.psum((g, s, n), axis_name)
-        grads = jax.tree.map(lambda x: x / jnp.maximum(n, 1.0), g)
-        updates, opt_state = optimizer.update(grads, state.opt_state, trained)
+        # products by one scalar, not divisions: XLA fuses them into the optimizer's passes
+        inv = 1.0 / jnp.maximum(n, 1.0)
+        grads = jax.tree.map(lambda x: x * inv, g)
+        grad_norm = optax.tree.norm(g) * inv
+        updates, opt_state = optimizer.update(grads, state.opt_state, trained, grad_norm=grad_norm)
         params = join(optax.apply_updates(trained, updates), frozen)
         metrics = {
-            "loss": s / jnp.maximum(n, 1.0),
-            "grad_norm": optax.tree.norm(grads),
+            "loss": s * inv,
+            "grad_norm": grad_norm,
             "lr": schedule(state.step),
             "tokens": n,
         }

@@ -177,10 +177,11 @@ def modern(cfg: GPTConfig) -> tuple[GPTConfig, dict, bool]:
 def train_step_for(cfg, opts: Options, B: int, optim=(), doc_mask: bool = False):
     oc = OptimConfig(lr=1e-4, **dict(optim))
     opt = make_optimizer(oc)
-    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim)  # as pretrain's default
+    dtype = parallel.compute_dtype(opts.dtype)
+    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim, dtype)  # as pretrain's
     loss = lm_loss(
         cfg,
-        parallel.compute_dtype(opts.dtype),
+        dtype,
         remat=opts.remat,
         ce_chunks=chunks,
         attention=opts.attention,
