@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gptjax import GPTConfig, init_params
@@ -11,6 +12,7 @@ from gptjax.model import matmul
 from gptjax.training.cross_entropy import ce_chunks_for, cross_entropy_sum
 from gptjax.training.steps import (
     OptimConfig,
+    clip_by_global_norm,
     init_state,
     lm_loss,
     lr_schedule,
@@ -65,6 +67,32 @@ def test_gradient_accumulation_equals_one_big_batch():
     np.testing.assert_allclose(acc_losses, big_losses, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(big.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e3], ids=["clipped", "not-clipped"])
+def test_clip_and_train_step_equal_optax_clip_by_global_norm(max_norm):
+    """Ours scales by one factor (and takes the step's norm); the values are optax's."""
+    grads = {"w": jax.random.normal(jax.random.key(0), (5, 3)), "b": jnp.arange(3.0)}
+    want, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+    clip = clip_by_global_norm(max_norm)
+    for given in ({}, {"grad_norm": optax.tree.norm(grads)}):
+        got, _ = clip.update(grads, clip.init(grads), **given)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+    # the train step hands its norm to the clip: one SGD step of rate 1 moves the parameters by
+    # minus the clipped mean gradient
+    oc = OptimConfig(grad_clip=max_norm)
+    params, batch = init_params(CFG, jax.random.key(0)), random_batch(0)
+    sgd = optax.chain(clip, optax.sgd(1.0))
+    step = jax.jit(make_train_step(lm_loss(CFG), sgd, oc))
+    state, metrics = step(init_state(params, sgd, jax.random.key(1)), batch)
+    loss = lambda p: jnp.divide(*lm_loss(CFG)(p, batch, jax.random.key(0), True))  # no dropout
+    mean = jax.grad(loss)(params)
+    want, _ = optax.clip_by_global_norm(max_norm).update(mean, optax.EmptyState())
+    np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(mean), rtol=1e-5)
+    for p, a, b in zip(*map(jax.tree.leaves, (params, state.params, want)), strict=True):
+        np.testing.assert_allclose(p - a, b, rtol=1e-4, atol=2e-7)  # p - a: rounded at |p| <= 1
 
 
 def test_weight_decay_only_on_matrices():
