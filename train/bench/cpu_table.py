@@ -98,7 +98,7 @@ def table(results: dict[str, list[list[dict]]], machine: str, day: str) -> list[
 
 
 def run_line(kind: str, rows: list[dict]) -> str:
-    """e.g. "fp32: train tiny 3139 / 2059 1.52x, ..." for one run."""
+    """e.g. "fp32: train_step tiny 3139.0 / 2059.0 1.52x, ..." for one run."""
     parts = []
     for r in rows:
         if r["impl"].startswith("gptjax"):
