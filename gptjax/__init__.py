@@ -2,11 +2,12 @@
 
 from gptjax import (
     accelerator,  # first: it may set XLA_FLAGS before any backend starts
-    heap,  # then: glibc's settings, before XLA's threads first allocate
+    heap,  # nothing on import: `heap.keep()` is the caller's choice
 )
 from gptjax.config import GPTConfig
 from gptjax.data import instruct, textdata, tokenizer
 from gptjax.inference.generation import generate
+from gptjax.kernels import Kernels
 from gptjax.model import classifier, lora
 from gptjax.model.classifier import GPTClassifier, init_classifier
 from gptjax.model.gpt import GPT
@@ -18,6 +19,7 @@ __all__ = [
     "GPT",
     "GPTClassifier",
     "GPTConfig",
+    "Kernels",
     "Model",
     "accelerator",
     "classifier",

@@ -5,7 +5,7 @@ XLA's CPU runtime mallocs each executable's temporaries on every call and frees 
 fresh mmap and unmaps it on free, so every step faulted its temporaries in page by page: 250,000
 faults and 0.4 s of kernel time per 124M step on a 2-core Xeon.
 
-`keep_heap` asks glibc (`mallopt`) never to mmap a block and never to give the heap's free top
+`keep` asks glibc (`mallopt`) never to mmap a block and never to give the heap's free top
 back to the system, so after the first steps the block is reused in place. Two conditions make
 that work: the block must come from the main thread's heap, since a block that large from any
 other thread's arena is mmapped whatever the settings, so JAX's CPU dispatch is made
@@ -15,7 +15,11 @@ freed block (with every thread on the main heap, that fragmentation grew the 124
 size from 3.0 to 4.6-7.4 GB). Measured here, median step: 124M bf16 1.11 s -> 0.89 s, tiny
 float32 210 -> 176 ms, resident size unchanged (3.0 GB, 0.78 GB).
 
-It runs on `import gptjax`, and only where it helps and is wanted: glibc is the C library, no
+Importing gptjax changes nothing: keeping the heap is a choice for the whole process (freed
+memory is never given back to the system, and JAX dispatches synchronously), so only a program
+that owns its process makes it, by calling `keep()` before its first JAX computation. The
+command-line entry points do (pretrain, the finetunes, rl, serve, generate, bench), and a
+library user may too. It applies only where it helps and is wanted: glibc is the C library, no
 GPU or TPU plugin is installed (a CPU run), JAX has not started its backend yet, the user has
 set none of glibc's malloc variables nor JAX_CPU_ENABLE_ASYNC_DISPATCH, and GPTJAX_KEEP_HEAP is
 not 0.
@@ -62,8 +66,12 @@ def _backend_started() -> bool:
         return False
 
 
-def keep_heap(environ=os.environ) -> bool:
-    """Apply `SETTINGS` and synchronous CPU dispatch when `wanted`; True if glibc took them."""
+def keep(environ=os.environ) -> bool:
+    """Apply `SETTINGS` and synchronous CPU dispatch when `wanted`, for the rest of the process;
+    True if glibc took them (then `kept()` says so)."""
+    global _kept
+    if _kept:
+        return True
     if not wanted(environ):
         return False
     try:
@@ -75,7 +83,20 @@ def keep_heap(environ=os.environ) -> bool:
     import jax
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
+    _kept = True
     return True
 
 
-KEPT = keep_heap()  # on import, before any backend starts
+def kept() -> bool:
+    """Whether this process keeps its heap (`keep` took)."""
+    return _kept
+
+
+def describe() -> str:
+    """The line a run's log shows about the heap."""
+    if _kept:
+        return "heap: kept (glibc never unmaps or trims it; JAX dispatches synchronously)"
+    return "heap: glibc's defaults"
+
+
+_kept = False  # set once, by `keep`: the process's malloc settings cannot be read back

@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gptjax.kernels import Kernels, resolve
+from gptjax.kernels.policy import cudnn_works
 from gptjax.model.attention import (
     CausalAttention,
     KVCache,
     MultiHeadAttention,
     SelfAttention,
-    cudnn_works,
-    resolve_impl,
     simple_attention,
 )
 
@@ -123,13 +123,14 @@ def test_cached_decoding_equals_full_attention(x):
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full[:, 3:], rtol=1e-5, atol=1e-6)
 
 
-# Every kernel this backend can run: XLA's; Pallas's Triton kernel (interpreted on CPU); cuDNN
-# (float32 asks fall back to XLA's). Each must equal the reference einsums.
-KERNELS = ["xla", "cudnn", "pallas"]
+# Every kernel a CPU can run, chosen by the policy: XLA's; Pallas's Triton kernel (interpreted
+# on CPU); the CPU's grouped kernel (kernels/cpu.py, here in float32). Each must equal the
+# reference einsums.
+KERNELS = ["xla", "pallas", "cpu-bf16"]
 
 
 def mha_with(impl):
-    return MultiHeadAttention(n_heads=2, impl=impl)
+    return MultiHeadAttention(n_heads=2, kernels=Kernels(attention=impl))
 
 
 @pytest.mark.parametrize("impl", KERNELS)
@@ -166,8 +167,10 @@ def test_fused_kernels_equal_the_reference_in_prefill_and_decode(impl, x):
 
 
 def test_unknown_implementation_is_named():
+    with pytest.raises(ValueError, match="unknown attention='flash'; choices: reference, xla"):
+        mha_with("flash")
     with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
-        mha_with("flash").init(jax.random.key(0), jnp.zeros((1, 4, D)))
+        resolve(dtype=jnp.float32, attention="flash")
 
 
 def test_cudnn_probe_failure_falls_back_with_one_line(capsys):
@@ -176,8 +179,9 @@ def test_cudnn_probe_failure_falls_back_with_one_line(capsys):
         pytest.skip("the probe's failure path needs a machine without cuDNN")
     assert cudnn_works() is False
     assert "cuDNN attention unavailable" in capsys.readouterr().err
-    assert resolve_impl("auto", jnp.bfloat16) == "reference"  # no GPU: the reference einsums
-    assert resolve_impl("cudnn", jnp.float32) == "xla"  # cuDNN has no float32 kernel
+    assert resolve(dtype=jnp.float32, attention="cudnn").attention == "xla"  # no float32 kernel
+    with pytest.raises(ValueError, match="attention=cudnn cannot run on cpu; choices there"):
+        resolve(dtype=jnp.bfloat16, attention="cudnn")
 
 
 def test_the_tpu_flash_kernel_equals_the_reference():

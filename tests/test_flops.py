@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import jax
 
 from gptjax import GPTConfig, heap
+from gptjax.kernels import Kernels, resolve
 from gptjax.training.flops import (
     chip,
     decode_bytes,
@@ -69,8 +70,11 @@ def test_bench_prints_a_row_per_case_with_the_ratio_to_hf(capsys, monkeypatch):
     assert (rows[2]["weights"], rows[3]["weights"]) == ("int8", "fp32")  # HF's stay fp32
     assert rows[2]["bandwidth"] == 1e9 and rows[0]["cpu"] and isinstance(rows[0]["isa"], list)
     # where ours keep the heap (gptjax.heap), HF's rows say which one they ran on
-    kept = "kept" if heap.KEPT else "default"
+    kept = "kept" if heap.kept() else "default"
     assert [r["heap"] for r in rows] == [kept, "default", kept, kept]
+    # our rows carry the kernel policy they ran; HF's have none
+    assert rows[0]["kernels"] == rows[2]["kernels"] == resolve(jax.devices()).to_dict()
+    assert "kernels" not in rows[1]
     bench.main(["--presets", "nano", "--seq-len", "16", "--compile-only"])
     assert "nano train step compiles in" in capsys.readouterr().out
 
@@ -88,7 +92,7 @@ def test_tokens_per_second_leave_out_evals_and_checkpoints(tmp_path, monkeypatch
 
     clock = iter([0.0, 2.0, 9.0, 10.0])  # start, fetch, eval and save done, next fetch
     monkeypatch.setattr("gptjax.training.runlog.time.perf_counter", lambda: next(clock))
-    task = SimpleNamespace(identity={}, seen=("tokens_seen", 16), plots={})
+    task = SimpleNamespace(identity={}, seen=("tokens_seen", 16), plots={}, kernels=Kernels())
     log = RunLog(LoopConfig(batch_size=4, out=str(tmp_path), progress=False), task, 0, 2)
     m = {"loss": 1.0, "lr": 1e-3, "grad_norm": 1.0}
     assert log.step_records([1], [m], False)[0]["tokens_per_s"] == 64 / 2

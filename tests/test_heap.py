@@ -1,5 +1,6 @@
-"""The process heap on CPU runs (`gptjax.heap`): when glibc's settings apply, and that with them
-an executable's temporaries stop being faulted in afresh on every call."""
+"""The process heap on CPU runs (`gptjax.heap`): importing gptjax leaves it (and JAX's dispatch)
+as it was; `keep()` applies glibc's settings where they help, and with them an executable's
+temporaries stop being faulted in afresh on every call."""
 
 import os
 import platform
@@ -33,6 +34,7 @@ def test_wanted_on_a_cpu_run_unless_turned_off_or_tuned_already(monkeypatch):
 
 FAULTS = """
 import resource, statistics, gptjax, jax, jax.numpy as jnp
+gptjax.heap.keep()
 x = jnp.ones((4096, 4096), jnp.float32)  # 64 MiB
 
 @jax.jit
@@ -47,22 +49,51 @@ for _ in range(5):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(gptjax.heap.KEPT, statistics.median(faults))
+print(gptjax.heap.kept(), statistics.median(faults))
 """
 
 
-def faults_per_call(**env) -> tuple[str, float]:
+def python(script: str, **env) -> list[str]:
+    """The words `script` prints, run in a fresh interpreter without the user's malloc settings."""
     clean = {k: v for k, v in os.environ.items() if not heap.user_setting(k)}
     run = subprocess.run(
-        [sys.executable, "-c", FAULTS],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=clean | env,
         capture_output=True,
         text=True,
         check=True,
     )
-    kept, faults = run.stdout.split()
+    return run.stdout.split()
+
+
+def faults_per_call(**env) -> tuple[str, float]:
+    kept, faults = python(FAULTS, **env)
     return kept, float(faults)
+
+
+IMPORT = """
+import resource, sys, jax, numpy as np
+dispatch = jax.config.values["jax_cpu_enable_async_dispatch"]
+import gptjax
+if sys.argv[1:] == ["keep"]:
+    gptjax.heap.keep()
+resident = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+a = np.ones(512 * 2**20, np.uint8)  # 512 MB, touched
+held = resident()
+del a
+print(dispatch, jax.config.values["jax_cpu_enable_async_dispatch"], (held - resident()) >> 20)
+"""
+
+
+@glibc
+def test_importing_gptjax_changes_neither_the_heap_nor_the_dispatch():
+    """After `import gptjax` JAX's dispatch is as it was and a freed 512 MB array goes back to
+    the system; only `gptjax.heap.keep()` keeps it (and makes dispatch synchronous)."""
+    before, after, freed = python(IMPORT)
+    assert after == before == "True" and int(freed) > 500
+    before, after, freed = python(IMPORT.replace("sys.argv[1:]", '["keep"]'))
+    assert (before, after) == ("True", "False") and int(freed) < 10
 
 
 @glibc

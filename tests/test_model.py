@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import GPT, GPTConfig, init_params
+from gptjax import GPT, GPTConfig, Kernels, init_params
 from gptjax.model import head
 from gptjax.model.gpt import LayerNorm, gelu
 from gptjax.training.cross_entropy import cross_entropy_sum
@@ -117,25 +117,27 @@ def test_torch_init_draws_like_pytorch_defaults():
 
 @pytest.mark.parametrize("B", [2, 8], ids=["few-rows", "many-rows"])  # logits / head padded
 @pytest.mark.parametrize("route", ["cpu", "padded"])
-def test_padded_vocabulary_changes_no_logit_no_loss_and_no_gradient(params, B, route, monkeypatch):
-    """V = 97: float32 on a CPU computes 97 columns through matmul.head; the padded route (GPUs,
-    TPUs) computes a matmul of many rows as 128, the extra 31 -inf. Checkpoints keep 97 rows."""
+def test_padded_vocabulary_changes_no_logit_no_loss_and_no_gradient(params, B, route):
+    """V = 97: the policy's head "cpu" (float32 on a CPU) computes 97 columns through
+    kernels.cpu.head; "padded" (GPUs, TPUs) computes a matmul of many rows as 128, the extra 31
+    -inf. Checkpoints keep 97 rows."""
     x, y = tokens(B=B, T=16), tokens(B=B, T=16, seed=2)
-    logits = jax.jit(GPT(CFG).apply)({"params": params}, x)
-    grad = lambda: jax.jit(jax.grad(loss_of), static_argnums=1)(
-        params, GPT(CFG, padded_logits=True), x, y
+    logits = jax.jit(GPT(CFG, kernels=Kernels()).apply)({"params": params}, x)
+    grad = lambda kernels: jax.jit(jax.grad(loss_of), static_argnums=1)(
+        params, GPT(CFG, kernels=kernels, padded_logits=True), x, y
     )
-    want_grads = grad()
-    if route == "padded":
-        monkeypatch.setattr(head, "unpadded_on_cpu", lambda dtype: False)
-    padded = jax.jit(GPT(CFG, padded_logits=True).apply)({"params": params}, x)
+    want_grads = grad(Kernels())  # the reference: XLA's product, unpadded
+    model = GPT(CFG, kernels=Kernels(head=route), padded_logits=True)
+    padded = jax.jit(model.apply)({"params": params}, x)
     V = 128 if route == "padded" and B * 16 >= head.VOCAB_MULTIPLE else 97
     assert params["wte"]["embedding"].shape == (97, 32) and padded.shape == (B, 16, V)
     np.testing.assert_allclose(padded[..., :97], logits, rtol=1e-6, atol=1e-6)
     assert np.all(padded[..., 97:] == -np.inf)
     want = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1).sum()
     np.testing.assert_allclose(cross_entropy_sum(padded, y)[0], want, rtol=1e-6)
-    for g, w in zip(jax.tree.leaves(grad()), jax.tree.leaves(want_grads), strict=True):
+    for g, w in zip(
+        jax.tree.leaves(grad(Kernels(head=route))), jax.tree.leaves(want_grads), strict=True
+    ):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * np.abs(w).max())  # sums of +-10
 
 
@@ -145,13 +147,15 @@ def loss_of(params, model, x=None, y=None, **kw):
     return cross_entropy_sum(model.apply({"params": params}, x, **kw), y)[0]
 
 
-def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params, monkeypatch):
-    grad_of = lambda: jax.jit(jax.value_and_grad(lambda p: loss_of(p, GPT(CFG))))
-    fenced = grad_of()
-    # On CPU one conditional per block: XLA keeps it, so each gradient is stored, not re-added.
+def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params):
+    grad_of = lambda fence: jax.jit(
+        jax.value_and_grad(lambda p: loss_of(p, GPT(CFG, kernels=Kernels(fence=fence))))
+    )
+    fenced = grad_of("cpu")
+    # One conditional per block: XLA keeps it, so each gradient is stored, not re-added.
     assert fenced.lower(params).compile().as_text().count("conditional(") == CFG.n_layers
-    monkeypatch.setattr("gptjax.model.gpt.gradient_fence", lambda x: x)
-    (want, want_g), (got, got_g) = grad_of()(params), fenced(params)
+    assert "conditional(" not in grad_of("none").lower(params).compile().as_text()
+    (want, want_g), (got, got_g) = grad_of("none")(params), fenced(params)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(got_g), jax.tree.leaves(want_g), strict=True):
         assert np.max(np.abs(a - b)) <= 1e-6 * max(1.0, np.max(np.abs(b)))

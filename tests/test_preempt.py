@@ -6,6 +6,7 @@ own; everything else (resuming, failures injected by monkeypatching) runs in thi
 import errno
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -69,6 +70,14 @@ def test_a_second_signal_stops_at_once_and_the_run_resumes_exactly(reference_run
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert not (out / ".lock").exists()
+    # A command-line run names its kernel policy first, then whether it keeps its heap (it does
+    # where glibc's settings apply: gptjax.heap.keep); the resumed run below, in this process
+    # on glibc's defaults, takes the same steps.
+    log = [line for line in err.splitlines() if not line.startswith("tokenizing")]
+    assert (
+        log[0] == "kernels: dense=xla head=cpu attention=reference ce_budget=1GiB fence=cpu (cpu)"
+    )
+    assert log[1].startswith("heap: kept" if platform.libc_ver()[0] == "glibc" else "heap: ")
     resumed = pretrain(out, *REFERENCE, "--resume")  # the boolean flag of old: --resume always
     assert resumed.returncode == 0, resumed.stderr
     assert "--resume always: continuing from checkpoint" in resumed.stderr
@@ -211,9 +220,11 @@ def test_sigkill_in_a_save_then_the_same_command_ends_bitwise_equal(reference_ru
     half = tmp_path / "half"
     (half / "checkpoints" / "8.orbax-checkpoint-tmp").mkdir(parents=True)
     res = pretrain(half, *REFERENCE, "--resume", "always")
-    assert res.returncode == 2 and res.stderr.strip() == (
+    kernels, heap, *rest = res.stderr.strip().splitlines()  # the run's first two lines
+    assert kernels.startswith("kernels: ") and heap.startswith("heap: ")
+    assert res.returncode == 2 and rest == [
         f"error: --resume always: no checkpoint in {half}/checkpoints"
-    )
+    ]
 
 
 def test_the_modern_recipe_with_muon_resumes_bitwise_after_sigkill(tmp_path):

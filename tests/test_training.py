@@ -8,7 +8,8 @@ import pytest
 
 from gptjax import GPTConfig, init_params
 from gptjax.data import IGNORE
-from gptjax.model import matmul
+from gptjax.kernels import Kernels
+from gptjax.kernels.policy import defaults
 from gptjax.training.cross_entropy import ce_chunks_for, cross_entropy_sum
 from gptjax.training.steps import (
     OptimConfig,
@@ -216,9 +217,10 @@ def test_cross_entropy_chunks_keep_logits_under_the_budget():
     # D 768, where each slice would re-add a 147 MiB head gradient
     assert ce_chunks_for(4, 128, 50257, 128, budget=2**25) == 4
     assert ce_chunks_for(4, 128, 50257, 768, budget=2**25) == 1
-    assert ce_chunks_for(4, 128, 50257, 128) == 1  # 1 GiB by default
-    amx = matmul.wanted(jnp.bfloat16)  # 32 MiB for bf16 on an AMX CPU
-    assert ce_chunks_for(4, 128, 50257, 128, jnp.bfloat16) == (4 if amx else 1)
+    # the policy's budgets: 1 GiB, 32 MiB for bf16 on an AMX CPU
+    assert ce_chunks_for(4, 128, 50257, 128, Kernels().ce_budget) == 1
+    amx = defaults("cpu", jnp.bfloat16, frozenset({"amx_bf16"}))
+    assert ce_chunks_for(4, 128, 50257, 128, amx.ce_budget) == 4
 
 
 def test_muon_orthogonalises_the_blocks_matrices_and_keeps_frozen_leaves():

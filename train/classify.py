@@ -87,9 +87,9 @@ class Classify(Task):
             "model": cfg.to_dict(),
             "classifier": {**self.head, **run},
         }
-        self.model = GPTClassifier(
-            cfg, C, self.enc.eot_token, opts.pooling, parallel.compute_dtype(opts.dtype)
-        )
+        dtype = parallel.compute_dtype(opts.dtype)
+        self.kernels = opts.kernels_for(dtype)
+        self.model = GPTClassifier(cfg, C, self.enc.eot_token, opts.pooling, dtype, self.kernels)
         self.trainable = trainable_paths(opts.trainable, cfg, self.lcfg)
         self.plots = {
             **LOSS_PLOT,

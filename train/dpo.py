@@ -75,6 +75,7 @@ class DPO(Task):
         enc = start.encoding()  # the test split stays held out: DPO neither trains nor tunes on it
         self.data = {s: encode_pairs(parts[s], enc, L) for s in ("train", "validation")}
         self.train, self.dtype = self.data["train"], parallel.compute_dtype(opts.dtype)
+        self.kernels = opts.kernels_for(self.dtype)
         self.identity = {
             "task": "dpo",
             "model": cfg.to_dict(),
@@ -98,7 +99,13 @@ class DPO(Task):
         """Policy log-probabilities of the chosen and rejected responses: [B] each."""
         average = not self.opts.sum_logprobs
         return dpo.pair_logprobs(
-            self.cfg, params, batch, average=average, dtype=self.dtype, rng=rng
+            self.cfg,
+            params,
+            batch,
+            average=average,
+            dtype=self.dtype,
+            rng=rng,
+            kernels=self.kernels,
         )
 
     def reference(self, pairs: Pairs, name: str) -> None:

@@ -20,6 +20,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from gptjax import heap
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.data import chat, instruct, tokenizer
 from gptjax.inference import generation
@@ -103,6 +104,7 @@ def stops(cfg: GPTConfig, enc) -> bool:
 
 
 def main(argv=None) -> None:
+    heap.keep()  # before the first computation (gptjax.heap: a CPU run's step buffers reused)
     opts = parse(Options, argv, __doc__)
     model = open_or_preset(opts.ckpt, opts.preset, seed=opts.seed)
     params, enc = quantize(jax.device_put(model.params), opts.weights), model.encoding()

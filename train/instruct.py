@@ -111,7 +111,8 @@ class Instruct(Task):
         }
         self.identity = {"task": "instruct", "model": cfg.to_dict(), "instruct": run}
         self.dtype = parallel.compute_dtype(opts.dtype)
-        step = make_eval_step(cfg, dtype=self.dtype)
+        self.kernels = opts.kernels_for(self.dtype)
+        step = make_eval_step(cfg, dtype=self.dtype, kernels=self.kernels)
         self.evaluator = Evaluator(
             lambda p, b: step(self.model_params(p), b),
             parallel.make_mesh(),
@@ -144,7 +145,8 @@ class Instruct(Task):
 
     def loss_fn(self, params, batch, rng, train):
         params = self.model_params(params)
-        return loss_sum(params, self.cfg, batch, rng, train=train, dtype=self.dtype)
+        dtype, kernels = self.dtype, self.kernels
+        return loss_sum(params, self.cfg, batch, rng, train=train, dtype=dtype, kernels=kernels)
 
     def init_params(self):
         key = jax.random.key(self.opts.seed)

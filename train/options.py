@@ -15,7 +15,11 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
+import jax
+
+from gptjax import heap
 from gptjax.config import GPTConfig
+from gptjax.kernels import Kernels, resolve
 from gptjax.options import choice_or_flag, parse
 from gptjax.store import open_or_preset
 from gptjax.training import loop, parallel
@@ -84,6 +88,11 @@ class RunOptions:
     """seed for init, shuffling and dropout"""
     dtype: Literal[*DTYPES] = "float32"
     """compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"""
+    kernels: str = ""
+    """override the kernel policy's fields, e.g. head=padded,attention=xla (fields: dense,
+    head, attention, ce_budget, fence; unset: the fastest measured for these devices and
+    --dtype, which the run's first log line names)
+    """
     log_every: int = 10
     """steps between fetches of the metrics from the devices (each step is still logged; checkpoints
     and evals fetch first)
@@ -110,6 +119,12 @@ class RunOptions:
     """W&B project (default: $WANDB_PROJECT, else gptjax)"""
     wandb_entity: str | None = None
     """W&B entity, a user or team (default: $WANDB_ENTITY, else your default entity)"""
+
+    def kernels_for(self, dtype) -> Kernels:
+        """The run's kernel policy: resolved for these devices and `dtype`, with --kernels (and
+        --attention, where the script has it) applied."""
+        attention = getattr(self, "attention", "auto")
+        return resolve(jax.devices(), dtype, self.kernels, attention)
 
     def loop_config(self) -> LoopConfig:
         ratio = self.min_lr_ratio if self.min_lr is None else self.min_lr / self.lr
@@ -238,6 +253,7 @@ def script_main(options: type, make_task, argv, doc: str, commands: dict | None 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in (commands or {}):
         return commands[argv[0]](argv[1:])
+    heap.keep()  # before the first computation (gptjax.heap); the log's heap line says whether
     opts = parse(options, argv, doc)
     parallel.init_distributed(opts.coordinator, opts.num_processes, opts.process_id)
     module = sys.modules.get(make_task.__module__)  # "__main__" under python -m: its real name

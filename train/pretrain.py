@@ -27,7 +27,7 @@ from gptjax.data.corpus import Windows, load_tokens, split_documents
 from gptjax.data.shards import is_shard_dir, shard_windows
 from gptjax.data.tokenizer import EOT_ID
 from gptjax.eval.hellaswag import HellaSwag
-from gptjax.model.attention import IMPLS
+from gptjax.kernels.policy import ATTENTION
 from gptjax.model.gpt import REMAT
 from gptjax.model.params import INITS, abstract_params, count_params, init_params
 from gptjax.options import run_cli
@@ -92,15 +92,17 @@ class Options(RunOptions, HarnessOptions):
     """dropout rate (0, as nanoGPT: fused attention on GPUs)"""
     dtype: Literal[*DTYPES] = "auto"
     """compute dtype (auto: bfloat16 on GPU/TPU, float32 on CPU)"""
-    attention: Literal[*IMPLS] = "auto"
-    """attention kernel (auto: cuDNN on GPU in bf16, Pallas flash on TPU, else reference)"""
+    attention: Literal[*ATTENTION] = "auto"
+    """attention kernel (auto: cuDNN on GPU in bf16, Pallas flash on TPU, the bf16 kernel on
+    an AMX CPU in bf16, else reference); the same as --kernels attention=...
+    """
     remat: Literal[*REMAT] = "none"
     """recompute block activations in the backward pass (block: all, dots: all but matmul
     outputs)
     """
     ce_chunks: int = 0
-    """slices of T for the cross entropy (0: as few as keep each slice's logits under 1 GiB,
-    32 MiB for bf16 on an AMX CPU)
+    """slices of T for the cross entropy (0: as few as keep each slice's logits within the
+    kernel policy's ce_budget: 1 GiB, 32 MiB for bf16 on an AMX CPU)
     """
     train_ratio: float = 0.9
     """leading fraction of the tokens used for training"""
@@ -177,10 +179,12 @@ class Pretrain(Task):
                 bpe.keep(own, self.out / "tokenizer", context=cfg.context_length)
         rows = max(1, opts.batch_size // opts.grad_accum // jax.device_count())  # per device
         dtype = parallel.compute_dtype(opts.dtype)
-        chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim, dtype)
+        self.kernels = kernels = opts.kernels_for(dtype)
+        budget = kernels.ce_budget
+        chunks = opts.ce_chunks or ce_chunks_for(rows, T, cfg.vocab_size, cfg.emb_dim, budget)
         compute = dict(
             dtype=dtype,
-            attention=opts.attention,
+            kernels=kernels,
             ce_chunks=chunks,
             doc_mask=opts.doc_mask,
             eot=self.enc.eot_token,

@@ -123,9 +123,13 @@ class RL(Task):
         self.lcfg = lora_config(opts.trainable, opts.lora_rank, opts.lora_alpha, opts.lora_targets)
         self.trainable = trainable_paths(opts.trainable, self.cfg, self.lcfg)
         self.dtype = parallel.compute_dtype(opts.dtype)
+        self.kernels = opts.kernels_for(self.dtype)
         slots = max(opts.batch_size * opts.group, opts.val_prompts)
         self.engine = Engine(self.cfg, self.base, slots=slots, eos_id=self.eos, dtype=self.dtype)
-        self.logp = jax.jit(lambda p, t: grpo.token_logprobs(self.cfg, p, t, dtype=self.dtype))
+        logp = lambda p, t: grpo.token_logprobs(
+            self.cfg, p, t, dtype=self.dtype, kernels=self.kernels
+        )
+        self.logp = jax.jit(logp)
         self.merge = jax.jit(self.model_params)
         self.ref = jax.device_put(self.base) if opts.kl_beta > 0 else None
         keys = ("reward", "group", "max_new_tokens", "temperature", "top_p", "clip", "kl_beta")
@@ -179,7 +183,11 @@ class RL(Task):
 
     def loss_fn(self, params, batch, rng, train):
         logp = grpo.token_logprobs(
-            self.cfg, self.model_params(params), batch["tokens"], dtype=self.dtype
+            self.cfg,
+            self.model_params(params),
+            batch["tokens"],
+            dtype=self.dtype,
+            kernels=self.kernels,
         )
         s, n, _ = grpo.clipped_loss(
             logp,

@@ -10,7 +10,8 @@ under matching weights:
     projection, and a KV cache for decoding. The model uses this one.
 (e) `fused_attention`: the same softmax(q k^T / sqrt(H)) v by a fused kernel (XLA's, cuDNN's
     flash attention, or the Pallas Triton kernel) that never stores the [B, N, T, S] scores;
-    (d) picks one with `impl` and keeps its einsums as the readable reference.
+    (d) runs the one its policy names (`Kernels.attention`) and keeps its einsums as the
+    readable reference.
 
 The modern recipe adds three options to (d), each off for GPT-2: rotary position embeddings
 (`rotary`, RoFormer, Su et al. 2021), RMS-normalised queries and keys (`rms_heads`), and a
@@ -22,8 +23,6 @@ Shapes: B batch, T query length, S key length, D model width, N heads, H head wi
 
 from __future__ import annotations
 
-import functools
-import sys
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -31,8 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gptjax.errors import first_line
-from gptjax.model import matmul
+from gptjax.kernels import Kernels, cpu, resolve
 from gptjax.model.weights import Dense
 
 
@@ -146,7 +144,9 @@ class MultiHeadAttention(nn.Module):
     position (the batched server's slots). `key_mask` [B, S] bool, when given, also hides the
     keys where it is False (padding). `positions` [T] or [B, T]: each token's position, for
     `rope_base` (rotary embeddings); `segments` [B, T]: document numbers (no cache), for
-    document masking. Keys go into the cache already rotated.
+    document masking. Keys go into the cache already rotated. `kernels`: the policy whose
+    `attention` and `dense` run here (None: `kernels.resolve` for `dtype`); dropout on the
+    weights always takes the reference einsums.
     """
 
     n_heads: int
@@ -154,7 +154,7 @@ class MultiHeadAttention(nn.Module):
     qkv_bias: bool = True
     dtype: Any = jnp.float32
     out_init: Any = nn.initializers.normal(0.02)
-    impl: str = "auto"  # see `resolve_impl`; dropout on the weights always uses the reference
+    kernels: Kernels | None = None
     rope_base: float | None = None  # rotary positions with this base (None: none, GPT-2)
     qk_norm: bool = False
     window: int | None = None
@@ -173,10 +173,11 @@ class MultiHeadAttention(nn.Module):
     ):
         B, T, D = x.shape
         N, H = self.n_heads, D // self.n_heads
-        dense = lambda features, name, **kw: Dense(
-            features, dtype=self.dtype, kernel_init=nn.initializers.normal(0.02), name=name, **kw
+        kernels = self.kernels or resolve(dtype=self.dtype)
+        dense = lambda features, name, init, **kw: Dense(
+            features, dtype=self.dtype, kernel_init=init, name=name, impl=kernels.dense, **kw
         )
-        qkv = dense(3 * D, "c_attn", use_bias=self.qkv_bias)(x)
+        qkv = dense(3 * D, "c_attn", nn.initializers.normal(0.02), use_bias=self.qkv_bias)(x)
         # c_attn's output is [q | k | v], each split into N heads of H contiguous columns.
         q, k, v = (qkv.reshape(B, T, 3, N, H)[:, :, i] for i in range(3))
         if self.qk_norm:
@@ -196,43 +197,42 @@ class MultiHeadAttention(nn.Module):
         if segments is not None:
             mask = mask & same_segment(segments)  # [B, 1, T, T]
         dropping = self.drop_rate > 0 and not deterministic
-        impl = "reference" if dropping else resolve_impl(self.impl, self.dtype)
-        if impl == "reference" and not dropping and matmul.wanted(self.dtype):
-            # the same values with every dot on the bf16 kernel of an AMX CPU (matmul.py)
-            ctx = matmul.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-        elif impl == "reference":
+        impl = "reference" if dropping else kernels.attention
+        if impl == "reference":
             scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
             weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
             weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
             ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
+        elif impl == "cpu-bf16":  # the same values, every dot on an AMX CPU's bf16 kernel
+            ctx = cpu.attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
         else:
             # Without a cache or padding the mask is causal (windowed, segmented): kernels that
             # know it skip the blocks it hides.
             plain = cache is None and key_mask is None
             k, v = k.astype(q.dtype), v.astype(q.dtype)
-            ctx = fused_attention(q, k, v, mask, impl, plain, self.window, segments)
-        out = Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")
+            ctx = fused_attention(
+                q, k, v, mask, impl, plain, self.window, segments, kernels.platform
+            )
+        out = dense(D, "c_proj", self.out_init)
         return out(ctx.reshape(B, T, D)), cache
 
 
-IMPLS = ("auto", "reference", "xla", "cudnn", "pallas")
-
-
 def fused_attention(
-    q, k, v, mask, impl: str, causal: bool, window=None, segments=None
+    q, k, v, mask, impl: str, causal: bool, window=None, segments=None, platform="cpu"
 ) -> jax.Array:
     """(e) q [B, T, N, H], k and v [B, S, N, H], mask broadcastable to [B, N, T, S] ->
-    [B, T, N, H]. `causal`: the mask is exactly `causal_mask(T, S, 0, window)` with T = S,
-    within the documents of `segments` when given (training, a prefill from position 0), which
-    the kernels compute without reading the mask: cuDNN takes the window but not segments,
+    [B, T, N, H] by `impl` ("xla", "cudnn" or "pallas", the latter `platform`'s Pallas
+    kernel). `causal`: the mask is exactly `causal_mask(T, S, 0, window)` with T = S, within
+    the documents of `segments` when given (training, a prefill from position 0), which the
+    kernels compute without reading the mask: cuDNN takes the window but not segments,
     Pallas's kernels take segments but not the window. Any other mask goes through XLA's."""
-    if impl == "pallas" and causal and window is None and jax.default_backend() == "tpu":
+    if impl == "pallas" and causal and window is None and platform == "tpu":
         if tpu_flash_fits(q.shape[1]):
             return tpu_flash_attention(q, k, v, segments)
     elif impl == "pallas" and causal and window is None:
         from jax.experimental.pallas.ops.gpu.attention import mha
 
-        interpret = jax.default_backend() == "cpu"  # the kernel's own interpreter: for tests
+        interpret = platform == "cpu"  # the kernel's own interpreter: for tests
         scale = q.shape[-1] ** -0.5
         return mha(q, k, v, segments, sm_scale=scale, causal=True, interpret=interpret)
     if impl == "cudnn" and causal and segments is None:
@@ -265,39 +265,3 @@ def tpu_flash_attention(q, k, v, segments=None) -> jax.Array:
         sm_scale=q.shape[-1] ** -0.5,
     )
     return heads_first(out)
-
-
-def resolve_impl(impl: str, dtype) -> str:
-    """The attention implementation `impl` means here. "auto": cuDNN's flash attention on a
-    GPU in bfloat16/float16 if it works on this machine (probed once); Pallas's flash kernel on
-    a TPU (causal self-attention at T a multiple of 128; other shapes take XLA's kernel); else
-    the reference einsums (on CPU as fast as XLA's kernel). "cudnn" asked for in float32
-    (which cuDNN lacks) gets XLA's kernel. "pallas" is the backend's Pallas kernel: Triton's
-    on a GPU (interpreted on CPU), the TPU flash kernel on a TPU."""
-    if impl not in IMPLS:
-        raise ValueError(
-            f"unknown attention implementation {impl!r}; expected one of: {', '.join(IMPLS)}"
-        )
-    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-    if impl == "auto" and jax.default_backend() == "tpu":
-        return "pallas"
-    if impl == "auto":
-        return "cudnn" if half and jax.default_backend() == "gpu" and cudnn_works() else "reference"
-    return "xla" if impl == "cudnn" and not half else impl
-
-
-@functools.cache
-def cudnn_works() -> bool:
-    """Whether cuDNN attention compiles and runs here (it fails on some CUDA 13 set-ups,
-    jax-ml/jax#32430); asked once per process, and a failure is said on stderr."""
-    try:
-        q = jnp.ones((1, 128, 1, 64), jnp.bfloat16)
-        f = lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True, implementation="cudnn")
-        jax.block_until_ready(jax.grad(lambda q: f(q).astype(jnp.float32).sum())(q))
-        return True
-    except Exception as e:  # any failure means: use the reference path
-        print(
-            f"attention: cuDNN attention unavailable ({first_line(e)}); using XLA einsums",
-            file=sys.stderr,
-        )
-        return False

@@ -18,6 +18,7 @@ import numpy as np
 from gptjax.config import GPTConfig
 from gptjax.data.textdata import pad
 from gptjax.data.tokenizer import EOT_ID
+from gptjax.kernels import Kernels
 from gptjax.model.gpt import trunk
 
 POOLINGS = ("last-non-pad", "last")
@@ -36,6 +37,7 @@ class GPTClassifier(nn.Module):
     pad_id: int = EOT_ID
     pooling: str = "last-non-pad"
     dtype: Any = jnp.float32
+    kernels: Kernels | None = None  # what runs at each hot spot (None: resolved for dtype)
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
@@ -43,8 +45,14 @@ class GPTClassifier(nn.Module):
             raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
         real = tokens != self.pad_id  # [B, T]
         pooled = self.pooling == "last-non-pad"
+        mask = real if pooled else None
         x, _, _ = trunk(
-            self.cfg, self.dtype, tokens, deterministic=deterministic, mask=real if pooled else None
+            self.cfg,
+            self.dtype,
+            tokens,
+            deterministic=deterministic,
+            mask=mask,
+            kernels=self.kernels,
         )
         T = tokens.shape[1]
         # The rightmost real token (HF's rule); a row of pads only reads position 0.

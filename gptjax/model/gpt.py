@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from gptjax.config import GPTConfig
+from gptjax.kernels import Kernels, resolve
+from gptjax.kernels.fence import gradient_fence
 from gptjax.model.attention import KVCache, MultiHeadAttention
-from gptjax.model.fence import gradient_fence
 from gptjax.model.head import lm_logits
 from gptjax.model.weights import Dense, Embed
 
@@ -88,14 +89,17 @@ class FeedForward(nn.Module):
     out_init: Any
     dtype: Any = jnp.float32
     activation: str = "gelu"
+    dense: str = "xla"  # `Kernels.dense`
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         D = x.shape[-1]
-        init = nn.initializers.normal(0.02)
-        h = Dense(4 * D, dtype=self.dtype, kernel_init=init, name="c_fc")(x)
+        layer = lambda n, init, name: Dense(
+            n, dtype=self.dtype, kernel_init=init, name=name, impl=self.dense
+        )
+        h = layer(4 * D, nn.initializers.normal(0.02), "c_fc")(x)
         h = ACTIVATIONS[self.activation](h)
-        return Dense(D, dtype=self.dtype, kernel_init=self.out_init, name="c_proj")(h)
+        return layer(D, self.out_init, "c_proj")(h)
 
 
 class Block(nn.Module):
@@ -103,7 +107,7 @@ class Block(nn.Module):
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
-    attention: str = "auto"  # attention implementation (attention.resolve_impl)
+    kernels: Kernels = Kernels()  # what runs at each hot spot (`gptjax.kernels`)
 
     @nn.compact
     def __call__(self, x, deterministic=True, cache: KVCache | None = None, where=None):
@@ -119,7 +123,7 @@ class Block(nn.Module):
             cfg.qkv_bias,
             self.dtype,
             out_init,
-            self.attention,
+            self.kernels,
             rope_base=cfg.rope_base if cfg.position == "rotary" else None,
             qk_norm=cfg.qk_norm,
             window=cfg.window,
@@ -128,7 +132,7 @@ class Block(nn.Module):
         ln_1 = norm(cfg, self.dtype, "ln_1")
         a, cache = attn(ln_1(x), deterministic=deterministic, cache=cache, **(where or {}))
         x = x + drop(a, deterministic=deterministic)
-        mlp = FeedForward(out_init, self.dtype, cfg.activation, name="mlp")
+        mlp = FeedForward(out_init, self.dtype, cfg.activation, self.kernels.dense, name="mlp")
         m = mlp(norm(cfg, self.dtype, "ln_2")(x))
         return x + drop(m, deterministic=deterministic), cache
 
@@ -152,7 +156,7 @@ def trunk(
     pos=0,
     mask=None,
     offset=None,
-    attention="auto",
+    kernels: Kernels | None = None,
     remat="none",
     segments=None,
 ):
@@ -166,8 +170,10 @@ def trunk(
     hidden from attention and do not count as positions. `remat` (a key of REMAT) recomputes
     each block's activations in the backward pass instead of storing them. `segments` [B, T]
     (no cache): each token's document number, which attention keeps to (document masking).
+    `kernels`: what runs at each hot spot (None: `kernels.resolve` for `dtype`).
     Returns (x, new_cache, wte).
     """
+    kernels = kernels or resolve(dtype=dtype)
     T = tokens.shape[1]
     key_mask = None
     wte = Embed(
@@ -203,10 +209,10 @@ def trunk(
     where = dict(pos=pos, key_mask=key_mask, positions=positions, segments=segments)
     new_cache = []
     for i in range(cfg.n_layers):
-        block = layer(cfg, dtype, attention, name=f"h_{i}")
+        block = layer(cfg, dtype, kernels, name=f"h_{i}")
         layer_cache = None if cache is None else cache[i]
-        # Store the residual gradient once per block (XLA's CPU fusion would re-add it: fence.py).
-        x, c = block(gradient_fence(x), deterministic, layer_cache, where)
+        # On CPU, the residual gradient stored once per block (XLA would re-add it: fence.py).
+        x, c = block(gradient_fence(x, kernels.fence), deterministic, layer_cache, where)
         new_cache.append(c)
     return norm(cfg, dtype, "ln_f")(x), tuple(new_cache), wte
 
@@ -218,8 +224,9 @@ class GPT(nn.Module):
     LayerNorm statistics and logits are computed in float32. With `cache` (one KVCache per block,
     each [B, S, N, H]) the tokens sit at positions pos .. pos+T-1 (`pos` a scalar, or [B]: one
     per row) and the call returns (logits, new_cache) for incremental decoding. Padded rows:
-    `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`). `attention` picks the
-    attention kernel (`attention.resolve_impl`), `remat` what blocks recompute (`REMAT`).
+    `mask` [B, T] bool (no cache) or `offset` [B] left pads (see `trunk`). `kernels` names
+    what runs at each hot spot (`gptjax.kernels`; None: resolved for `dtype` on the default
+    devices), `remat` what blocks recompute (`REMAT`).
     `padded_logits`: return the logits as the head computed them, [B, T, V'] with V' = V
     rounded up to a multiple of 128 and the extra columns -inf where it was padded (see
     `lm_logits`), which the loss can take as they are.
@@ -227,7 +234,7 @@ class GPT(nn.Module):
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
-    attention: str = "auto"
+    kernels: Kernels | None = None
     remat: str = "none"
     padded_logits: bool = False
 
@@ -246,7 +253,7 @@ class GPT(nn.Module):
     ):
         """`head=False`: the final hidden states [B, T, D] instead of logits (chunked losses).
         `segments` [B, T] int: document numbers for document masking (see `trunk`)."""
-        cfg = self.cfg
+        cfg, kernels = self.cfg, self.kernels or resolve(dtype=self.dtype)
         x, new_cache, wte = trunk(
             cfg,
             self.dtype,
@@ -256,7 +263,7 @@ class GPT(nn.Module):
             pos=pos,
             mask=mask,
             offset=offset,
-            attention=self.attention,
+            kernels=kernels,
             remat=self.remat,
             segments=segments,
         )
@@ -267,9 +274,8 @@ class GPT(nn.Module):
             scale = self.get_variable("params", "lm_head_scale")
         if not head:
             return x
-        logits = lm_logits(
-            x, out, self.dtype, padded=self.padded_logits, cap=cfg.logit_softcap, scale=scale
-        )
+        cap, padded = cfg.logit_softcap, self.padded_logits
+        logits = lm_logits(x, out, self.dtype, padded=padded, cap=cap, scale=scale, kernels=kernels)
         return logits if cache is None else (logits, new_cache)
 
     def init_cache(self, B: int, S: int, dtype: Any = None) -> Cache:

@@ -1,6 +1,6 @@
 """The output head: hidden states [..., D] times the head [V, D] -> float32 logits [..., V].
 
-On GPUs and TPUs (and in bf16 on an AMX CPU) the vocabulary is padded to a multiple of 128
+On GPUs and TPUs (the policy's head "padded") the vocabulary is padded to a multiple of 128
 in compute only (checkpoints keep V rows) for even matmul tiles; the padded columns are -inf
 wherever a softmax could see them.
 """
@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gptjax.model import matmul
+from gptjax.kernels import Kernels, cpu, resolve
 from gptjax.model.weights import narrow_matmul
 
 VOCAB_MULTIPLE = 128  # matmul tiles on GPUs and TPUs: 50,257 columns compute as 50,304
@@ -39,11 +39,20 @@ def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
     return logits if cap is None else cap * jnp.tanh(logits / cap)
 
 
-def unpadded_on_cpu(dtype) -> bool:
-    """float32 on a CPU: the head is never padded (CPU kernels tile any width, and the padded
-    copy of the head and the slice of its gradient were two passes over [V, D]) and computes
-    through `matmul.head`, whose weight gradient is the cheaper product there."""
-    return dtype == jnp.float32 and jax.default_backend() == "cpu"
+def xla_head(x: jax.Array, head: jax.Array, pad: int) -> jax.Array:
+    """x [..., D] in the compute dtype times the head [V, D] with `pad` zero rows after, in
+    x's dtype -> float32 logits [..., V + pad]."""
+    head = jnp.pad(head.astype(x.dtype), ((0, pad), (0, 0))) if pad else head.astype(x.dtype)
+    return jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+
+
+# `Kernels.head` -> (the product, whether a matmul of many rows pads the vocabulary)
+HEADS = {
+    "padded": (xla_head, True),
+    "unpadded": (xla_head, False),
+    "cpu": (cpu.head, False),
+    "cpu-padded": (cpu.head, True),
+}
 
 
 def lm_logits(
@@ -54,29 +63,27 @@ def lm_logits(
     padded: bool = False,
     cap: float | None = None,
     scale: jax.Array | None = None,
+    kernels: Kernels | None = None,
 ) -> jax.Array:
     """x [..., D] times the output head [V, D] -> float32 logits [..., V], soft-capped at
     `cap` (`GPTConfig.logit_softcap`).
 
-    A matmul of many rows (training, prefill) on GPUs and TPUs, and in bf16 on an AMX CPU, runs
-    on the head padded with zero rows to V' = padded_vocab(V), in compute only (checkpoints
-    keep V rows), for even tiles; a decode step's few rows would only pay for a padded copy of
-    the head, and float32 on a CPU gains nothing from it (`unpadded_on_cpu`). `padded`: return
-    the logits as computed, [..., V'] with the extra columns -inf where the head was padded, so
+    The product is the policy's head (`Kernels.head`; None: `kernels.resolve` for `dtype`).
+    Where it pads, a matmul of many rows (training, prefill) runs on the head padded with zero
+    rows to V' = padded_vocab(V), in compute only (checkpoints keep V rows), for even tiles; a
+    decode step's few rows would only pay for a padded copy of the head. `padded`: return the
+    logits as computed, [..., V'] with the extra columns -inf where the head was padded, so
     softmax, losses and samples are those of the V real tokens without a sliced copy.
     `scale` [V]: the head is narrow (int8, bf16) with a scale per row (`weights.quantize`).
     """
-    V, Vp = head.shape[0], padded_vocab(head.shape[0])
-    many = scale is None and math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
+    V = head.shape[0]
     if scale is not None:  # a narrow head, never padded
         product = narrow_matmul(x, head, scale)
-    elif matmul.wanted(dtype):  # bf16 on an AMX CPU: its bf16 kernels (matmul.py)
-        product = matmul.head(x.astype(dtype), head, (Vp if many else V) - V)
-    elif unpadded_on_cpu(dtype):
-        product = matmul.head(x.astype(dtype), head, 0)
     else:
-        head = padded_head(head, dtype) if many else head.astype(dtype)
-        product = jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
+        kernels = kernels or resolve(dtype=dtype)
+        matmul, pads = HEADS[kernels.head]
+        many = math.prod(x.shape[:-1]) >= VOCAB_MULTIPLE
+        product = matmul(x.astype(dtype), head, padded_vocab(V) - V if pads and many else 0)
     logits = softcap(product, cap)
     if logits.shape[-1] == V:
         return logits

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 from jax import lax
 
-from gptjax.model import matmul
+from gptjax.kernels import cpu
 
 NARROW = {"bf16": jnp.bfloat16, "int8": jnp.int8}
 WEIGHTS = ("fp32", *NARROW)
@@ -136,8 +136,11 @@ def narrow_matmul(x: jax.Array, q: jax.Array, scale: jax.Array) -> jax.Array:
 
 class Dense(nn.Dense):
     """`nn.Dense` (same parameters, same float math) that also runs a narrow kernel with its
-    `kernel_scale`, as `quantize` leaves them. One `__call__` (not one that calls
-    `nn.Dense.__call__`), so a method interceptor sees each layer once."""
+    `kernel_scale`, as `quantize` leaves them, and the policy's dense kernel (`impl`, a
+    `Kernels.dense`). One `__call__` (not one that calls `nn.Dense.__call__`), so a method
+    interceptor sees each layer once."""
+
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -151,8 +154,8 @@ class Dense(nn.Dense):
             bias = None
             if self.use_bias:
                 bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if matmul.wanted(self.dtype):  # bf16 on an AMX CPU: its bf16 kernels (matmul.py)
-                return matmul.dense(x.astype(self.dtype), kernel, bias)
+            if self.impl == "cpu-bf16":  # every dot on an AMX CPU's bf16 kernel
+                return cpu.dense(x.astype(self.dtype), kernel, bias)
             x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
             dims = (((x.ndim - 1,), (0,)), ((), ()))
             y = lax.dot_general(x, kernel, dims, precision=self.precision)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from gptjax.data import IGNORE
-from gptjax.model import matmul
+from gptjax.kernels import cpu
 from gptjax.model.head import mask_padding, padded_head, padded_vocab, softcap
 
 
@@ -44,10 +44,11 @@ def cross_entropy_sum(logits, targets) -> tuple[jax.Array, jax.Array]:
     return -jnp.sum(target_logprobs(logits, targets)), counted
 
 
-def _slice_pass(x, w, V, targets, dtype, cap, want_dx: bool, want_dw: bool):
+def _slice_pass(x, w, V, targets, dtype, cap, want_dx: bool, want_dw: bool, head: str):
     """One slice: x [B, t, D], w [V', D] (`model.padded_head`) -> (loss sum, count,
     d x [B, t, D] or None, d w [V', D] float32 or None) for a cotangent of 1 on the loss sum.
-    `cap`: the logits' soft cap (None: none), inside the VJP so d logits passes through it."""
+    `cap`: the logits' soft cap (None: none), inside the VJP so d logits passes through it.
+    `head` (`Kernels.head`): a CPU head's weight gradient is the CPU kernel's product."""
     logits = jnp.einsum("btd,vd->btv", x, w, preferred_element_type=jnp.float32)
     loss = lambda z: cross_entropy_sum(mask_padding(softcap(z, cap), V), targets)
     (s, n), back = jax.vjp(loss, logits)
@@ -55,18 +56,24 @@ def _slice_pass(x, w, V, targets, dtype, cap, want_dx: bool, want_dw: bool):
         return s, n, None, None
     d = back((jnp.float32(1), jnp.float32(0)))[0].astype(dtype)  # softmax - one_hot, counted
     dx = jnp.einsum("btv,vd->btd", d, w, preferred_element_type=jnp.float32) if want_dx else None
-    dw = matmul.rows_contracted(d, x) if want_dw else None  # [V', D]
+    weight_grad = cpu.rows_contracted if head.startswith("cpu") else _rows_contracted
+    dw = weight_grad(d, x) if want_dw else None  # [V', D]
     return s, n, None if dx is None else dx.astype(x.dtype), dw
 
 
-def _all_slices(x, head, targets, dtype, slices: int, cap, want_dx=False, want_dw=False):
+def _rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a [..., P], b [..., Q] -> a^T b [P, Q] float32, summed over the leading axes."""
+    return jnp.einsum("...p,...q->pq", a, b, preferred_element_type=jnp.float32)
+
+
+def _all_slices(x, head, targets, dtype, slices: int, cap, impl, want_dx=False, want_dw=False):
     """`_slice_pass` over the slices of T in turn (a scan): (loss sum, count, d x, d head)."""
     B, T = x.shape[:2]
     V, w = head.shape[0], padded_head(head, dtype)
     per = lambda a: a.reshape(B, slices, T // slices, *a.shape[2:]).swapaxes(0, 1)
 
     def body(carry, xt):
-        s, n, dx, dw = _slice_pass(xt[0], w, V, xt[1], dtype, cap, want_dx, want_dw)
+        s, n, dx, dw = _slice_pass(xt[0], w, V, xt[1], dtype, cap, want_dx, want_dw, impl)
         carry = (carry[0] + s, carry[1] + n, carry[2] + dw if want_dw else carry[2])
         return carry, dx
 
@@ -77,16 +84,16 @@ def _all_slices(x, head, targets, dtype, slices: int, cap, want_dx=False, want_d
     return s, n, dx, dw[:V].astype(head.dtype) if want_dw else None
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def sliced_cross_entropy_sum(x, head, targets, dtype, slices: int, cap=None):
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def sliced_cross_entropy_sum(x, head, targets, dtype, slices: int, cap=None, impl="padded"):
     """(summed loss, count of counted targets) of the logits of x [B, T, D] through the output
     head [V, D] (computed in `dtype`, float32 logits over V' columns, soft-capped at `cap`),
-    over `slices` slices of T. Equals
+    over `slices` slices of T; `impl`: the policy's head (`Kernels.head`). Equals
     `cross_entropy_sum(model.lm_logits(x, head, dtype, padded=True, cap=cap), targets)`."""
-    return _all_slices(x, head, targets, dtype, slices, cap)[:2]
+    return _all_slices(x, head, targets, dtype, slices, cap, impl)[:2]
 
 
-def _forward(x, head, targets, dtype, slices, cap):
+def _forward(x, head, targets, dtype, slices, cap, impl):
     # symbolic zeros: each argument comes as (value, perturbed); a frozen head (LoRA) or input
     # gets no gradient computed at all.
     s, n, dx, dw = _all_slices(
@@ -96,13 +103,14 @@ def _forward(x, head, targets, dtype, slices, cap):
         dtype,
         slices,
         cap,
+        impl,
         want_dx=x.perturbed,
         want_dw=head.perturbed,
     )
     return (s, n), (dx, dw)
 
 
-def _backward(dtype, slices, cap, grads, cotangent):
+def _backward(dtype, slices, cap, impl, grads, cotangent):
     dx, dw = grads
     g = cotangent[0]  # the count's cotangent is ignored: it is a count
     if isinstance(g, SymbolicZero):
@@ -114,22 +122,18 @@ def _backward(dtype, slices, cap, grads, cotangent):
 sliced_cross_entropy_sum.defvjp(_forward, _backward, symbolic_zeros=True)
 
 
-def ce_chunks_for(
-    rows: int, T: int, V: int, D: int, dtype=jnp.float32, budget: int | None = None
-) -> int:
-    """The fewest slices of T (a divisor) whose float32 logits, rows x T/K x V', fit the budget;
-    `rows` is the batch one device holds at a time (micro-batch / data shards), `dtype` the
-    compute dtype.
+def ce_chunks_for(rows: int, T: int, V: int, D: int, budget: int) -> int:
+    """The fewest slices of T (a divisor) whose float32 logits, rows x T/K x V', fit `budget`
+    bytes (`Kernels.ce_budget`); `rows` is the batch one device holds at a time (micro-batch /
+    data shards).
 
-    The budget is `budget` bytes (default: 1 GiB, a memory bound; 32 MiB, a cache bound, for
-    bf16 on an AMX CPU (`matmul.wanted`), where slicing is a speed-up: tiny, B 4 x T 128,
-    125 ms in 4 slices, 140 whole), but never below the head's gradient, V' x D float32: each
-    extra slice adds its own into that sum, which costs more than a slice of logits that size
-    saves. In float32 on a CPU (the unpadded head, `head.unpadded_on_cpu`) whole logits
-    measured faster at every size tried (Xeon: tiny 4 x 128 165 ms, 194 in 4 slices;
-    16 x 256 1.24 s, 1.40-1.49 s in 2-8; 124M 8 x 256 7.9 s, 8.2 s in 4, and less memory)."""
-    if budget is None:
-        budget = 2**25 if matmul.wanted(dtype) else 2**30
+    The budget is never taken below the head's gradient, V' x D float32: each extra slice adds
+    its own into that sum, which costs more than a slice of logits that size saves. The
+    policy's budgets, measured on a Xeon: 1 GiB (a memory bound) where whole logits are as
+    fast or faster (float32 on a CPU, with its unpadded head: tiny 4 x 128 165 ms whole, 194 in
+    4 slices; 16 x 256 1.24 s, 1.40-1.49 s in 2-8; 124M 8 x 256 7.9 s, 8.2 s in 4, and less
+    memory); 32 MiB (a cache bound) for bf16 on AMX, where slicing is a speed-up (tiny, B 4 x
+    T 128, 125 ms in 4 slices, 140 whole)."""
     Vp = padded_vocab(V)
     fits = max(budget, Vp * D * 4)
     size = rows * T * Vp * 4

@@ -44,16 +44,23 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: flo
 
 
 def pair_logprobs(
-    cfg: GPTConfig, params, batch, *, average: bool = True, dtype=jnp.float32, rng=None
+    cfg: GPTConfig,
+    params,
+    batch,
+    *,
+    average: bool = True,
+    dtype=jnp.float32,
+    rng=None,
+    kernels=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Log-probabilities of a batch of preference pairs (`data.preference.Pairs.batch`:
     "chosen", "rejected" [B, T] and their response masks) under `params`: ([B], [B]), from one
     forward pass over the 2B sequences; dropout on with `rng`. `average`: see
-    `sequence_logprob`."""
+    `sequence_logprob`; `kernels`: the policy (`gptjax.kernels`; None: resolved)."""
     tokens = jnp.concatenate([batch["chosen"], batch["rejected"]])  # [2B, T]
     mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
     rngs = {"dropout": rng} if rng is not None else {}
-    logits = GPT(cfg, dtype).apply(
+    logits = GPT(cfg, dtype, kernels).apply(
         {"params": params}, tokens[:, :-1], deterministic=rng is None, rngs=rngs
     )
     lp = sequence_logprob(logits, tokens[:, 1:], mask[:, 1:], average=average)

@@ -34,10 +34,13 @@ def group_advantages(rewards: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     return ((rewards - mean) / (std + eps)).astype(np.float32)
 
 
-def token_logprobs(cfg: GPTConfig, params, tokens, *, dtype=jnp.float32, rng=None) -> jax.Array:
-    """tokens [B, T] -> [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1]); dropout with `rng`."""
+def token_logprobs(
+    cfg: GPTConfig, params, tokens, *, dtype=jnp.float32, rng=None, kernels=None
+) -> jax.Array:
+    """tokens [B, T] -> [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1]); dropout with `rng`;
+    `kernels`: the policy (`gptjax.kernels`; None: resolved)."""
     rngs = {"dropout": rng} if rng is not None else {}
-    logits = GPT(cfg, dtype).apply(
+    logits = GPT(cfg, dtype, kernels).apply(
         {"params": params}, tokens[:, :-1], deterministic=rng is None, rngs=rngs
     )
     return target_logprobs(logits, tokens[:, 1:])

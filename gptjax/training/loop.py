@@ -17,7 +17,10 @@ import sys
 from dataclasses import dataclass, field
 
 import jax
+import jax.numpy as jnp
 
+from gptjax import heap
+from gptjax.kernels import resolve
 from gptjax.store.checksum import ChecksumError
 from gptjax.store.run import RunCheckpoints
 from gptjax.training import parallel, trackers
@@ -78,6 +81,10 @@ def run(lc: LoopConfig, task: Task) -> None:
     oc = dataclasses.replace(lc.optim, decay_steps=total)
     optimizer = make_optimizer(oc)
     mesh = parallel.make_mesh()
+    # First, what runs: the kernel policy (config.json keeps it too) and the process's heap.
+    task.kernels = task.kernels or resolve(mesh.devices.flat, jnp.float32)
+    say(f"kernels: {task.kernels.describe()}")
+    say(heap.describe())
     with RunLock(lc.out):
         ckpts = RunCheckpoints(lc.out, keep=lc.keep)
         try:

@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gptjax import accelerator
+from gptjax.kernels.policy import auto_dtype
 
 AXIS = "data"
 
@@ -64,11 +65,8 @@ DTYPES = ("auto", "float32", "bfloat16")  # what --dtype takes
 
 def compute_dtype(name: str):
     """The compute dtype a `--dtype` names; "auto": bfloat16 on GPUs and TPUs (parameters stay
-    float32, see `model.GPT`), float32 on CPUs (bfloat16 is faster only on those with AMX, and
-    a run's figures should not depend on which CPU it met; see `model.matmul`)."""
-    if name == "auto":
-        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    return jnp.dtype(name)
+    float32, see `model.GPT`), float32 on CPUs (`kernels.policy.auto_dtype`)."""
+    return auto_dtype() if name == "auto" else jnp.dtype(name)
 
 
 def make_mesh() -> Mesh:

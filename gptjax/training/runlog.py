@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gptjax import accelerator
+from gptjax import accelerator, heap
 from gptjax.files import write_json
 from gptjax.training import parallel
 from gptjax.training.flops import peak_flops
@@ -80,7 +80,8 @@ class RunLog:
             return
         out.mkdir(parents=True, exist_ok=True)
         config = {**task.identity, "options": lc.options, "command": lc.command or command()}
-        config["environment"] = environment()
+        config["kernels"] = task.kernels.to_dict()
+        config["environment"] = environment() | {"heap": "kept" if heap.kept() else "default"}
         write_json(out / "config.json", config)
         # On resume, drop records past the restored step: they are about to be redone.
         old = self.metrics.read_text().splitlines() if self.metrics.exists() else []

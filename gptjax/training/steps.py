@@ -18,6 +18,7 @@ from flax import traverse_util
 
 from gptjax.config import GPTConfig
 from gptjax.data.tokenizer import EOT_ID
+from gptjax.kernels import Kernels, resolve
 from gptjax.model.gpt import GPT
 from gptjax.model.params import output_head
 from gptjax.training.cross_entropy import cross_entropy_sum, sliced_cross_entropy_sum
@@ -175,15 +176,17 @@ def loss_sum(
     ce_chunks: int = 1,
     doc_mask: bool = False,
     eot: int = EOT_ID,
-    **compute,
+    kernels: Kernels | None = None,
+    remat: str = "none",
 ):
     """(summed token loss, token count) of one batch {"inputs", "targets"}: [B, T] each.
-    `ce_chunks`, `doc_mask`, `compute` (`attention`, `remat`): see `lm_loss`; `eot`: the
-    tokenizer's <|endoftext|> (documents' boundaries for `doc_mask`)."""
+    `ce_chunks`, `doc_mask`, `kernels`, `remat`: see `lm_loss`; `eot`: the tokenizer's
+    <|endoftext|> (documents' boundaries for `doc_mask`)."""
     T = batch["inputs"].shape[1]
     if T % ce_chunks:
         raise ValueError(f"ce_chunks {ce_chunks} must divide the sequence length {T}")
-    model = GPT(cfg, dtype, padded_logits=True, **compute)
+    kernels = kernels or resolve(dtype=dtype)
+    model = GPT(cfg, dtype, kernels, remat, padded_logits=True)
     rngs = {"dropout": rng} if train else {}
     segments = documents(batch["inputs"], eot) if doc_mask else None
     run = lambda head: model.apply(
@@ -198,7 +201,7 @@ def loss_sum(
         return cross_entropy_sum(run(True), batch["targets"])
     head = output_head(cfg, params)
     return sliced_cross_entropy_sum(
-        run(False), head, batch["targets"], dtype, ce_chunks, cfg.logit_softcap
+        run(False), head, batch["targets"], dtype, ce_chunks, cfg.logit_softcap, kernels.head
     )
 
 
@@ -212,9 +215,10 @@ def documents(tokens: jax.Array, eot: int = EOT_ID) -> jax.Array:
 
 def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
     """The language-model loss of `cfg` as a LossFn for `make_train_step`. `compute` (all
-    optional, none changes the result beyond rounding): `attention` (kernel, see
-    `attention.resolve_impl`), `remat` (a key of `model.REMAT`), `ce_chunks` (slices of T the
-    cross entropy is computed in, see `cross_entropy.sliced_cross_entropy_sum`). `doc_mask`
+    optional, none changes the result beyond rounding): `kernels` (what runs at each hot spot,
+    a `gptjax.kernels.Kernels`; None: resolved for `dtype`), `remat` (a key of `model.REMAT`),
+    `ce_chunks` (slices of T the cross entropy is computed in, see
+    `cross_entropy.sliced_cross_entropy_sum`). `doc_mask`
     (which does change it): each token attends only within its own document (`documents`)."""
     dtype = dtype or jnp.float32
     return lambda params, batch, rng, train: loss_sum(

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from gptjax.config import GPTConfig
+from gptjax.kernels import Kernels
 from gptjax.model.lora import LoRAConfig
 from gptjax.store import Model
 from gptjax.store.peft import to_peft
@@ -64,6 +65,7 @@ class Task:
     plot_x: str | None = None  # the plots' x axis (None: the `seen` key)
     harness: Any = None  # lm-eval in the loop: harness(params, step) -> (records, line)
     on_policy = False  # batches drawn from the current params (`rollout`): RL
+    kernels: Kernels | None = None  # what the task's steps run (None: resolved for float32)
 
     loss_fn: LossFn  # (params, batch, rng, train) -> (loss sum, count)
 

@@ -11,8 +11,10 @@ multiple of HF's. On a CPU it first prints the model, its AVX-512 / AMX support 
 bandwidth; with --json each row carries them. `--weights bf16|int8` decodes ours from narrow
 weights (`gptjax.model.weights`; "gptjax int8" in the impl column, its roofline counted in its
 bytes) beside HF's usual fp32.
-On a CPU where ours run on gptjax's kept heap (gptjax/heap.py), HF's rows run in a process of
-their own on glibc's defaults, as HF's users run it (`--hf-heap kept`: in this one).
+Ours run on gptjax's kept heap where it applies (`gptjax.heap.keep`, a CPU run); HF's rows then
+run in a process of their own on glibc's defaults, as HF's users run it (`--hf-heap kept`: in
+this one). Each of our rows carries the kernel policy it ran (`kernels`; `--kernels` and
+`--attention` override it, as in pretraining).
 Defaults follow the device: on CPU float32, train tiny and 124M at B 4, T 128 and decode batch 1;
 on a GPU bfloat16 (HF under autocast with SDPA attention and fused AdamW, eager and
 `torch.compile`d), train 124M and 355M at T 1024 with the largest batch that fits, decode 124M
@@ -34,7 +36,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,8 @@ import numpy as np
 from gptjax import generate, heap, init_params
 from gptjax.accelerator import cpu_model
 from gptjax.config import GPTConfig
-from gptjax.model.attention import IMPLS
+from gptjax.kernels import resolve
+from gptjax.kernels.policy import ATTENTION
 from gptjax.model.gpt import REMAT
 from gptjax.model.weights import NARROW, WEIGHTS, quantize
 from gptjax.options import parse, run_cli
@@ -79,8 +81,10 @@ class Options:
     """weight format of our decode rows (gptjax.model.weights); HF's stay in the dtype's"""
     remat: Literal[*REMAT] = "none"
     """remat of the train step's blocks"""
-    attention: Literal[*IMPLS] = "auto"
+    attention: Literal[*ATTENTION] = "auto"
     """attention kernel of the train step"""
+    kernels: str = ""
+    """kernel policy overrides of the train step, e.g. head=padded,attention=xla"""
     repeats: int = 5
     """timed runs; the median is reported"""
     hf: bool = True
@@ -126,23 +130,39 @@ def apart(fn, *args):
 
 
 def call(opts: Options, fn, *args, default_heap: bool = False):
-    """fn(*args), in a fresh process with --apart; `default_heap`: in a fresh process with
-    gptjax.heap's settings off (glibc's defaults)."""
+    """fn(*args), in a fresh process with --apart (keeping its heap as this one does);
+    `default_heap`: in a fresh process on glibc's defaults."""
     if not default_heap:
-        return apart(fn, *args) if opts.apart else fn(*args)
-    with mock.patch.dict(os.environ, {heap.OFF: "0"}):  # read on the child's `import gptjax`
-        return apart(fn, *args)
+        return apart(in_heap, heap.kept(), fn, *args) if opts.apart else fn(*args)
+    return apart(in_heap, False, fn, *args)
+
+
+def in_heap(keep: bool, fn, *args):
+    """fn(*args) in a fresh process, which keeps its heap first if `keep` (`gptjax.heap`)."""
+    if keep:
+        heap.keep()
+    return fn(*args)
 
 
 def heap_of(opts: Options, impl: str) -> str:
     """The heap a row runs on: "kept" (gptjax.heap's settings) or "default" (glibc's)."""
-    return "kept" if heap.KEPT and (impl == "gptjax" or opts.hf_heap == "kept") else "default"
+    kept = heap.kept() and (impl == "gptjax" or opts.hf_heap == "kept")
+    return "kept" if kept else "default"
 
 
 def default_heap(opts: Options, impl: str) -> bool:
     """Whether a row needs a process of its own for glibc's default heap: HF's, where ours keep
     it (settings and dispatch are fixed when a process starts)."""
-    return heap.KEPT and heap_of(opts, impl) == "default"
+    return heap.kept() and heap_of(opts, impl) == "default"
+
+
+def kernels_of(opts: Options, what: str):
+    """The kernel policy our row of `what` runs: a train step's with the options' overrides;
+    decoding's as generation resolves it."""
+    dtype = parallel.compute_dtype(opts.dtype)
+    if what.startswith("train"):
+        return resolve(jax.devices(), dtype, opts.kernels, opts.attention)
+    return resolve(jax.devices(), dtype)
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -177,15 +197,11 @@ def modern(cfg: GPTConfig) -> tuple[GPTConfig, dict, bool]:
 def train_step_for(cfg, opts: Options, B: int, optim=(), doc_mask: bool = False):
     oc = OptimConfig(lr=1e-4, **dict(optim))
     opt = make_optimizer(oc)
-    dtype = parallel.compute_dtype(opts.dtype)
-    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim, dtype)  # as pretrain's
+    dtype, kernels = parallel.compute_dtype(opts.dtype), kernels_of(opts, "train")
+    # as pretrain's
+    chunks = ce_chunks_for(B, opts.seq_len, cfg.vocab_size, cfg.emb_dim, kernels.ce_budget)
     loss = lm_loss(
-        cfg,
-        dtype,
-        remat=opts.remat,
-        ce_chunks=chunks,
-        attention=opts.attention,
-        doc_mask=doc_mask,
+        cfg, dtype, remat=opts.remat, ce_chunks=chunks, kernels=kernels, doc_mask=doc_mask
     )
     fresh = lambda: init_state(init_params(cfg, jax.random.key(0)), opt, jax.random.key(1))
     return jax.jit(make_train_step(loss, opt, oc), donate_argnums=0), fresh
@@ -354,6 +370,8 @@ def rows(opts: Options, bandwidth: float | None):
                 "heap": heap_of(opts, impl),
                 **host,
             }
+            if impl == "gptjax":
+                row["kernels"] = kernels_of(opts, what).to_dict()
             if what.startswith("train") and peak:
                 row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
             if what.startswith("generate"):
@@ -374,6 +392,7 @@ def main(argv=None) -> None:
     # Memory is held by the measurements alone (each in its own process on a GPU, see `apart`),
     # not by this process, which only asks what the devices are.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    heap.keep()  # before the first computation: ours run on the kept heap where it applies
     opts = resolved(parse(Options, argv, __doc__))
     if opts.compile_only:
         for preset in names(opts.presets):
@@ -389,7 +408,7 @@ def main(argv=None) -> None:
     if not opts.json:
         if jax.default_backend() == "cpu":
             print(machine.describe(bandwidth), flush=True)
-        if heap.KEPT:
+        if heap.kept():
             theirs = (
                 "in its own process on glibc's defaults" if opts.hf_heap == "default" else "too"
             )

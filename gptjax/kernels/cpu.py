@@ -1,5 +1,7 @@
-"""bfloat16 layers for CPUs with AMX: every dot of the step on XLA's bf16 kernel, float32
-weight gradients.
+"""CPU kernels: bfloat16 layers for CPUs with AMX (every dot of the step on XLA's bf16 kernel,
+float32 weight gradients), and the float32 head's cheaper weight gradient. `policy.Kernels`
+chooses them ("cpu-bf16", "cpu", "cpu-padded"); each has the interface of the plain XLA version
+it replaces (`weights.Dense`, `head.lm_logits`, attention's reference einsums).
 
 XLA's CPU backend (jaxlib 0.10.2) hands a bf16 dot to its library kernel, which uses AMX where
 the chip has it, only when the result is float32 and the left operand is not contracted over
@@ -21,7 +23,7 @@ G = B * N groups [G, T, H] and the backward pass writes out the transposes its d
 Measured on the Xeon, B 4, T 128, N 12, H 64: forward and backward 7.8 ms in the reference
 einsums (all float32 dots), 3.3 ms here.
 
-`head` also serves float32 on any CPU (`head.unpadded_on_cpu`), unpadded: there autodiff's
+`head` also serves float32 on any CPU (the policy's head "cpu"), unpadded: there autodiff's
 weight gradient dlogits^T x had XLA write out dlogits [M, V] transposed, and `rows_contracted`
 computes (x^T dlogits)^T instead, writing out x [M, K].
 
@@ -36,16 +38,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-from gptjax.accelerator import cpu_flags
-
-
-def wanted(dtype) -> bool:
-    """Whether layers computing in `dtype` should go through this module: bfloat16, compiled
-    for a CPU with AMX (measured there; a CPU without it keeps the plain dots)."""
-    if dtype != jnp.bfloat16 or jax.default_backend() != "cpu":
-        return False
-    return "amx_bf16" in cpu_flags()
 
 
 def _dot(a, b, contract: tuple[int, int]) -> jax.Array:
@@ -66,15 +58,15 @@ def _rows_first(a: jax.Array) -> jax.Array:
 
 def rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
     """a [..., P] and b [..., Q] with the same leading axes -> a^T b [P, Q] float32, summed
-    over all of them: a weight gradient. On an AMX CPU in bf16 the rows of a are written out
-    transposed first, so the dot runs on the bf16 kernel (`_rows_first`). On other CPUs XLA
+    over all of them: a weight gradient. In bf16 (AMX) the rows of a are written out
+    transposed first, so the dot runs on the bf16 kernel (`_rows_first`). In float32 XLA
     writes out the left operand transposed: where a is the wider (a head's [M, V] against
     [M, D]) the product is b^T a, transposed after, so [D, M] is written instead of [V, M]
     (a 124M head's weight gradient: 31 ms less)."""
     a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    if wanted(a.dtype):
+    if a.dtype == jnp.bfloat16:
         return _dot(_rows_first(a), b, (1, 0))
-    if jax.default_backend() == "cpu" and a.shape[1] > b.shape[1]:
+    if a.shape[1] > b.shape[1]:
         return _dot(b, a, (0, 0)).T
     return _dot(a, b, (0, 0))
 

@@ -9,8 +9,8 @@ operands in one fusion of the 124M train step. A conditional is a fusion boundar
 keeps, so passing the gradient through one stores it: 124M's CPU train step runs about 1.25x
 faster (AMD EPYC, B 4, T 128), and no value changes.
 
-Only on CPU: a GPU's conditional waits for its predicate on the host, and XLA's GPU fusion
-weighs what duplicating costs.
+Only on CPU (the policy's `fence="cpu"`): a GPU's conditional waits for its predicate on the
+host, and XLA's GPU fusion weighs what duplicating costs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def gradient_fence(x: jax.Array) -> jax.Array:
-    """x unchanged; on CPU, the gradient flowing back through it is computed once and stored."""
-    return _fenced(x) if jax.default_backend() == "cpu" else x
+def gradient_fence(x: jax.Array, fence: str) -> jax.Array:
+    """x unchanged; with `fence` "cpu" (`Kernels.fence`) the gradient flowing back through it
+    is computed once and stored."""
+    return _fenced(x) if fence == "cpu" else x
 
 
 @jax.custom_vjp

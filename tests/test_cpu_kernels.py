@@ -1,6 +1,7 @@
-"""bf16 layers and attention for AMX CPUs (`gptjax.model.matmul`): the values and gradients of
-the plain layers and the reference einsums, float32 weight gradients, and a bf16 model step
-whichever path it takes."""
+"""The CPU kernels (`gptjax.kernels.cpu`): bf16 layers and attention for AMX CPUs give the values
+and gradients of the plain layers and the reference einsums, float32 weight gradients, and a
+batch sharded over devices stays sharded through them. (The whole model under every policy:
+tests/test_kernels.py.)"""
 
 import os
 import subprocess
@@ -11,12 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gptjax import init_params
-from gptjax.accelerator import cpu_flags
-from gptjax.config import GPTConfig
-from gptjax.model import matmul
+from gptjax.kernels import cpu
 from gptjax.model.attention import causal_mask, masked_softmax
-from gptjax.training.steps import lm_loss
 from tests.conftest import ROOT
 
 BF16 = jnp.bfloat16
@@ -31,17 +28,12 @@ def grads(f, probe, *args):
     return jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32) * probe), range(len(args)))(*args)
 
 
-def test_wanted_only_for_bf16_on_an_amx_cpu():
-    assert matmul.wanted(BF16) == ("amx_bf16" in cpu_flags())
-    assert not matmul.wanted(jnp.float32)
-
-
 def test_dense_and_its_gradients_equal_the_plain_layer():
     k = jax.random.split(jax.random.key(0), 4)
     x, kernel = exact_bf16(k[0], (2, 3, 16)), exact_bf16(k[1], (16, 24))
     bias, probe = exact_bf16(k[2], (24,)), exact_bf16(k[3], (2, 3, 24))
     plain = lambda x, w, b: x @ w + b  # float32 on bf16-exact values
-    ours = lambda x, w, b: matmul.dense(x.astype(BF16), w, b)
+    ours = lambda x, w, b: cpu.dense(x.astype(BF16), w, b)
     y = ours(x, kernel, bias)
     assert y.dtype == BF16 and y.shape == (2, 3, 24)
     # the float32 sum plus the bias, rounded once
@@ -53,7 +45,7 @@ def test_dense_and_its_gradients_equal_the_plain_layer():
     np.testing.assert_allclose(dw, rw, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(db, rb, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(dx, rx.astype(BF16).astype(jnp.float32), rtol=1e-2, atol=1e-2)
-    _, dw = grads(lambda x, w: matmul.dense(x.astype(BF16), w, None), probe, x, kernel)
+    _, dw = grads(lambda x, w: cpu.dense(x.astype(BF16), w, None), probe, x, kernel)
     np.testing.assert_allclose(dw, rw, rtol=1e-6, atol=1e-6)  # no bias: the same kernel's
 
 
@@ -62,11 +54,11 @@ def test_head_pads_with_zero_columns_and_returns_the_heads_gradient(pad):
     k = jax.random.split(jax.random.key(1), 3)
     x, head = exact_bf16(k[0], (2, 3, 16)), exact_bf16(k[1], (20, 16))
     probe = exact_bf16(k[2], (2, 3, 20 + pad))
-    logits = matmul.head(x.astype(BF16), head, pad)
+    logits = cpu.head(x.astype(BF16), head, pad)
     assert logits.dtype == jnp.float32 and logits.shape == (2, 3, 20 + pad)
     np.testing.assert_allclose(logits[..., :20], x @ head.T, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(logits[..., 20:], 0.0)
-    dx, dh = grads(lambda x, h: matmul.head(x.astype(BF16), h, pad), probe, x, head)
+    dx, dh = grads(lambda x, h: cpu.head(x.astype(BF16), h, pad), probe, x, head)
     rx, rh = grads(lambda x, h: x @ h.T, probe[..., :20], x, head)
     assert dh.dtype == jnp.float32 and dh.shape == head.shape
     np.testing.assert_allclose(dh, rh, rtol=1e-6, atol=1e-6)
@@ -92,7 +84,7 @@ def test_attention_and_its_gradients_equal_the_reference_einsums(masking):
     if masking == "keys":
         keys = jnp.arange(S) < jnp.array([[3], [0]])  # row 1 sees no key at all
         mask = mask & keys[:, None, None, :]
-    ours = lambda q, k, v: matmul.attention(q, k, v, mask)
+    ours = lambda q, k, v: cpu.attention(q, k, v, mask)
     plain = lambda q, k, v: reference_attention(q, k, v, mask)
     y = ours(q, kk, v)
     assert y.dtype == BF16 and y.shape == (B, T, N, H)
@@ -103,40 +95,21 @@ def test_attention_and_its_gradients_equal_the_reference_einsums(masking):
         np.testing.assert_allclose(a, b, atol=0.02 * float(jnp.abs(b).max()) + 1e-6)
 
 
-def test_a_bf16_model_step_equals_the_plain_layers(monkeypatch):
-    """Loss and gradients of a bf16 GPT (tied head, biases, padding) through this module equal
-    those of flax's plain bf16 layers, on any CPU."""
-    cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)
-    params = init_params(cfg, jax.random.key(0))
-    ids = jax.random.randint(jax.random.key(1), (2, 17), 0, 200)
-    batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
-    loss = lm_loss(cfg, BF16)
-    runs = {}
-    for path in (True, False):
-        monkeypatch.setattr(matmul, "wanted", lambda dtype, path=path: path and dtype == BF16)
-        runs[path] = jax.value_and_grad(lambda p: loss(p, batch, None, False)[0])(params)
-    (ours, g_ours), (plain, g_plain) = runs[True], runs[False]
-    np.testing.assert_allclose(ours, plain, rtol=2e-3)
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_plain), strict=True):
-        assert a.dtype == b.dtype == jnp.float32
-        np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.abs(b).max()) + 1e-6)
-
-
 SHARDED = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gptjax import init_params
 from gptjax.config import GPTConfig
-from gptjax.model import matmul
+from gptjax.kernels import Kernels
 from gptjax.training.steps import lm_loss
-matmul.wanted = lambda dtype: dtype == jnp.bfloat16  # this module's path on any CPU
+amx = Kernels(dense="cpu-bf16", head="cpu-padded", attention="cpu-bf16")  # the CPU kernels
 cfg = GPTConfig(vocab_size=200, context_length=16, emb_dim=32, n_heads=2, n_layers=2)
 mesh = Mesh(np.array(jax.devices()), ("data",))
 params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
 params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
                       sharding=NamedSharding(mesh, P())), params)
 ids = jax.ShapeDtypeStruct((8, 16), jnp.int32, sharding=NamedSharding(mesh, P("data")))
-loss = lm_loss(cfg, jnp.bfloat16)
+loss = lm_loss(cfg, jnp.bfloat16, kernels=amx)
 grad = jax.jit(jax.grad(lambda p, b: loss(p, b, None, False)[0]))
 print(grad.lower(params, {"inputs": ids, "targets": ids}).compile().as_text().count("all-gather("))
 """
