@@ -1,12 +1,15 @@
-"""`gptjax bench cpu-table`: the README's CPU rows from the bench's JSON rows, medians of runs."""
+"""`gptjax bench cpu-table`: the README's CPU rows from the bench's rows, medians of runs."""
 
 import pytest
 
 from train.bench import cpu_table
+from train.bench.suite import Row
 
 
-def row(impl, what, preset, tok_per_s, **extra):
-    return {"impl": impl, "what": what, "preset": preset, "tok_per_s": tok_per_s, **extra}
+def row(impl, what, preset, tok_per_s, **fields):
+    """A row as the bench's --json line carries it, read back through the record."""
+    (parsed,) = Row.parse(Row(what, impl, preset, tok_per_s, **fields).json())
+    return parsed
 
 
 def fp32_run(scale):

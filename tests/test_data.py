@@ -71,3 +71,32 @@ def test_a_folder_is_documents_ending_in_eot_and_validation_is_whole_documents(t
     assert set(opens) <= set(starts) | {s for s in opens if s + 8 >= len(tokens)}
     assert all(np.diff(starts) <= 8)  # nothing skipped
     assert len(Windows(train, 8, 8, align=True)) == len(aligned_starts(train, 8))
+
+
+def test_pretraining_prepare_and_the_tokenizer_read_a_source_alike(tmp_path):
+    """One reader (`data.documents`): a .jsonl gives pretraining each record's text field, as
+    the same texts in a folder of .txt files do, and as prepare and the tokenizer read them;
+    bad input is one line naming the file."""
+    import json
+
+    from gptjax.data.corpus import load_tokens
+    from gptjax.data.documents import documents, source_files
+    from train.tokenizer import Options, texts
+
+    docs = ["Alpha beta gamma. " * 3, "Delta epsilon. " * 5, "Zeta eta theta iota. " * 4]
+    records = tmp_path / "docs.jsonl"
+    records.write_text("".join(json.dumps({"id": i, "body": d}) + "\n" for i, d in enumerate(docs)))
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i, text in enumerate(docs):
+        (folder / f"doc{i}.txt").write_text(text)
+    from_records = load_tokens(str(records), progress=False, text_field="body")
+    np.testing.assert_array_equal(from_records, load_tokens(str(folder), progress=False))
+    assert list(documents(source_files(str(records)), "body")) == docs  # prepare's reading
+    train, held = texts(Options(data=str(records), text_field="body", held_out=1 / 3))
+    assert (train, held) == (docs[:2], docs[2:])
+    with pytest.raises(ValueError, match=r"docs.jsonl:1: no string field 'text'"):
+        load_tokens(str(records), progress=False)
+    with pytest.raises(ValueError, match=r"empty: no .txt, .jsonl, .jsonl.gz, .parquet files"):
+        (tmp_path / "empty").mkdir()
+        load_tokens(str(tmp_path / "empty"), progress=False)

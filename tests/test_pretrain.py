@@ -55,7 +55,7 @@ def test_compute_options_train_and_generate_samples_from_the_run(tmp_path):
             lambda d: ((d / "bin.txt").write_bytes(b"\xff\xfe\x00bad") and None) or d / "bin.txt",
             "unreadable as UTF-8",
         ),
-        (lambda d: (d / "folder").mkdir() or d / "folder", "no .txt files"),
+        (lambda d: (d / "folder").mkdir() or d / "folder", "folder: no .txt, .jsonl"),
         (
             lambda d: (
                 [

@@ -36,7 +36,7 @@ COMMANDS = {
     "serve": Command("serve a checkpoint with OpenAI's API and a web page", "train.serve:main"),
     "report": Command("a report card of runs: losses, bpb, scores, reward, speed",
                       "train.report:main"),
-    "bench": Command("tokens/s beside HF transformers; `recipe`: tokens to GPT-2's loss",
+    "bench": Command("benchmarks (--list names them; default: tokens/s beside HF)",
                      "train.bench:main"),
 }  # fmt: skip
 

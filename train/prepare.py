@@ -41,8 +41,8 @@ STATE = ".prepare.json"  # progress: what was read up to the end of each shard w
 @dataclass(frozen=True)
 class Options:
     source: Positional[str]
-    """a .txt, .jsonl(.gz) or .parquet file, a folder of them, or a hub dataset (fineweb-edu-10B,
-    openwebtext)"""
+    """a named dataset (the-verdict), a .txt, .jsonl(.gz) or .parquet file, a folder of them, or
+    a hub dataset (fineweb-edu-10B, openwebtext)"""
     out: str = "data/shards"
     """output folder"""
     workers: int = max(1, mp.cpu_count() - 1)

@@ -20,15 +20,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from gptjax import heap
 from gptjax.config import PRESETS
-from gptjax.inference.server import MAX_BODY, Served, build, create_app
+from gptjax.inference.server import MAX_BODY, Served, create_app, open_served
 from gptjax.model.weights import WEIGHTS
 from gptjax.options import parse, run_cli
-from gptjax.store import open_or_preset
 
 
 @dataclass(frozen=True)
@@ -65,11 +63,10 @@ class Options:
 def load(opts: Options) -> Served:
     """The model of --ckpt (any folder `gptjax.store.Model` opens; its kind read from it), or
     random --preset weights."""
-    model = open_or_preset(opts.ckpt, opts.preset)
-    name = Path(opts.ckpt).absolute().name if opts.ckpt else f"gpt2-{opts.preset}"
-    return build(
-        model,
-        opts.name or name,
+    return open_served(
+        opts.ckpt,
+        opts.preset,
+        opts.name,
         slots=opts.slots,
         dtype=opts.dtype,
         weights=opts.weights,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gptjax.data import bpe, corpus, documents, tokenizer
+from gptjax.data import bpe, documents, tokenizer
 from gptjax.options import parse, run_cli
 
 
@@ -40,8 +40,7 @@ def texts(opts: Options) -> tuple[list[str], list[str]]:
     """(training documents, held-out documents)."""
     if not 0.0 <= opts.held_out < 1.0:
         raise ValueError(f"--held-out must be in [0, 1), got {opts.held_out}")
-    source = corpus.source_files(opts.data) if opts.data in corpus.NAMED else opts.data
-    files = source if isinstance(source, list) else documents.source_files(source)
+    files = documents.source_files(opts.data)
     docs = [d for d in documents.documents(files, opts.text_field) if d]
     if not docs:
         raise ValueError(f"{opts.data}: no text to train a tokenizer on")

@@ -1,11 +1,13 @@
 """Pretraining text at any scale: tokenized once into a uint16 token file, then read as windows
 through a memmap, so a corpus never has to fit in memory.
 
-A source is a named dataset from the cache (`the-verdict`), a `.txt` file, or a folder of `.txt`
-files (each file one document, ending in `<|endoftext|>`). Its token file lives in
-`$GPTJAX_CACHE/tokens/`, named by a hash of the source's paths, sizes and modification times,
-and is reused next time. `split_documents` keeps whole documents on each side of the
-train/validation cut; `Windows(..., align=True)` starts windows at document starts.
+A source is anything `documents` reads: a named dataset (`the-verdict`), a `.txt` file (one
+document), a `.jsonl(.gz)` or `.parquet` file (each record's `text_field` one document), or a
+folder of them. Every document ends in `<|endoftext|>`, except a source that is one `.txt`
+file. Its token file lives in `$GPTJAX_CACHE/tokens/`, named by a hash of the source's paths,
+sizes and modification times (and the text field), and is reused next time. `split_documents`
+keeps whole documents on each side of the train/validation cut; `Windows(..., align=True)`
+starts windows at document starts.
 
 Shapes: N windows, B batch, T context tokens per window.
 """
@@ -22,47 +24,21 @@ import numpy as np
 from tqdm import tqdm
 
 from gptjax.data.bpe import fingerprint, is_gpt2
-from gptjax.data.cache import cache_dir, fetch
+from gptjax.data.cache import cache_dir
+from gptjax.data.documents import pieces, source_files
 from gptjax.data.tokenizer import EOT_ID, gpt2
 from gptjax.files import atomic_file, write_json
 
-NAMED = {"the-verdict": "the-verdict.txt"}
-CHUNK_CHARS = 1 << 22  # tokenize in ~4M-character pieces cut at line ends
 
-
-def source_files(source: str) -> list[Path]:
-    """The text files behind a source name, file or folder; a clear error if there are none."""
-    if source in NAMED:
-        return [fetch(NAMED[source])]
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise ValueError(f"{path}: folder has no .txt files")
-        return files
-    if path.is_file():
-        return [path]
-    raise FileNotFoundError(
-        f"{source}: no such file or folder (named datasets: {', '.join(NAMED)})"
-    )
-
-
-def _read_pieces(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            while piece := f.read(CHUNK_CHARS):
-                yield piece + f.readline()  # finish the line so no word is cut in two
-    except (UnicodeDecodeError, PermissionError) as e:
-        raise ValueError(f"{path}: unreadable as UTF-8 text ({e})") from None
-
-
-def token_file(source: str, *, progress: bool = True, enc=None) -> Path:
+def token_file(source: str, *, progress: bool = True, enc=None, text_field: str = "text") -> Path:
     """Path of the uint16 token file for `source`, tokenizing it first if needed with `enc`
-    (None: GPT-2's BPE). In a folder each file is one document and ends in `<|endoftext|>`; a
-    single file is one document."""
+    (None: GPT-2's BPE): every document followed by `<|endoftext|>`, except in a source that
+    is a single .txt file (one document, as it is)."""
     files = source_files(source)
-    folder = Path(source).is_dir()
-    key = hashlib.sha256(b"documents end in eot\n" if folder else b"")
+    plain = len(files) == 1 and files[0].name.endswith(".txt") and not Path(source).is_dir()
+    key = hashlib.sha256(b"" if plain else b"documents end in eot\n")
+    if not all(f.name.endswith(".txt") for f in files):  # records: which field was read
+        key.update(f"text field {text_field}\n".encode())
     if enc is not None and not is_gpt2(enc):  # GPT-2's files keep their names
         key.update(json.dumps(fingerprint(enc), sort_keys=True).encode())
     for f in files:
@@ -73,7 +49,8 @@ def token_file(source: str, *, progress: bool = True, enc=None) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     enc = enc or gpt2()
-    total = sum(f.stat().st_size for f in files)
+    # the bar counts text bytes: a .txt file's size; records' text is not known ahead
+    total = sum(f.stat().st_size for f in files) if all(f.suffix == ".txt" for f in files) else None
     with (
         atomic_file(out) as tmp,
         open(tmp, "wb") as sink,
@@ -81,19 +58,18 @@ def token_file(source: str, *, progress: bool = True, enc=None) -> Path:
             total=total, unit="B", unit_scale=True, desc="tokenizing", disable=not progress
         ) as bar,
     ):
-        for f in files:
-            for piece in _read_pieces(f):
-                sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
-                bar.update(len(piece.encode()))
-            if folder:
+        for piece, end in pieces(files, text_field):
+            sink.write(np.asarray(enc.encode_ordinary(piece), np.uint16).tobytes())
+            bar.update(len(piece.encode()))
+            if end and not plain:
                 sink.write(np.array([enc.eot_token], np.uint16).tobytes())
     write_json(out.with_suffix(".json"), {"files": [str(f) for f in files]})
     return out
 
 
-def load_tokens(source: str, *, progress: bool = True, enc=None) -> np.memmap:
+def load_tokens(source: str, *, progress: bool = True, enc=None, text_field="text") -> np.memmap:
     """All of `source`'s tokens (by `enc`, None: GPT-2's) as a read-only uint16 memmap [n]."""
-    path = token_file(source, progress=progress, enc=enc)
+    path = token_file(source, progress=progress, enc=enc, text_field=text_field)
     if path.stat().st_size == 0:
         raise ValueError(f"{source}: no text to train on (empty)")
     return np.memmap(path, dtype=np.uint16, mode="r")

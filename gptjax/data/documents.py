@@ -1,9 +1,12 @@
-"""Documents of a pretraining corpus, one string at a time, in a fixed order.
+"""The one reader of a text source: its documents, in a fixed order, whole or in pieces.
 
-A source is a `.txt` file (one document), a `.jsonl` / `.jsonl.gz` file (one JSON object per
-line, its text under `text_field`), a `.parquet` file (column `text_field`, read one row group
-at a time), a folder of such files (sorted by path, recursively), or a named dataset on the
-Hugging Face hub (`HUB`), fetched once into `$GPTJAX_CACHE/hub/` with resume and progress bars.
+A source is a named dataset in the cache (`NAMED`: the-verdict), a `.txt` file (one document,
+read in pieces of about 4M characters cut at line ends), a `.jsonl` / `.jsonl.gz` file (one
+JSON object per line, its text under `text_field`), a `.parquet` file (column `text_field`,
+read one row group at a time), a folder of such files (sorted by path, recursively), or a named
+dataset on the Hugging Face hub (`HUB`), fetched once into `$GPTJAX_CACHE/hub/` with resume and
+progress bars. Pretraining (`corpus.token_file`), `prepare` and the tokenizer all read through
+here, so they take the same sources with the same rules and errors.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from gptjax.data.cache import cache_dir
+from gptjax.data.cache import cache_dir, fetch
 from gptjax.errors import first_line
 
+NAMED = {"the-verdict": "the-verdict.txt"}  # name -> file of the download cache
 SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
+CHUNK_CHARS = 1 << 22  # a .txt file is read in ~4M-character pieces cut at line ends
 # name -> (dataset repo, revision, files): the corpora of build-nanogpt and nanoGPT.
 HUB = {
     "fineweb-edu-10B": ("HuggingFaceFW/fineweb-edu", "main", "sample/10BT/*.parquet"),
@@ -26,6 +31,8 @@ HUB = {
 
 def source_files(source: str) -> list[Path]:
     """The files of a source (see the module doc); a clear error when there are none."""
+    if source in NAMED:
+        return [fetch(NAMED[source])]
     if source in HUB:
         return source_files(str(fetch_hub(source)))
     path = Path(source)
@@ -38,25 +45,40 @@ def source_files(source: str) -> list[Path]:
         if not files:
             raise ValueError(f"{path}: no {', '.join(SUFFIXES)} files in this folder")
         return files
-    raise FileNotFoundError(f"{source}: no such file or folder (named datasets: {', '.join(HUB)})")
+    names = ", ".join([*NAMED, *HUB])
+    raise FileNotFoundError(f"{source}: no such file or folder (named datasets: {names})")
 
 
 def documents(files: list[Path], text_field: str = "text") -> Iterator[str]:
-    """Every document of `files`, in order."""
+    """Every document of `files`, in order, whole."""
+    parts = []
+    for piece, end in pieces(files, text_field):
+        parts.append(piece)
+        if end:
+            yield "".join(parts)
+            parts = []
+
+
+def pieces(files: list[Path], text_field: str = "text") -> Iterator[tuple[str, bool]]:
+    """Every document of `files`, in order, as (text, whether it ends a document): a .txt file
+    in pieces (so no file has to fit in memory), a record or row whole."""
     for path in files:
         if path.name.endswith(".txt"):
-            yield _read_text(path)
+            yield from ((piece, False) for piece in _txt_pieces(path))
+            yield "", True
         elif path.name.endswith(".parquet"):
-            yield from _parquet(path, text_field)
+            yield from ((doc, True) for doc in _parquet(path, text_field))
         else:
-            yield from _jsonl(path, text_field)
+            yield from ((doc, True) for doc in _jsonl(path, text_field))
 
 
-def _read_text(path: Path) -> str:
+def _txt_pieces(path: Path) -> Iterator[str]:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        with open(path, encoding="utf-8") as f:
+            while piece := f.read(CHUNK_CHARS):
+                yield piece + f.readline()  # finish the line so no word is cut in two
+    except (UnicodeDecodeError, PermissionError) as e:
+        raise ValueError(f"{path}: unreadable as UTF-8 text ({e})") from None
 
 
 def _jsonl(path: Path, field: str) -> Iterator[str]:

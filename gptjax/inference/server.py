@@ -21,6 +21,7 @@ import urllib.request
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ from gptjax.inference.metrics import Metrics
 from gptjax.inference.stream import answer
 from gptjax.model.classifier import Predictor
 from gptjax.model.weights import quantize
-from gptjax.store import Model
+from gptjax.store import Model, open_or_preset
 
 MAX_BODY = 1 << 20
 
@@ -75,6 +76,14 @@ class Served:
             return "draining"
         ready = self.engine.ready if self.engine is not None else self.warm
         return "ready" if ready.is_set() else "starting"
+
+
+def open_served(ckpt: str | None, preset: str, name: str | None = None, **build_kw) -> Served:
+    """`build` for the model of `ckpt` (any folder `gptjax.store.Model` opens; its kind read
+    from it), or random `preset` weights; named `name`, else after the checkpoint's folder."""
+    model = open_or_preset(ckpt, preset)
+    default = Path(ckpt).absolute().name if ckpt else f"gpt2-{preset}"
+    return build(model, name or default, **build_kw)
 
 
 def build(

@@ -166,23 +166,7 @@ def to_hf(
             raise ValueError(f"params: missing {our} for {cfg}")
         prefix = "" if hf_name == "lm_head.weight" else "transformer."
         tensors[prefix + hf_name] = np.ascontiguousarray(np.asarray(value, np.float32))
-    config = {
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.context_length,
-        "n_embd": cfg.emb_dim,
-        "n_head": cfg.n_heads,
-        "n_layer": cfg.n_layers,
-        "resid_pdrop": cfg.drop_rate,
-        "embd_pdrop": cfg.drop_rate,
-        "attn_pdrop": cfg.drop_rate,
-        "layer_norm_epsilon": 1e-5,
-        "activation_function": HF_ACTIVATIONS[cfg.activation],
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": EOT_ID if tokenizer is None else tokenizer.eot_token,
-        "eos_token_id": EOT_ID if tokenizer is None else tokenizer.eot_token,
-    }
+    config = hf_config(cfg, EOT_ID if tokenizer is None else tokenizer.eot_token)
     if classifier:
         C = flat["score/kernel"].shape[1]
         labels = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(C)]
@@ -205,6 +189,27 @@ def to_hf(
         elif has_eot(cfg.vocab_size):  # a GPT-2 BPE model (toy vocabularies have none)
             tokenizer_files(tmp, cfg.context_length, pad=classifier)
     return out_dir
+
+
+def hf_config(cfg: GPTConfig, eot: int | None = EOT_ID) -> dict:
+    """transformers' GPT2Config of `cfg`, as config.json holds it; `eot`: its bos and eos id."""
+    return {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_embd": cfg.emb_dim,
+        "n_head": cfg.n_heads,
+        "n_layer": cfg.n_layers,
+        "resid_pdrop": cfg.drop_rate,
+        "embd_pdrop": cfg.drop_rate,
+        "attn_pdrop": cfg.drop_rate,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": HF_ACTIVATIONS[cfg.activation],
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+    }
 
 
 def own_tokenizer_files(folder: Path, enc, context: int, chat_template: str | None) -> None:

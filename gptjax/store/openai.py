@@ -24,10 +24,6 @@ HPARAMS = {
 }
 
 
-def is_openai_dir(path: Path) -> bool:
-    return (path / "hparams.json").is_file() and (path / "checkpoint").is_file()
-
-
 def read_hparams(path: Path) -> GPTConfig:
     try:
         hp = json.loads(path.read_text())

@@ -73,9 +73,3 @@ def _save(fig, out: Path) -> Path:
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=100)
     return out
-
-
-def plot_losses(metrics_file: Path, out: Path) -> Path:
-    """The pretraining plot: train and validation loss against tokens seen."""
-    series = {"train_loss": "train loss", "val_loss": "val loss"}
-    return plot_metrics(metrics_file, out, "tokens_seen", [("cross entropy", series)])

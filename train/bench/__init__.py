@@ -1,29 +1,27 @@
 """Benchmarks: scripts that print figures (tokens/s, memory, latency); not library modules.
 
-`gptjax bench [OPTIONS]` is `python -m train.bench.speed`; `gptjax bench recipe [OPTIONS]` is
-`python -m train.bench.recipe`; `gptjax bench cpu-table [OPTIONS]` is
-`python -m train.bench.cpu_table`.
+`gptjax bench --list` names every bench (`suite.BENCHES`) with one line each; `gptjax bench NAME
+[OPTIONS]` runs one (`python -m train.bench.NAME`, dashes as underscores); `gptjax bench
+[OPTIONS]` is the speed bench. Each bench's --help and docstring say what it prints.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+from train.bench.suite import BENCHES, module
 
 
 def main(argv=None) -> None:
-    """`gptjax bench`: the speed bench, or the recipe bench (argv starting with `recipe`), or the
-    README's CPU table rows (`cpu-table`)."""
+    """`gptjax bench`: the bench `argv` names first (`--list`: all of them), else the speed
+    bench with all of argv."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["recipe"]:
-        from train.bench import recipe
-
-        sys.argv[0] += " recipe"
-        return recipe.main(argv[1:])
-    if argv[:1] == ["cpu-table"]:
-        from train.bench import cpu_table
-
-        sys.argv[0] += " cpu-table"
-        return cpu_table.main(argv[1:])
-    from train.bench import speed
-
-    return speed.main(argv)
+    if argv[:1] == ["--list"]:
+        width = max(map(len, BENCHES))
+        print("\n".join(f"{name:<{width}}  {about}" for name, about in BENCHES.items()))
+        return None
+    name = argv.pop(0) if argv[:1] and argv[0] in BENCHES else "speed"
+    if name != "speed":
+        sys.argv[0] += f" {name}"
+    return importlib.import_module(module(name)).main(argv)

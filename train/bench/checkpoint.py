@@ -11,12 +11,10 @@ so "without" = "with" minus that.
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 import jax
-import numpy as np
 
 from gptjax.config import PRESETS, GPTConfig
 from gptjax.model.params import init_params
@@ -24,6 +22,7 @@ from gptjax.options import parse, run_cli
 from gptjax.store.checksum import checksums
 from gptjax.store.run import RunCheckpoints
 from gptjax.training.steps import OptimConfig, init_state, make_optimizer
+from train.bench.suite import timed
 
 
 @dataclass(frozen=True)
@@ -32,12 +31,6 @@ class Options:
     """model size"""
     repeats: int = 3
     """timed saves and restores"""
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - t0
 
 
 def main(argv=None) -> None:
@@ -49,19 +42,18 @@ def main(argv=None) -> None:
     train = {"opt_state": state.opt_state, "step": state.step, "rng": state.rng}
     size = sum(x.nbytes for x in jax.tree.leaves(state))
     abstract = jax.eval_shape(lambda: state)
-    sums, saves, restores = [], [], []
+    steps = iter(range(1, opts.repeats + 1))  # each save a step of its own
     with tempfile.TemporaryDirectory() as tmp:
-        ckpts = RunCheckpoints(tmp, keep=2)
-        for n in range(1, opts.repeats + 1):
-            sums.append(timed(lambda: {**checksums(state.params, "p"), **checksums(train, "t")}))
-            saves.append(timed(lambda s=n: (ckpts.save(s, state, {}), ckpts.wait())))
-            restores.append(timed(lambda s=n: ckpts.restore(s, abstract)))
+        ckpts = RunCheckpoints(tmp, keep=opts.repeats)
+        both = lambda: {**checksums(state.params, "p"), **checksums(train, "t")}
+        sums = timed(both, opts.repeats)
+        saves = timed(lambda: (ckpts.save(next(steps), state, {}), ckpts.wait()), opts.repeats, 0)
+        restores = timed(lambda: ckpts.restore(ckpts.latest_step(), abstract), opts.repeats, 0)
         ckpts.close()
-    med = lambda xs: float(np.median(xs))
     print(f"{opts.preset} train state: {size / 2**30:.2f} GiB; median of {opts.repeats}")
-    print(f"save + wait (with checksums): {med(saves):.2f} s")
-    print(f"restore (with checksums):     {med(restores):.2f} s")
-    print(f"checksums alone:              {med(sums):.2f} s  (added to each save and restore)")
+    print(f"save + wait (with checksums): {saves.median_s:.2f} s")
+    print(f"restore (with checksums):     {restores.median_s:.2f} s")
+    print(f"checksums alone:              {sums.median_s:.2f} s  (added to each save and restore)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ shapes, not the values, set the cost).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,10 +19,11 @@ import numpy as np
 from gptjax.config import PRESETS
 from gptjax.model.params import count_params
 from gptjax.options import parse, run_cli
+from gptjax.tasks.classify import Classify
+from gptjax.tasks.classify import Options as ClassifyOptions
 from gptjax.training.finetune import MODES
 from gptjax.training.steps import OptimConfig, init_state, make_optimizer, make_train_step, split
-from train.classify import Classify
-from train.classify import Options as ClassifyOptions
+from train.bench.suite import timed
 
 
 @dataclass(frozen=True)
@@ -55,29 +55,28 @@ def bench_mode(opts: Options, mode: str) -> dict:
     step = jax.jit(
         make_train_step(task.loss_fn, optimizer, oc, trainable=task.trainable), donate_argnums=0
     )
-    batches = [
-        task.train.batch(np.arange(i * opts.batch_size, (i + 1) * opts.batch_size))
-        for i in range(opts.repeats + 1)
-    ]
-    t0 = time.perf_counter()
-    state, m = step(state, batches[0])
-    jax.block_until_ready(m)
-    first = time.perf_counter() - t0
-    times = []
-    for batch in batches[1:]:
-        t0 = time.perf_counter()
-        state, m = step(state, batch)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
-    trained, _ = split(state.params, task.trainable)
-    opt_numbers = count_params(state.opt_state)
+    batches = iter(
+        [
+            task.train.batch(np.arange(i * opts.batch_size, (i + 1) * opts.batch_size))
+            for i in range(opts.repeats + 1)
+        ]
+    )
+    box = [state]
+
+    def run():
+        box[0], metrics = step(box[0], next(batches))
+        return metrics
+
+    timing = timed(run, opts.repeats)
+    trained, _ = split(box[0].params, task.trainable)
+    opt_numbers = count_params(box[0].opt_state)
     return {
         "mode": mode,
         "trainable": count_params(trained),
         "opt_state": opt_numbers,
         "opt_mb": opt_numbers * 4 / 2**20,
-        "step_s": float(np.median(times)),
-        "first_s": first,
+        "step_s": timing.median_s,
+        "first_s": timing.first_s,
     }
 
 

@@ -23,6 +23,7 @@ from gptjax.config import GPTConfig
 from gptjax.files import write_json
 from gptjax.options import parse, run_cli
 from gptjax.store.names import param_shapes, rows
+from gptjax.store.openai import HPARAMS
 from gptjax.store.tf_bundle import write_bundle
 
 
@@ -45,25 +46,12 @@ def write_random_folder(cfg: GPTConfig, folder: Path) -> int:
 
     def tensors():
         for ours, _, theirs in rows(cfg):
-            shape = shapes[ours]
-            yield (
-                theirs,
-                rng.standard_normal(
-                    (1, *shape) if theirs.endswith("/w") else shape, dtype=np.float32
-                )
-                * 0.02,
-            )
+            shape = (1, *shapes[ours]) if theirs.endswith("/w") else shapes[ours]  # conv1d's
+            yield theirs, rng.standard_normal(shape, dtype=np.float32) * 0.02
 
     write_bundle(folder / "model.ckpt", tensors())
     (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\n')
-    hp = dict(
-        n_vocab=cfg.vocab_size,
-        n_ctx=cfg.context_length,
-        n_embd=cfg.emb_dim,
-        n_head=cfg.n_heads,
-        n_layer=cfg.n_layers,
-    )
-    write_json(folder / "hparams.json", hp)
+    write_json(folder / "hparams.json", {k: getattr(cfg, v) for k, v in HPARAMS.items()})
     return nbytes
 
 
@@ -74,17 +62,8 @@ def main(argv=None) -> None:
     nbytes = write_random_folder(cfg, folder)
     out = Path(tempfile.mkdtemp(prefix="bench-convert-"))
     try:
-        cmd = [
-            "/usr/bin/time",
-            "-v",
-            sys.executable,
-            "-m",
-            "convert",
-            "openai",
-            str(folder),
-            str(out / "ckpt"),
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        convert = [sys.executable, "-m", "convert", "openai", str(folder), str(out / "ckpt")]
+        res = subprocess.run(["/usr/bin/time", "-v", *convert], capture_output=True, text=True)
         if res.returncode:
             raise ValueError(f"conversion failed: {res.stderr.strip().splitlines()[-1]}")
         rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr)[1])

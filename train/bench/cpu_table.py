@@ -14,15 +14,13 @@ HF's tok/s in that run), then the median ratios as the README's rows, e.g.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import statistics
-import subprocess
-import sys
 from dataclasses import dataclass
 
 from gptjax.accelerator import cpu_model
 from gptjax.options import parse, run_cli
+from train.bench.suite import Row, fresh
 
 RUNS = {  # kind -> `gptjax bench` arguments
     "fp32": [],
@@ -43,37 +41,35 @@ class Options:
             raise ValueError(f"--runs and --repeats must be >= 1, got {self.runs}, {self.repeats}")
 
 
-def bench(kind: str, repeats: int) -> list[dict]:
-    """One `gptjax bench --json` run of `kind` in a fresh process: its JSON rows."""
-    argv = [sys.executable, "-m", "train.bench.speed", *RUNS[kind], "--repeats", str(repeats)]
-    done = subprocess.run([*argv, "--json"], capture_output=True, text=True)
-    if done.returncode:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ValueError(f"gptjax bench ({kind}) exited {done.returncode}: {tail}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+def bench(kind: str, repeats: int) -> list[Row]:
+    """One `gptjax bench --json` run of `kind` in a fresh process: its rows."""
+    run = fresh(["train.bench.speed", *RUNS[kind], "--repeats", str(repeats), "--json"])
+    if run.returncode:
+        raise ValueError(f"gptjax bench ({kind}) exited {run.returncode}: {run.error}")
+    return run.rows
 
 
-def pick(rows: list[dict], what: str, preset: str) -> tuple[dict, dict]:
+def pick(rows: list[Row], what: str, preset: str) -> tuple[Row, Row]:
     """(ours, HF's) row of one measurement in one run."""
-    found = {r["impl"].split()[0]: r for r in rows if r["what"] == what and r["preset"] == preset}
+    found = {r.impl.split()[0]: r for r in rows if r.what == what and r.preset == preset}
     if set(found) != {"gptjax", "hf-torch"}:
         raise ValueError(f"the bench printed no gptjax and hf-torch rows for {what} {preset}")
     return found["gptjax"], found["hf-torch"]
 
 
-def ratio(runs: list[list[dict]], what: str, preset: str) -> float:
+def ratio(runs: list[list[Row]], what: str, preset: str) -> float:
     """The median over runs of ours / HF's tok/s."""
     pairs = [pick(rows, what, preset) for rows in runs]
-    return statistics.median(ours["tok_per_s"] / hf["tok_per_s"] for ours, hf in pairs)
+    return statistics.median(ours.tok_per_s / hf.tok_per_s for ours, hf in pairs)
 
 
-def median_of(runs: list[list[dict]], what: str, preset: str, side: int, key: str) -> float:
+def median_of(runs: list[list[Row]], what: str, preset: str, side: int, key: str) -> float:
     """The median over runs of ours' (side 0) or HF's (side 1) `key` in one measurement."""
-    return statistics.median(pick(rows, what, preset)[side][key] for rows in runs)
+    return statistics.median(getattr(pick(rows, what, preset)[side], key) for rows in runs)
 
 
-def table(results: dict[str, list[list[dict]]], machine: str, day: str) -> list[str]:
-    """The README's rows from {kind: [one run's JSON rows, ...]}."""
+def table(results: dict[str, list[list[Row]]], machine: str, day: str) -> list[str]:
+    """The README's rows from {kind: [one run's rows, ...]}."""
     n = len(results["fp32"])
     head = f"| {machine} ({day}; median of {n})"
     train = lambda kind: [ratio(results[kind], "train_step", p) for p in ("tiny", "124M")]
@@ -97,22 +93,22 @@ def table(results: dict[str, list[list[dict]]], machine: str, day: str) -> list[
     ]
 
 
-def run_line(kind: str, rows: list[dict]) -> str:
+def run_line(kind: str, rows: list[Row]) -> str:
     """e.g. "fp32: train_step tiny 3139.0 / 2059.0 1.52x, ..." for one run."""
     parts = []
     for r in rows:
-        if r["impl"].startswith("gptjax"):
-            ours, hf = pick(rows, r["what"], r["preset"])
+        if r.impl.startswith("gptjax"):
+            ours, hf = pick(rows, r.what, r.preset)
             parts.append(
-                f"{r['what']} {r['preset']} {ours['tok_per_s']:.1f} / {hf['tok_per_s']:.1f} "
-                f"{ours['tok_per_s'] / hf['tok_per_s']:.2f}x"
+                f"{r.what} {r.preset} {ours.tok_per_s:.1f} / {hf.tok_per_s:.1f} "
+                f"{ours.tok_per_s / hf.tok_per_s:.2f}x"
             )
     return f"{kind}: " + ", ".join(parts)
 
 
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
-    results: dict[str, list[list[dict]]] = {kind: [] for kind in RUNS}
+    results: dict[str, list[list[Row]]] = {kind: [] for kind in RUNS}
     for i in range(opts.runs):  # kinds interleaved, so a slow hour touches them alike
         for kind in RUNS:
             results[kind].append(bench(kind, opts.repeats))

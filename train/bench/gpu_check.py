@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from gptjax.files import write_json
 from gptjax.options import parse, run_cli
+from train.bench.suite import Row, fresh, timed
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def environment() -> dict:
     return env
 
 
-def scatter_ms(spec: str, repeats: int = 10) -> dict:
+def scatter_ms(spec: str, repeats: int = 10) -> Row:
     """Median ms of table.at[ids].add(updates) for ROWSxDIMxUPDATESxDISTINCT: float32, the ids
     drawn from DISTINCT rows (many updates per row, as token ids in a batch)."""
     import jax
@@ -135,18 +134,9 @@ def scatter_ms(spec: str, repeats: int = 10) -> dict:
     values = jnp.ones((updates, dim), jnp.float32)
     add = jax.jit(lambda t, i, v: t.at[i].add(v))
     table = jnp.zeros((rows, dim), jnp.float32)
-    add(table, ids, values).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        add(table, ids, values).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return {
-        "what": "scatter_add",
-        "ms": 1e3 * statistics.median(times),
-        "workaround": accelerator.SCATTER_WORKAROUND,
-        "shape": spec,
-    }
+    ms = 1e3 * timed(lambda: add(table, ids, values), repeats).median_s
+    extra = {"workaround": accelerator.SCATTER_WORKAROUND, "shape": spec}
+    return Row("scatter_add", ms=ms, extra=extra)
 
 
 def run_case(case: Case, left: float) -> dict:
@@ -156,40 +146,28 @@ def run_case(case: Case, left: float) -> dict:
         return out | {"status": "skipped", "note": f"{left:.0f} s of the budget left"}
     start = time.perf_counter()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", *case.argv],
-            capture_output=True,
-            text=True,
-            timeout=case.limit,
-            env={**os.environ, **dict(case.env)},
-        )
+        run = fresh(case.argv, case.limit, dict(case.env))
     except subprocess.TimeoutExpired:
         return out | {"status": "timeout", "seconds": case.limit, "note": "past its limit"}
-    rows = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+    rows = [row.record() for row in run.rows]
     out |= {"seconds": time.perf_counter() - start, "rows": rows}
-    if done.returncode != 0 or not rows:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return out | {"status": "failed", "note": last[:200]}
-    notes = [x for x in done.stdout.splitlines() if x and not x.startswith("{")]
-    return out | {"status": "ok", "note": "; ".join(notes)[:200]}
+    if run.returncode != 0 or not rows:
+        return out | {"status": "failed", "note": run.error[:200]}
+    return out | {"status": "ok", "note": "; ".join(run.notes)[:200]}
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'case':<32} {'status':>8} {'row':<34} {'tok/s or ms':>12} {'mfu/roof':>9} {'s':>6}"
-    lines = [head]
+    lines = [f"{'case':<32} {'status':>8} {'row':<34} {'tok/s or ms':>12} {'mfu/roof':>9} {'s':>6}"]
     for r in results:
-        for i, row in enumerate(r.get("rows") or [{}]):
-            what = " ".join(str(row[k]) for k in ("preset", "what", "impl") if k in row)
-            value = row.get("tok_per_s", row.get("ms"))
-            frac = row.get("mfu", row.get("roofline"))
-            first = i == 0
-            seconds = f"{r['seconds']:.0f}" if first and "seconds" in r else ""
-            lines.append(
-                f"{r['case'] if first else '':<32} {r['status'] if first else '':>8} "
-                f"{what or r.get('note', ''):<34.34} "
-                f"{'' if value is None else f'{value:.1f}':>12} "
-                f"{'' if frac is None else f'{100 * frac:.1f}%':>9} {seconds:>6}"
-            )
+        for i, row in enumerate([Row.of(x) for x in r.get("rows", [])] or [Row("", impl="")]):
+            what = " ".join(filter(None, (row.preset, row.what, row.impl))) or r.get("note", "")
+            value = next((v for v in (row.tok_per_s, row.ms) if v is not None), None)
+            frac = next((v for v in (row.mfu, row.roofline) if v is not None), None)
+            seconds = f"{r['seconds']:.0f}" if i == 0 and "seconds" in r else ""
+            case, status = (r["case"], r["status"]) if i == 0 else ("", "")
+            value = "" if value is None else f"{value:.1f}"
+            frac = "" if frac is None else f"{100 * frac:.1f}%"
+            lines.append(f"{case:<32} {status:>8} {what:<34.34} {value:>12} {frac:>9} {seconds:>6}")
     return "\n".join(lines)
 
 
@@ -199,7 +177,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     opts = parse(Options, argv, __doc__)
     if opts.scatter:
-        print(json.dumps(scatter_ms(opts.scatter)), flush=True)
+        print(scatter_ms(opts.scatter).json(), flush=True)
         return
     start = time.perf_counter()
     report = {"environment": environment(), "dry": opts.dry, "cases": []}

@@ -5,9 +5,12 @@ that runs (and waits for) one step or one generation, for the bench to time."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from gptjax.config import GPTConfig
+from gptjax.store.hf import hf_config
 from gptjax.training import parallel
 
 
@@ -35,18 +38,9 @@ def model(cfg: GPTConfig):
     import transformers
 
     _torch().manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.context_length,
-        n_embd=cfg.emb_dim,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
+    # the model an export of `cfg` would be (no end token: generation runs to its length)
+    exported = hf_config(dataclasses.replace(cfg, drop_rate=0.0), eot=None)
+    config = transformers.GPT2Config(**exported)
     config._attn_implementation = "sdpa"  # what from_pretrained picks by default
     return transformers.GPT2LMHeadModel(config).to("cuda" if cuda() else "cpu")
 

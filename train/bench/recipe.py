@@ -17,13 +17,16 @@ tokens_to_target (null where the recipe never got there), ratio.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptjax.options import parse, read_file, run_cli
+from gptjax.tasks import pretrain
 from gptjax.training.plot import plot_curves
+from gptjax.training.runlog import read_metrics
+from train.bench.suite import Row
+from train.options import script_main
 
 # The modern recipe's techniques, each a group of pretrain options that goes on and off together
 # (the first key names the row). Options outside these groups are the shared setting.
@@ -79,10 +82,9 @@ def recipes(path: str, ablate: bool) -> dict[str, dict]:
     return rows
 
 
-def curve(metrics: Path) -> list[tuple[int, float]]:
-    """(tokens seen, val loss) at each evaluation of a run's metrics.jsonl."""
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [(r["tokens_seen"], r["val_loss"]) for r in records if "val_loss" in r]
+def curve(out: Path) -> list[tuple[int, float]]:
+    """(tokens seen, val loss) at each evaluation of the run in `out`."""
+    return [(r["tokens_seen"], r["val_loss"]) for r in read_metrics(out) if "val_loss" in r]
 
 
 def tokens_to(target: float, points: list[tuple[int, float]]) -> float | None:
@@ -104,8 +106,6 @@ def train(name: str, settings: dict, opts: Options) -> list[tuple[int, float]]:
     the row's switches, so the folder says what it trained."""
     import yaml
 
-    from train import pretrain
-
     out = Path(opts.out) / name
     if out.exists():
         shutil.rmtree(out)
@@ -116,8 +116,9 @@ def train(name: str, settings: dict, opts: Options) -> list[tuple[int, float]]:
     if opts.max_steps is not None:
         config["max_steps"] = opts.max_steps
     (out / "recipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    pretrain.main(["--config", str(out / "recipe.yaml"), "--no-progress"])
-    return curve(out / "metrics.jsonl")
+    argv = ["--config", str(out / "recipe.yaml"), "--no-progress"]
+    script_main(pretrain.Options, pretrain.Pretrain, argv, "", "train.pretrain")
+    return curve(out)
 
 
 def main(argv=None) -> None:
@@ -134,10 +135,10 @@ def main(argv=None) -> None:
         tokens, loss = points[-1]
         got = reach[name]
         ratio = None if got is None else got / base
-        row = dict(recipe=name, tokens=tokens, val_loss=loss, tokens_to_target=got, ratio=ratio)
+        row = dict(recipe=name, val_loss=loss, tokens_to_target=got, ratio=ratio)
         row["switches"] = rows[name]
         if opts.json:
-            print(json.dumps(row), flush=True)
+            print(Row("recipe", tokens=tokens, extra=row).json(), flush=True)
         else:
             shown = "never" if got is None else f"{got:,.0f}"
             share = "" if ratio is None else f"{ratio:.2f}"

@@ -32,27 +32,10 @@ from gptjax.data import tokenizer
 from gptjax.inference import generation
 from gptjax.inference.engine import Engine
 from gptjax.inference.metrics import Metrics
-from gptjax.inference.server import Background, create_app
+from gptjax.inference.server import Background, create_app, open_served
 from gptjax.options import parse, run_cli
-from train.serve import Options as ServeOptions
-from train.serve import load
 
-WORDS = (
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "a",
-    "lazy",
-    "dog",
-    "while",
-    "seven",
-    "wizards",
-    "quietly",
-    "hum",
-)
+WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly hum"
 
 
 @dataclass(frozen=True)
@@ -78,7 +61,7 @@ class Options:
 def prompts(n: int) -> list[str]:
     """n prompts of 3 to ~40 words, the same every run."""
     rng = np.random.default_rng(0)
-    return [" ".join(rng.choice(WORDS, 3 + 2 * i)).capitalize() for i in range(n)]
+    return [" ".join(rng.choice(WORDS.split(), 3 + 2 * i)).capitalize() for i in range(n)]
 
 
 def expected(served, texts: list[str], max_tokens: int) -> list[str]:
@@ -136,8 +119,7 @@ def with_slots(served, slots: int, max_queue: int):
 def main(argv=None) -> None:
     opts = parse(Options, argv, __doc__)
     texts = prompts(opts.prompts)
-    base = ServeOptions(ckpt=opts.ckpt, preset=opts.preset, slots=1)
-    served = load(base)
+    served = open_served(opts.ckpt, opts.preset, slots=1)
     want = expected(served, texts, opts.max_tokens)
     print(
         f"{served.name}: {opts.requests} requests, {opts.clients} clients, "

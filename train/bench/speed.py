@@ -26,10 +26,8 @@ object per line instead.
 from __future__ import annotations
 
 import functools
-import json
 import multiprocessing
 import os
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -56,7 +54,7 @@ from gptjax.training.parallel import DTYPES
 from gptjax.training.profile import StepTrace
 from gptjax.training.steps import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 from train.bench import hf as bench_hf
-from train.bench import machine
+from train.bench.suite import Row, copy_bandwidth, describe_machine, isa, timed
 
 
 @dataclass(frozen=True)
@@ -111,30 +109,25 @@ def resolved(opts: Options) -> Options:
     """`opts` with the device's defaults filled in."""
     gpu = jax.default_backend() == "gpu"
     presets = opts.presets or (("124M", "355M") if gpu else ("tiny", "124M"))
+    real = lambda ps: tuple(p for p in ps if p != "none")  # "none": no rows of that kind
     return replace(
         opts,
-        presets=presets,
+        presets=real(presets),
         seq_len=opts.seq_len or (1024 if gpu else 128),
-        decode_presets=opts.decode_presets or (("124M", "1558M") if gpu else presets),
+        decode_presets=real(opts.decode_presets or (("124M", "1558M") if gpu else presets)),
         decode_batches=opts.decode_batches or ((1, 8) if gpu else (1,)),
     )
 
 
-def apart(fn, *args):
-    """fn(*args) run in a fresh process. On a GPU, JAX keeps the memory it grew to and torch
-    its cache until the process ends, so cases run one after another in one process starve
-    each other (HF's train step ran out of memory after ours on an H100)."""
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        return pool.submit(fn, *args).result()
-
-
 def call(opts: Options, fn, *args, default_heap: bool = False):
-    """fn(*args), in a fresh process with --apart (keeping its heap as this one does);
-    `default_heap`: in a fresh process on glibc's defaults."""
-    if not default_heap:
-        return apart(in_heap, heap.kept(), fn, *args) if opts.apart else fn(*args)
-    return apart(in_heap, False, fn, *args)
+    """fn(*args): here, or with --apart in a fresh process keeping its heap as this one does
+    (on a GPU, JAX keeps the memory it grew to and torch its cache until the process ends, so
+    cases run one after another in one process starve each other: HF's train step ran out of
+    memory after ours on an H100); `default_heap`: in a fresh process on glibc's defaults."""
+    if not (opts.apart or default_heap):
+        return fn(*args)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(in_heap, heap.kept() and not default_heap, fn, *args).result()
 
 
 def in_heap(keep: bool, fn, *args):
@@ -145,38 +138,18 @@ def in_heap(keep: bool, fn, *args):
 
 
 def heap_of(opts: Options, impl: str) -> str:
-    """The heap a row runs on: "kept" (gptjax.heap's settings) or "default" (glibc's)."""
+    """The heap a row runs on: "kept" (gptjax.heap's settings) or "default" (glibc's). Where
+    ours keep it, a row on the default heap needs a process of its own (`call`): settings and
+    dispatch are fixed when a process starts."""
     kept = heap.kept() and (impl == "gptjax" or opts.hf_heap == "kept")
     return "kept" if kept else "default"
-
-
-def default_heap(opts: Options, impl: str) -> bool:
-    """Whether a row needs a process of its own for glibc's default heap: HF's, where ours keep
-    it (settings and dispatch are fixed when a process starts)."""
-    return heap.kept() and heap_of(opts, impl) == "default"
 
 
 def kernels_of(opts: Options, what: str):
     """The kernel policy our row of `what` runs: a train step's with the options' overrides;
     decoding's as generation resolves it."""
-    dtype = parallel.compute_dtype(opts.dtype)
-    if what.startswith("train"):
-        return resolve(jax.devices(), dtype, opts.kernels, opts.attention)
-    return resolve(jax.devices(), dtype)
-
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """(first-call overhead, i.e. compile or warm-up seconds, median seconds of `repeats` calls)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    median = statistics.median(runs)
-    return max(first - median, 0.0), median
+    spec = (opts.kernels, opts.attention) if what.startswith("train") else ("", "auto")
+    return resolve(jax.devices(), parallel.compute_dtype(opts.dtype), *spec)
 
 
 MODERN = "train/recipes/speedrun.toml"
@@ -212,19 +185,23 @@ def random_batch(cfg, B: int, T: int) -> dict:
     return {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
 
 
+def compile_timed(step, state, batch) -> tuple[Any, float]:
+    """(step compiled for these shapes, the seconds that took)."""
+    start = time.perf_counter()
+    return step.lower(state, batch).compile(), time.perf_counter() - start
+
+
 def bench_train_jax(cfg, opts, batch, optim=(), doc_mask=False):
     step, fresh = train_step_for(cfg, opts, batch["inputs"].shape[0], optim, doc_mask)
     state = jax.jit(fresh)()
-    start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    step, compile_s = compile_timed(step, state, batch)
     box = [state]
 
     def run():
-        box[0], metrics = compiled(box[0], batch)
-        jax.block_until_ready(metrics)
+        box[0], metrics = step(box[0], batch)
+        return metrics
 
-    _, median = timed(run, opts.repeats)
+    median = timed(run, opts.repeats).median_s
     if opts.profile:  # after the timed runs, so tracing never touches the figures
         trace = StepTrace(f"{opts.profile}/{cfg.n_layers}x{cfg.emb_dim}", 0)
         for i in range(3):
@@ -237,11 +214,8 @@ def bench_train_jax(cfg, opts, batch, optim=(), doc_mask=False):
 def compile_seconds(cfg, opts: Options) -> float:
     """Seconds to compile the train step of `cfg` for batch B x T, from shapes alone."""
     step, fresh = train_step_for(cfg, opts, opts.batch_size or 4)
-    state = jax.eval_shape(fresh)
     batch = jax.eval_shape(lambda: random_batch(cfg, opts.batch_size or 4, opts.seq_len))
-    start = time.perf_counter()
-    step.lower(state, batch).compile()
-    return time.perf_counter() - start
+    return compile_timed(step, jax.eval_shape(fresh), batch)[1]
 
 
 def largest_batch(cfg, opts: Options) -> int:
@@ -263,7 +237,7 @@ def bench_generate_jax(cfg, opts, prompt):
     params = quantize(jax.device_put(init_params(cfg, jax.random.key(0))), opts.weights)
     prompt = jnp.asarray(prompt)
     run = lambda: generate(cfg, params, prompt, max_new_tokens=opts.new_tokens, dtype=dtype)
-    return timed(lambda: run().block_until_ready(), opts.repeats)
+    return timed(run, opts.repeats)
 
 
 class Case(NamedTuple):
@@ -278,14 +252,9 @@ class Case(NamedTuple):
     data: Any
 
 
-def names(presets: tuple[str, ...]) -> list[str]:
-    """The presets asked for; "none" for none."""
-    return [p for p in presets if p != "none"]
-
-
 def cases(opts: Options):
     gpu = jax.default_backend() == "gpu"
-    for preset in names(opts.presets):
+    for preset in opts.presets:
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
         B = opts.batch_size or (call(opts, largest_batch, cfg, opts) if gpu else 4)
         batch = random_batch(cfg, B, opts.seq_len)
@@ -297,21 +266,13 @@ def cases(opts: Options):
             new, optim, doc_mask = modern(cfg)
             ours = functools.partial(bench_train_jax, optim=tuple(optim.items()), doc_mask=doc_mask)
             yield Case(new, preset, "train_modern", B * opts.seq_len, ours, None, batch)
-    for preset in names(opts.decode_presets):
+    for preset in opts.decode_presets:
         cfg = GPTConfig.preset(preset, drop_rate=0.0)
         for B in opts.decode_batches:
             rng = np.random.default_rng(0)
             prompt = rng.integers(0, cfg.vocab_size, (B, opts.prompt_len)).astype(np.int32)
-            what = "generate" if B == 1 else f"generate_b{B}"
-            yield Case(
-                cfg,
-                preset,
-                what,
-                B * opts.new_tokens,
-                bench_generate_jax,
-                bench_hf.generate,
-                prompt,
-            )
+            what, tokens = "generate" if B == 1 else f"generate_b{B}", B * opts.new_tokens
+            yield Case(cfg, preset, what, tokens, bench_generate_jax, bench_hf.generate, prompt)
 
 
 def measure(case: Case, impl: str, compiled: bool, opts: Options) -> tuple[float, float]:
@@ -331,61 +292,43 @@ def roofline(case: Case, opts: Options, bandwidth: float, weights: str = "fp32")
     return B * bandwidth / decode_bytes(case.cfg, B, S, itemsize, weight_bytes)
 
 
-def memory_bandwidth() -> float | None:
-    """The chip's bytes/s from the table; on a CPU, measured (`machine.copy_bandwidth`)."""
-    if (known := peak_bandwidth()) is not None or jax.default_backend() != "cpu":
-        return known
-    return machine.copy_bandwidth()
-
-
 def rows(opts: Options, bandwidth: float | None):
     peak, kind = peak_flops(), jax.devices()[0].device_kind
-    host = {}  # on a CPU, which one: the figures depend on its kind
-    if jax.default_backend() == "cpu":
-        host = {"cpu": cpu_model(), "isa": [n for n, on in machine.isa().items() if on]}
+    on_cpu = jax.default_backend() == "cpu"  # which CPU: the figures depend on its kind
+    host = dict(cpu=cpu_model(), isa=[n for n, on in isa().items() if on]) if on_cpu else {}
+    ours = lambda what: {"kernels": kernels_of(opts, what).to_dict(), "device": kind}
     impls = [("gptjax", False)] + (bench_hf.variants() if opts.hf else [])
     for case in cases(opts):
         cfg, preset, what, tokens = case.cfg, case.preset, case.what, case.tokens
-        for impl, compiled in impls:
+        for impl, comp in impls:
             if impl != "gptjax" and case.theirs is None:  # HF has no such model
                 continue
+            heap_here = heap_of(opts, impl)
+            alone = heap.kept() and heap_here == "default"  # a process on glibc's defaults
             try:
-                compile_s, median = call(
-                    opts, measure, case, impl, compiled, opts, default_heap=default_heap(opts, impl)
-                )
+                compile_s, median = call(opts, measure, case, impl, comp, opts, default_heap=alone)
             except Exception as e:  # torch.compile does not take every model everywhere
                 if impl == "gptjax":
                     raise
                 print(f"{preset} {what} {impl}: failed ({type(e).__name__}: {e})", flush=True)
                 continue
-            row = {
-                "impl": impl,
-                "what": what,
-                "preset": preset,
-                "tok_per_s": tokens / median,
-                "median_s": median,
-                "compile_s": compile_s,
-                "tokens": tokens,
-                "device": kind if impl == "gptjax" else bench_hf.device(),
-                "heap": heap_of(opts, impl),
-                **host,
-            }
-            if impl == "gptjax":
-                row["kernels"] = kernels_of(opts, what).to_dict()
+            fields = ours(what) if impl == "gptjax" else {"device": bench_hf.device()}
+            fields |= dict(host, heap=heap_here, compile_s=compile_s, tokens=tokens)
+            row = Row(what, impl, preset, tokens / median, median, **fields)
             if what.startswith("train") and peak:
-                row["mfu"] = row["tok_per_s"] * flops_per_token(cfg, opts.seq_len) / peak
+                row.mfu = row.tok_per_s * flops_per_token(cfg, opts.seq_len) / peak
             if what.startswith("generate"):
-                row["weights"] = opts.weights if impl == "gptjax" else "fp32"
+                row.weights = opts.weights if impl == "gptjax" else "fp32"
             if what.startswith("generate") and bandwidth:  # each against its weights' bound
-                bound = roofline(case, opts, bandwidth, row["weights"])
-                row["roofline"], row["bandwidth"] = row["tok_per_s"] / bound, bandwidth
+                bound = roofline(case, opts, bandwidth, row.weights)
+                row.roofline, row.bandwidth = row.tok_per_s / bound, bandwidth
             yield row
 
 
-def impl_name(row: dict) -> str:
+def impl_name(row: Row) -> str:
     """The table's impl column: ours with a narrow weight format named."""
-    narrow = row.get("weights", "fp32") != "fp32" and row["impl"] == "gptjax"
-    return f"gptjax {row['weights']}" if narrow else row["impl"]
+    narrow = row.weights not in (None, "fp32") and row.impl == "gptjax"
+    return f"gptjax {row.weights}" if narrow else row.impl
 
 
 def main(argv=None) -> None:
@@ -395,7 +338,7 @@ def main(argv=None) -> None:
     heap.keep()  # before the first computation: ours run on the kept heap where it applies
     opts = resolved(parse(Options, argv, __doc__))
     if opts.compile_only:
-        for preset in names(opts.presets):
+        for preset in opts.presets:
             cfg = GPTConfig.preset(preset, drop_rate=0.0)
             print(
                 f"{preset:>6} train step compiles in {compile_seconds(cfg, opts):.1f} s "
@@ -404,16 +347,18 @@ def main(argv=None) -> None:
                 flush=True,
             )
         return
-    bandwidth = memory_bandwidth()
+    # the chip's bytes/s from the table (`flops.CHIPS`); on a CPU, measured
+    bandwidth = peak_bandwidth() or (copy_bandwidth() if jax.default_backend() == "cpu" else None)
     if not opts.json:
         if jax.default_backend() == "cpu":
-            print(machine.describe(bandwidth), flush=True)
+            print(describe_machine(bandwidth), flush=True)
         if heap.kept():
             theirs = (
                 "in its own process on glibc's defaults" if opts.hf_heap == "default" else "too"
             )
             hf = f"; HF's {theirs}" if opts.hf else ""
             print(f"heap: kept for ours (gptjax/heap.py){hf}", flush=True)
+        print(f"kernels (ours, training): {kernels_of(opts, 'train').describe()}", flush=True)
         print(
             f"{'preset':>6} {'what':>12} {'impl':>16} {'tok/s':>10} {'mfu':>6} {'roof':>6} "
             f"{'compile s':>10} {'ours/HF':>8}"
@@ -421,17 +366,16 @@ def main(argv=None) -> None:
     ours = None
     for row in rows(opts, bandwidth):
         # HF's rows follow ours for the same (preset, what): the ratio goes on HF's rows.
-        ours = row["tok_per_s"] if row["impl"] == "gptjax" else ours
-        ratio = "" if row["impl"] == "gptjax" else f"{ours / row['tok_per_s']:.2f}"
+        ours = row.tok_per_s if row.impl == "gptjax" else ours
+        ratio = "" if row.impl == "gptjax" else f"{ours / row.tok_per_s:.2f}"
         if opts.json:
-            print(json.dumps(row), flush=True)
+            print(row.json(), flush=True)
         else:
-            mfu = f"{100 * row['mfu']:.1f}%" if "mfu" in row else ""
-            roof = f"{100 * row['roofline']:.1f}%" if "roofline" in row else ""
+            mfu = "" if row.mfu is None else f"{100 * row.mfu:.1f}%"
+            roof = "" if row.roofline is None else f"{100 * row.roofline:.1f}%"
             print(
-                f"{row['preset']:>6} {row['what']:>12} {impl_name(row):>16} "
-                f"{row['tok_per_s']:>10.1f} {mfu:>6} {roof:>6} {row['compile_s']:>10.2f} "
-                f"{ratio:>8}",
+                f"{row.preset:>6} {row.what:>12} {impl_name(row):>16} {row.tok_per_s:>10.1f} "
+                f"{mfu:>6} {roof:>6} {row.compile_s:>10.2f} {ratio:>8}",
                 flush=True,
             )
 

@@ -14,7 +14,6 @@ folded into its rows (id mod V).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -30,8 +29,9 @@ from gptjax.model.gpt import GPT
 from gptjax.model.weights import WEIGHTS, quantize
 from gptjax.options import parse, run_cli
 from gptjax.store import Model, open_or_preset
+from gptjax.tasks.pretrain import corpus
 from gptjax.training.cross_entropy import cross_entropy_sum
-from train.pretrain import corpus
+from train.bench.suite import Row
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ def main(argv=None) -> None:
         )
     for row in rows(opts):
         if opts.json:
-            print(json.dumps(row), flush=True)
+            figures = {k: v for k, v in row.items() if k != "weights"}
+            print(Row("quality", weights=row["weights"], extra=figures).json(), flush=True)
         else:
             print(
                 f"{row['weights']:>8} {row['val_loss']:>9.4f} {row['delta_loss']:>+8.4f} "
