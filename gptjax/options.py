@@ -159,7 +159,7 @@ def from_file(cls: type[T], path: str | Path) -> T:
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ValueError(f"{path}: unknown option '{key}' for {cls.__module__}{hint}")
+            raise ValueError(f"{path}: unknown option '{key}'{hint}")
         values[name] = check_value(hints[name], value, f"{path}: '{key}'")
     for name, f in fields.items():
         if name not in values:

@@ -87,6 +87,12 @@ def setup():
     return params, {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
 
 
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The reference's outputs (`Kernels()`) in each dtype, computed once."""
+    return {dtype: outputs(Kernels(), dtype, *setup) for dtype in (F32, BF16)}
+
+
 def outputs(kernels: Kernels, dtype, params, batch):
     """(logits, loss, gradients) of the tiny model under `kernels`; the loss over as many
     slices of T as the policy's ce_budget asks."""
@@ -120,10 +126,11 @@ TOLERANCE = {F32: (1e-5, 1e-5), BF16: (2e-3, 0.05)}  # (loss and logits rtol, gr
 
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_cpu_implementation_gives_the_references_logits_and_gradients(setup, variant, dtype):
-    params, batch = setup
-    ref_logits, ref_loss, ref_grads = outputs(Kernels(), dtype, params, batch)
-    logits, loss, grads = outputs(override(Kernels(), variant), dtype, params, batch)
+def test_every_cpu_implementation_gives_the_references_logits_and_gradients(
+    setup, reference, variant, dtype
+):
+    ref_logits, ref_loss, ref_grads = reference[dtype]
+    logits, loss, grads = outputs(override(Kernels(), variant), dtype, *setup)
     rtol, atol = TOLERANCE[dtype]
     assert logits.shape == ref_logits.shape == (B, T, CFG.vocab_size)
     scale = float(jnp.abs(ref_logits).max())

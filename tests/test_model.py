@@ -122,13 +122,10 @@ def test_padded_vocabulary_changes_no_logit_no_loss_and_no_gradient(params, B, r
     kernels.cpu.head; "padded" (GPUs, TPUs) computes a matmul of many rows as 128, the extra 31
     -inf. Checkpoints keep 97 rows."""
     x, y = tokens(B=B, T=16), tokens(B=B, T=16, seed=2)
-    logits = jax.jit(GPT(CFG, kernels=Kernels()).apply)({"params": params}, x)
-    grad = lambda kernels: jax.jit(jax.grad(loss_of), static_argnums=1)(
-        params, GPT(CFG, kernels=kernels, padded_logits=True), x, y
-    )
-    want_grads = grad(Kernels())  # the reference: XLA's product, unpadded
-    model = GPT(CFG, kernels=Kernels(head=route), padded_logits=True)
-    padded = jax.jit(model.apply)({"params": params}, x)
+    logits = APPLY(GPT(CFG, kernels=Kernels()), params, x)
+    grad = lambda kernels: GRAD(params, GPT(CFG, kernels=kernels, padded_logits=True), x, y)
+    want_grads = grad(Kernels())  # the reference: XLA's product, unpadded (compiled once a B)
+    padded = APPLY(GPT(CFG, kernels=Kernels(head=route), padded_logits=True), params, x)
     V = 128 if route == "padded" and B * 16 >= head.VOCAB_MULTIPLE else 97
     assert params["wte"]["embedding"].shape == (97, 32) and padded.shape == (B, 16, V)
     np.testing.assert_allclose(padded[..., :97], logits, rtol=1e-6, atol=1e-6)
@@ -145,6 +142,11 @@ def loss_of(params, model, x=None, y=None, **kw):
     x = tokens(T=16) if x is None else x
     y = tokens(T=16, seed=3) if y is None else y
     return cross_entropy_sum(model.apply({"params": params}, x, **kw), y)[0]
+
+
+# one jitted function each, so a model and shapes seen before are not compiled again
+APPLY = jax.jit(lambda model, params, x: model.apply({"params": params}, x), static_argnums=0)
+GRAD = jax.jit(jax.grad(loss_of), static_argnums=1)
 
 
 def test_gradient_fence_stores_each_blocks_gradient_and_changes_no_value(params):

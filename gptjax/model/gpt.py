@@ -107,13 +107,13 @@ class Block(nn.Module):
 
     cfg: GPTConfig
     dtype: Any = jnp.float32
-    kernels: Kernels = Kernels()  # what runs at each hot spot (`gptjax.kernels`)
+    kernels: Kernels | None = None  # what runs at each hot spot (None: resolved for dtype)
 
     @nn.compact
     def __call__(self, x, deterministic=True, cache: KVCache | None = None, where=None):
         """`where`: where the tokens sit, as `MultiHeadAttention` takes it (pos, key_mask,
         positions, segments), handed on unchanged."""
-        cfg = self.cfg
+        cfg, kernels = self.cfg, self.kernels or resolve(dtype=self.dtype)
         # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2L).
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
         drop = nn.Dropout(cfg.drop_rate)
@@ -123,7 +123,7 @@ class Block(nn.Module):
             cfg.qkv_bias,
             self.dtype,
             out_init,
-            self.kernels,
+            kernels,
             rope_base=cfg.rope_base if cfg.position == "rotary" else None,
             qk_norm=cfg.qk_norm,
             window=cfg.window,
@@ -132,7 +132,7 @@ class Block(nn.Module):
         ln_1 = norm(cfg, self.dtype, "ln_1")
         a, cache = attn(ln_1(x), deterministic=deterministic, cache=cache, **(where or {}))
         x = x + drop(a, deterministic=deterministic)
-        mlp = FeedForward(out_init, self.dtype, cfg.activation, self.kernels.dense, name="mlp")
+        mlp = FeedForward(out_init, self.dtype, cfg.activation, kernels.dense, name="mlp")
         m = mlp(norm(cfg, self.dtype, "ln_2")(x))
         return x + drop(m, deterministic=deterministic), cache
 
