@@ -4,6 +4,8 @@ NAME` runs any of them; rows round-trip through one record; one timing helper.""
 import importlib
 from pathlib import Path
 
+import pytest
+
 from train import bench
 from train.bench.suite import BENCHES, Row, module, timed
 
@@ -22,6 +24,8 @@ def test_the_list_names_every_bench_and_each_runs_by_name(capsys, tmp_path):
     bench.main(["checkpoint", "--preset", "nano", "--repeats", "1"])
     out = capsys.readouterr().out
     assert "nano train state" in out and "checksums alone" in out
+    with pytest.raises(ValueError, match="unknown bench 'nosuch'; expected one of: speed, cpu"):
+        bench.main(["nosuch"])
 
 
 def test_rows_round_trip_through_one_record():

@@ -18,10 +18,9 @@ def main(argv=None) -> None:
     bench with all of argv."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--list"]:
-        width = max(map(len, BENCHES))
-        print("\n".join(f"{name:<{width}}  {about}" for name, about in BENCHES.items()))
-        return None
-    name = argv.pop(0) if argv[:1] and argv[0] in BENCHES else "speed"
-    if name != "speed":
-        sys.argv[0] += f" {name}"
+        return print("\n".join(f"{name:<15} {about}" for name, about in BENCHES.items()))
+    name = "speed" if not argv or argv[0].startswith("-") else argv.pop(0)
+    if name not in BENCHES:
+        raise ValueError(f"unknown bench {name!r}; expected one of: {', '.join(BENCHES)}")
+    sys.argv[0] += f" {name}" if name != "speed" else ""
     return importlib.import_module(module(name)).main(argv)
