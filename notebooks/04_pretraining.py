@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gptjax import GPTConfig, count_params, generate, init_params
+from gptjax import GPTConfig, count_params, generate, heap, init_params
 from gptjax.data import tokenizer
 from gptjax.data.cache import cache_dir, fetch
 from gptjax.data.sliding import batches, sliding_windows, train_val_split
@@ -49,6 +49,11 @@ from gptjax.training import (
     make_optimizer,
     make_train_step,
 )
+
+# On a CPU, XLA's step buffers reused instead of mapped afresh every call (README: CPU heap):
+# importing gptjax changes nothing in this process until it asks, before any computation.
+heap.keep()
+print(heap.describe())
 
 # %% [markdown]
 # ## Data: The Verdict in windows

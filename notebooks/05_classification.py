@@ -37,13 +37,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gptjax import GPTClassifier, GPTConfig, count_params, init_classifier
+from gptjax import GPTClassifier, GPTConfig, count_params, heap, init_classifier
 from gptjax.data import textdata, tokenizer
 from gptjax.model.lora import LoRAConfig
 from gptjax.training import OptimConfig, init_state, make_optimizer, make_train_step
 from gptjax.training.cross_entropy import cross_entropy_sum
 from gptjax.training.finetune import MODES, trainable_paths, with_adapters
 from gptjax.training.steps import split
+
+# On a CPU, XLA's step buffers reused instead of mapped afresh every call (README: CPU heap):
+# importing gptjax changes nothing in this process until it asks, before any computation.
+heap.keep()
+print(heap.describe())
 
 # %% [markdown]
 # ## The data

@@ -34,12 +34,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gptjax import GPTConfig, generate, init_params
+from gptjax import GPTConfig, generate, heap, init_params
 from gptjax.data import IGNORE, instruct, tokenizer
 from gptjax.data.preference import encode_pairs
 from gptjax.inference.generation import completion
 from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
 from gptjax.training.dpo import dpo_terms, pair_logprobs
+
+# On a CPU, XLA's step buffers reused instead of mapped afresh every call (README: CPU heap):
+# importing gptjax changes nothing in this process until it asks, before any computation.
+heap.keep()
+print(heap.describe())
 
 # %% [markdown]
 # ## The Alpaca template

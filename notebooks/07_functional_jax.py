@@ -41,11 +41,16 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gptjax import GPT, GPTConfig, count_params, init_params, lora
+from gptjax import GPT, GPTConfig, count_params, heap, init_params, lora
 from gptjax.data import tokenizer
 from gptjax.data.cache import fetch
 from gptjax.data.sliding import sliding_windows
 from gptjax.training import OptimConfig, init_state, lm_loss, make_optimizer, make_train_step
+
+# On a CPU, XLA's step buffers reused instead of mapped afresh every call (README: CPU heap):
+# importing gptjax changes nothing in this process until it asks, before any computation.
+heap.keep()
+print(heap.describe())
 
 # The book's word-level tokenizer (notebook 1) keeps the vocabulary, and so the output layer,
 # small: four models train in seconds on a CPU.
