@@ -51,6 +51,9 @@ def test_resolve_reads_the_devices_it_is_given():
     assert resolve(jax.devices(), F32) == defaults("cpu", F32, cpu_flags())
     assert resolve([Device("cuda")], F32) == Kernels("gpu", head="padded")
     assert resolve([Device("tpu")], F32).attention == "pallas"
+    # cuDNN has no float32 kernel: asked for by either flag, a float32 step gets XLA's
+    assert resolve([Device("gpu")], F32, "attention=cudnn").attention == "xla"
+    assert resolve([Device("gpu")], F32, attention="cudnn").attention == "xla"
     with pytest.raises(ValueError, match="span several platforms"):
         resolve([Device("cpu"), Device("tpu")], F32)
 

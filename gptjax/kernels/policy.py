@@ -180,11 +180,14 @@ def resolve(devices=None, dtype=jnp.float32, spec: str = "", attention: str = "a
             f"unknown attention implementation {attention!r}; expected one of: "
             f"{', '.join(ATTENTION)}"
         )
+    half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
     if attention != "auto":
-        half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
         attention = "xla" if attention == "cudnn" and not half else attention
         kernels = dataclasses.replace(kernels, attention=attention)
-    return override(kernels, spec)
+    kernels = override(kernels, spec)
+    if kernels.attention == "cudnn" and not half:  # cuDNN has no float32 kernel: XLA's
+        kernels = dataclasses.replace(kernels, attention="xla")
+    return kernels
 
 
 @functools.cache
