@@ -156,10 +156,10 @@ def override(kernels: Kernels, spec: str) -> Kernels:
     """`kernels` with the fields of `spec` ("head=padded,attention=xla") replaced; a field or
     value that is unknown, or cannot run on its platform, gets one line naming the choices."""
     changes: dict = {}
+    fields = [*CHOICES, "ce_budget"]
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, eq, value = item.partition("=")
         name, value = name.strip(), value.strip()
-        fields = [*CHOICES, "ce_budget"]
         if not eq or name not in fields:
             raise ValueError(
                 f"kernels: {item!r}: expected FIELD=VALUE with FIELD one of: {', '.join(fields)}"

@@ -40,9 +40,9 @@ def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
 
 
 def xla_head(x: jax.Array, head: jax.Array, pad: int) -> jax.Array:
-    """x [..., D] in the compute dtype times the head [V, D] with `pad` zero rows after, in
-    x's dtype -> float32 logits [..., V + pad]."""
-    head = jnp.pad(head.astype(x.dtype), ((0, pad), (0, 0))) if pad else head.astype(x.dtype)
+    """x [..., D] in the compute dtype times the head [V, D], padded (`padded_head`) when
+    `pad` (V' - V) is not 0, in x's dtype -> float32 logits [..., V + pad]."""
+    head = padded_head(head, x.dtype) if pad else head.astype(x.dtype)
     return jnp.einsum("...d,vd->...v", x, head, preferred_element_type=jnp.float32)
 
 
