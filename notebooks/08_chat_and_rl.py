@@ -19,7 +19,8 @@
 # 1. A byte-level BPE trained on your own text, loaded by tiktoken (and by transformers from the
 #    same folder), and how well it compresses text beside GPT-2's.
 # 2. ChatML: a conversation as tokens, and the mask that puts the loss on the assistant only.
-# 3. A few steps of GRPO on generated arithmetic problems, with the reward plotted.
+# 3. A few steps of GRPO on generated arithmetic problems in GSM8K's format, with rewards in
+#    TRL's form, two updates a rollout, and each reward and the clip fraction plotted.
 #
 # The full runs: `gptjax tokenizer --data DIR --vocab-size 8192 --out runs/tok`,
 # `gptjax instruct --template chatml --data chats.jsonl ...` and
@@ -33,7 +34,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from gptjax.data import IGNORE, arithmetic, bpe, chat, instruct, tokenizer
+from gptjax.data import IGNORE, arithmetic, bpe, chat, gsm8k, instruct, tokenizer
 from gptjax.data.cache import fetch
 from train import rl
 
@@ -84,31 +85,44 @@ table = pd.DataFrame(
 table.iloc[16:]  # from the user's turn on
 
 # %% [markdown]
-# ## GRPO on arithmetic
-# `train.rl` first finetunes the tiny model on worked answers (with a 320-token tokenizer of
-# the task's text, so its steps are fast), then samples 8 answers to each prompt, rewards the
-# right ones (`arithmetic.reward`), normalises the rewards within each group and takes a clipped
-# policy-gradient step.
+# ## GRPO on arithmetic, in GSM8K's format
+# The generated problems are GSM8K records (`question`, and an `answer` ending "#### N"), so they
+# run through the same path and rewards as GSM8K itself. Rewards are TRL's reward functions:
+# called once per batch with the prompts, the completions and the records' other fields
+# (`answer=[...]`), returning one float (or None) per completion.
 
 # %%
-print(arithmetic.problems(3, seed=0, max_operand=9))
-print(arithmetic.reward("What is 7 * 8?", "7 * 8 = 56"), arithmetic.reward("What is 7 * 8?", "54"))
+records = arithmetic.records(3, seed=0, max_operand=9)
+print(records[0])
+answers = ["7 * 8 = 56\n#### 56", "54", "I think #### 56 or so"]
+print(gsm8k.correct(answers, answer=["7 * 8 = 56\n#### 56"] * 3), gsm8k.formatted(answers))
+
+# %% [markdown]
+# `train.rl` first finetunes the tiny model on the worked answers (with a 320-token tokenizer of
+# the task's text, so its steps are fast), then samples 8 answers to each prompt, scores them
+# (right answer 1, the "#### N" format 0.2), normalises the rewards within each group and takes
+# two clipped policy-gradient updates on each rollout (`--num-iterations 2`): on the second the
+# policy has moved from the one that sampled, and the clip acts.
 
 # %%
 out = work / "rl"
 rl.main(
     [
-        *("--preset", "tiny", "--max-operand", "9", "--sft-steps", "120", "--sft-tokenizer", "320"),
-        *("--max-steps", "20", "--batch-size", "16", "--group", "8", "--lr", "3e-4"),
-        *("--max-new-tokens", "10", "--eval-every", "10", "--out", str(out), "--no-progress"),
+        *("--preset", "tiny", "--data", "arithmetic:n=600,max_operand=9", "--val-prompts", "32"),
+        *("--sft-steps", "120", "--sft-tokenizer", "320", "--max-steps", "16", "--lr", "3e-4"),
+        *("--reward", "gptjax.data.gsm8k:correct", "--reward", "gptjax.data.gsm8k:formatted"),
+        *("--reward-weights", "1", "0.2", "--num-iterations", "2", "--batch-size", "16"),
+        *("--group", "8", "--max-new-tokens", "16", "--eval-every", "8", "--out", str(out)),
+        "--no-progress",
     ]
 )
 
 # %%
 records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 frame = pd.DataFrame(records).set_index("step")
-ax = frame["reward"].plot(label="sampled (mean of 128 answers)", figsize=(7, 3.5))
-frame["val_reward"].dropna().plot(ax=ax, style="o-", label="held out (greedy)")
-ax.set_ylabel("reward")
-ax.legend()
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+frame[["rewards/correct", "rewards/formatted"]].plot(ax=left, title="mean of each reward")
+frame["val_reward"].dropna().plot(ax=left, style="o-", label="held out (greedy, weighted sum)")
+left.legend()
+frame["clip_fraction"].plot(ax=right, title="clip_fraction (0 on each rollout's first update)")
 plt.show()

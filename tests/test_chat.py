@@ -20,7 +20,11 @@ from train.serve import Options, load
 def chat_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chat")
     data = folder / "chats.jsonl"
-    convs = arithmetic.conversations(40, seed=0, max_operand=9)
+    turn = lambda r: [
+        {"role": "user", "content": r["question"]},
+        {"role": "assistant", "content": r["answer"]},
+    ]
+    convs = [turn(r) for r in arithmetic.records(40, seed=0, max_operand=9)]
     convs[0] = [{"role": "system", "content": "Be brief."}, *convs[0], *convs[1]]
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
     out = folder / "run"

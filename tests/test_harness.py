@@ -49,23 +49,28 @@ def responses(results: dict) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def hf(model):
-    """lm-eval's `hf` model (transformers on torch) on the exported folder: the reference."""
+def hf_results(folder: Path, tasks: list[str], **options) -> dict:
+    """lm-eval's `hf` model (transformers on torch) on an exported folder: the reference."""
     from lm_eval.tasks import TaskManager
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
         results = lm_eval.simple_evaluate(
             model="hf",
-            model_args=f"pretrained={model / 'hf'},dtype=float32",
-            tasks=TASKS,
+            model_args=f"pretrained={folder},dtype=float32",
+            tasks=tasks,
             task_manager=TaskManager(include_path=INCLUDE, include_defaults=False),
             log_samples=True,
             batch_size=4,
             device="cpu",
+            **options,
         )
     return json.loads(json.dumps(results, default=str))
+
+
+@pytest.fixture(scope="module")
+def hf(model):
+    return hf_results(model / "hf", TASKS)
 
 
 def as_type_of(value, like):
@@ -79,9 +84,9 @@ def as_type_of(value, like):
     return value
 
 
-def same_answers(ours: dict, hf: dict, tasks: list[str]) -> None:
+def same_answers(ours: dict, hf: dict, tasks: list[str], least: int = 30) -> None:
     a, b = responses(ours), responses(hf)
-    assert a.keys() == {k: v for k, v in b.items() if k[0] in tasks}.keys() and len(a) > 30
+    assert a.keys() == {k: v for k, v in b.items() if k[0] in tasks}.keys() and len(a) > least
     for key, mine in a.items():
         theirs = b[key]
         mine = as_type_of(mine, theirs)  # lm-eval saves the samples' responses as strings
@@ -96,6 +101,13 @@ def same_answers(ours: dict, hf: dict, tasks: list[str]) -> None:
             if isinstance(value, float) and "stderr" not in metric:
                 assert value == pytest.approx(hf["results"][task][metric], rel=1e-4), metric
     assert any(a[k] for k in a if k[0] == "gj_gen")  # the generations are not all empty
+
+
+def context(arguments) -> str:
+    """A sample's prompt, from lm-eval's samples in memory or as its files save them."""
+    if isinstance(arguments, dict):  # saved: {"gen_args_0": {"arg_0": context, ...}}
+        return arguments["gen_args_0"]["arg_0"]
+    return arguments[0][0]
 
 
 def read_output(folder: Path) -> dict:
@@ -200,3 +212,49 @@ def test_pretrain_scores_lm_eval_tasks_at_its_evaluations(tmp_path):
         0 <= r["harness/gj_mc/acc_norm"] <= 1 and "harness/gj_gen/exact_match" in r for r in scored
     )
     assert (out / "harness.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    """A tiny ChatML model (GPT-2's vocabulary and the two chat tokens), as a gptjax model
+    folder and exported as transformers reads it (its jinja chat template included)."""
+    from gptjax.data import chat, tokenizer
+    from tests.cli import run
+
+    path = tmp_path_factory.mktemp("harness-chat")
+    enc = chat.chat_encoding(tokenizer.gpt2())
+    cfg = GPTConfig.preset(
+        "tiny", vocab_size=enc.n_vocab, context_length=128, emb_dim=64, n_heads=2, n_layers=1
+    )
+    params = jax.tree.map(lambda x: x * 3.0, init_params(cfg, jax.random.key(1)))
+    Model(cfg, params, task=chat.TASK, tokenizer=enc).save(path / "ours")
+    assert run("convert.__main__", "export-hf", path / "ours", path / "hf").returncode == 0
+    return path
+
+
+def test_a_chat_model_in_its_template_equals_lm_evals_hf_with_apply_chat_template(
+    chat_model, model, tmp_path
+):
+    from lm_eval.utils import sanitize_model_name
+
+    from tests.cli import run
+
+    out, tasks = tmp_path / "results", ["gj_gen", "gj_mc"]
+    res = run(
+        "train.eval_harness",
+        *("--ckpt", chat_model / "ours", "--tasks", ",".join(tasks), "--include-path", INCLUDE),
+        *("--apply-chat-template", "--num-fewshot", "1", "--batch-size", "4"),
+        *("--output-path", out, "--log-samples", "--limit", "4"),
+    )
+    assert res.returncode == 0, res.stderr
+    ours = read_output(out / sanitize_model_name(str(chat_model / "ours")))
+    hf = hf_results(chat_model / "hf", tasks, num_fewshot=1, limit=4, apply_chat_template=True)
+    # The same prompts: ChatML, the few-shot example a turn of its own before the question.
+    prompts = lambda r: [context(s["arguments"]) for s in r["samples"]["gj_gen"]]
+    assert prompts(ours) == prompts(hf)
+    first = str(prompts(ours)[0])
+    assert first.count("<|im_start|>user") == 2 and "<|im_start|>assistant\n" in first
+    same_answers(ours, hf, tasks, least=8)
+    plain = ["--ckpt", model / "ours", "--tasks", "gj_gen", "--include-path", INCLUDE]
+    refused = run("train.eval_harness", *plain, "--apply-chat-template")
+    assert refused.returncode == 2 and "answers in the alpaca template" in refused.error

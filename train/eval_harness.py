@@ -2,13 +2,17 @@
 
     python -m train.eval_harness --ckpt runs/gpt2-124M --tasks hellaswag arc_easy lambada_openai
     python -m train.eval_harness --ckpt runs/demo --tasks my_task --include-path my-tasks/
+    python -m train.eval_harness --ckpt runs/rl/model --tasks gsm8k --apply-chat-template
 
 runs lm-eval's own `simple_evaluate` with a gptjax model (see `gptjax.eval.harness`) and prints
 lm-eval's results table. --output-path DIR writes what `lm_eval --output_path DIR` writes, through
 lm-eval's own EvaluationTracker: DIR/<checkpoint path, sanitized>/results_<time>.json, and with
 --log-samples a samples_<task>_<time>.jsonl per task beside it (a path ending in .json: those
-files beside it, named after it, as lm-eval does). Needs the `eval` extra:
-pip install 'gptjax[eval]'.
+files beside it, named after it, as lm-eval does). --apply-chat-template scores a ChatML model
+(`gptjax instruct --template chatml`, `gptjax rl`) through its own chat template, as
+`lm_eval --apply_chat_template` does with the exported folder (few-shot examples as turns unless
+--no-fewshot-as-multiturn). --tasks takes names apart or lm-eval's comma form (a,b). Needs the
+`eval` extra: pip install 'gptjax[eval]'.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from gptjax.data import chat
 from gptjax.options import parse, run_cli
 from gptjax.store import Model
 
@@ -26,7 +31,7 @@ class Options:
     ckpt: str
     """checkpoint, run, Hugging Face or OpenAI folder"""
     tasks: tuple[str, ...]
-    """lm-eval task names (groups too, e.g. hellaswag arc_easy)"""
+    """lm-eval task names (groups too, e.g. hellaswag arc_easy, or hellaswag,arc_easy)"""
     include_path: str | None = None
     """a folder of your own task YAML files"""
     num_fewshot: int | None = None
@@ -43,6 +48,28 @@ class Options:
     """seed for the order of few-shot examples (lm-eval's default)"""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """compute dtype (log-probs are float32 either way)"""
+    apply_chat_template: bool = False
+    """prompts in the model's chat template (a ChatML model), as lm_eval --apply_chat_template"""
+    fewshot_as_multiturn: bool | None = None
+    """few-shot examples as turns of the conversation (default: with --apply-chat-template)"""
+    system_instruction: str | None = None
+    """a system message before each prompt (as lm_eval --system_instruction)"""
+
+    @property
+    def names(self) -> list[str]:
+        """The task names, lm-eval's comma form split."""
+        return [n for item in self.tasks for n in item.split(",") if n]
+
+    @property
+    def multiturn(self) -> bool:
+        turns = (
+            self.apply_chat_template
+            if self.fewshot_as_multiturn is None
+            else self.fewshot_as_multiturn
+        )
+        if turns and not self.apply_chat_template:
+            raise ValueError("--fewshot-as-multiturn needs --apply-chat-template")
+        return turns
 
 
 def evaluate(lm, names: list[str], manager, opts: Options, tracker) -> dict:
@@ -63,6 +90,9 @@ def evaluate(lm, names: list[str], manager, opts: Options, tracker) -> dict:
             numpy_random_seed=opts.seed,
             torch_random_seed=opts.seed,
             fewshot_random_seed=opts.seed,
+            apply_chat_template=opts.apply_chat_template,
+            fewshot_as_multiturn=opts.multiturn,
+            system_instruction=opts.system_instruction,
         )
     except (KeyError, FileNotFoundError, TypeError) as e:  # a task's YAML or data
         raise ValueError(f"--tasks {','.join(names)}: the task did not load ({e})") from None
@@ -85,11 +115,24 @@ def main(argv=None) -> None:
         from gptjax.eval.harness import GptjaxLM, task_manager
     except ImportError:
         raise ValueError("lm-eval is not installed; pip install 'gptjax[eval]'") from None
-    names = list(opts.tasks)
+    names, _ = opts.names, opts.multiturn  # (a bad combination is refused before any work)
     model = Model.open(opts.ckpt)
     enc = model.encoding()  # refuses a vocabulary smaller than its tokenizer
+    template = chat.template_of(model.task)
+    if opts.apply_chat_template and template != "chatml":
+        raise ValueError(
+            f"--apply-chat-template: {opts.ckpt} answers in the {template} template; only "
+            "ChatML models (gptjax instruct --template chatml, gptjax rl) have a chat template"
+        )
     manager = task_manager(opts.include_path, names)
-    lm = GptjaxLM(model.cfg, model.params, batch_size=opts.batch_size, dtype=opts.dtype, enc=enc)
+    lm = GptjaxLM(
+        model.cfg,
+        model.params,
+        batch_size=opts.batch_size,
+        dtype=opts.dtype,
+        enc=enc,
+        template=template,
+    )
     tracker = EvaluationTracker(output_path=opts.output_path)
     results = evaluate(lm, names, manager, opts, tracker)
     print(make_table(results))

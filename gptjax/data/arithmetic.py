@@ -1,11 +1,9 @@
-"""A task a reward can check offline: generated arithmetic problems ("What is 47 + 38?") whose
-answer is the last number of the reply ("47 + 38 = 85").
+"""A task a reward can check offline: generated arithmetic problems ("What is 47 + 38?") written
+as GSM8K records, so they run through the same path and rewards as GSM8K itself
+(`gptjax.data.gsm8k`): {"question": "What is 47 + 38?", "answer": "47 + 38 = 85\\n#### 85"}.
 
-    problems(n, seed, max_operand)   questions, the same for the same arguments
-    conversations(...)               the questions with worked answers, for SFT on the format
-    reward(prompt, completion)       1.0 when the completion's last number is the answer, else 0
-
-`reward` is what `python -m train.rl --reward gptjax.data.arithmetic:reward` calls.
+    records(n, seed, max_operand, ops)   the records, the same for the same arguments
+    SPEC                                 `--data arithmetic:n=2000,max_operand=9,ops=+*,seed=0`
 """
 
 from __future__ import annotations
@@ -16,7 +14,8 @@ import numpy as np
 
 OPS = {"+": lambda a, b: a + b, "*": lambda a, b: a * b}
 QUESTION = re.compile(r"What is (-?\d+) ([+*]) (-?\d+)\?")
-NUMBER = re.compile(r"-?\d+")
+SETTINGS = {"n": int, "max_operand": int, "ops": str, "seed": int}  # what `--data` may set
+SPEC = "arithmetic:" + ",".join(f"{k}=..." for k in SETTINGS)
 
 
 def problems(n: int, seed: int = 0, max_operand: int = 99, ops: str = "+*") -> list[str]:
@@ -48,23 +47,25 @@ def solution(question: str) -> int | None:
 
 
 def worked(question: str) -> str:
-    """The reply SFT teaches: "a OP b = answer"."""
+    """The worked answer in GSM8K's format: "a OP b = answer", then "#### answer"."""
     m = QUESTION.search(question)
-    return f"{m[1]} {m[2]} {m[3]} = {solution(question)}"
+    return f"{m[1]} {m[2]} {m[3]} = {solution(question)}\n#### {solution(question)}"
 
 
-def conversations(n: int, seed: int = 0, max_operand: int = 99, ops: str = "+*") -> list:
-    """`n` user/assistant exchanges in OpenAI's messages format."""
-    return [
-        [{"role": "user", "content": q}, {"role": "assistant", "content": worked(q)}]
-        for q in problems(n, seed, max_operand, ops)
-    ]
+def records(n: int = 2000, seed: int = 0, max_operand: int = 99, ops: str = "+*") -> list[dict]:
+    """`n` GSM8K-format records {"question", "answer"}."""
+    return [{"question": q, "answer": worked(q)} for q in problems(n, seed, max_operand, ops)]
 
 
-def reward(prompt: str, completion: str) -> float:
-    """1.0 when the last number in `completion` is the answer to the question in `prompt`."""
-    truth = solution(prompt)
-    if truth is None:
-        raise ValueError(f"arithmetic reward: no 'What is a + b?' question in {prompt[:60]!r}")
-    numbers = NUMBER.findall(completion)
-    return float(bool(numbers) and int(numbers[-1]) == truth)
+def from_spec(settings: str) -> list[dict]:
+    """The records of `--data arithmetic:KEY=VALUE,...` (the part after the colon)."""
+    kwargs = {}
+    for item in filter(None, settings.split(",")):
+        key, eq, value = item.partition("=")
+        if key not in SETTINGS or not eq:
+            raise ValueError(f"--data arithmetic: {item!r}: expected KEY=VALUE, KEY one of {SPEC}")
+        try:
+            kwargs[key] = SETTINGS[key](value)
+        except ValueError:
+            raise ValueError(f"--data arithmetic: {key}={value!r} is not an integer") from None
+    return records(**kwargs)

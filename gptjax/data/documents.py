@@ -118,11 +118,12 @@ def _parquet(path: Path, field: str) -> Iterator[str]:
         yield from pf.read_row_group(i, columns=[field]).column(0).to_pylist()
 
 
-def fetch_hub(name: str) -> Path:
-    """Download (or finish downloading) a named hub dataset into the cache; its folder."""
+def fetch_hub(name: str, where: tuple[str, str, str] | None = None) -> Path:
+    """Download (or finish downloading) a named hub dataset into the cache; its folder.
+    `where`: its (repo, revision, files), when it is not one of `HUB`."""
     from huggingface_hub import snapshot_download
 
-    repo, revision, pattern = HUB[name]
+    repo, revision, pattern = where or HUB[name]
     folder = cache_dir() / "hub" / name
     try:
         snapshot_download(

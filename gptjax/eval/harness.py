@@ -21,7 +21,7 @@ from lm_eval.api.model import LM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from gptjax.config import GPTConfig
-from gptjax.data import tokenizer
+from gptjax.data import chat, tokenizer
 from gptjax.data.lengths import LEAST, padded_length
 from gptjax.inference.generation import complete_all
 from gptjax.model.gpt import GPT
@@ -46,14 +46,30 @@ def score_rows(cfg: GPTConfig, dtype, params, tokens, offset, targets, mask, K: 
 
 
 class GptjaxLM(LM):
-    """An lm-eval model over (cfg, params); `batch_size` rows per program call (all devices)."""
+    """An lm-eval model over (cfg, params); `batch_size` rows per program call (all devices).
 
-    def __init__(self, cfg: GPTConfig, params, *, batch_size: int = 16, dtype="float32", enc=None):
+    With `template` "chatml" it is a chat model to lm-eval (`--apply-chat-template`): its
+    `apply_chat_template` renders ChatML as the exported folder's jinja template does through
+    transformers, special tokens written in a prompt are read as themselves, and a generation
+    ends at <|im_end|> or <|endoftext|>, as transformers' generation config says."""
+
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        params,
+        *,
+        batch_size: int = 16,
+        dtype="float32",
+        enc=None,
+        template: str = "alpaca",
+    ):
         """`params` may be None until set (`lm.params = ...`) before an evaluation; `enc`: the
-        model's tokenizer (None: GPT-2's)."""
+        model's tokenizer (None: GPT-2's); `template`: the model's prompt template."""
         super().__init__()
-        self.cfg, self.enc = cfg, enc or tokenizer.gpt2()
+        self.cfg, self.enc, self.template = cfg, enc or tokenizer.gpt2(), template
         self.eot = self.enc.eot_token
+        self.specials = {self.enc.encode_single_token(t) for t in self.enc.special_tokens_set}
+        self.ends = {self.eot, chat.end_id(self.enc, template)}
         self.params = None if params is None else jax.device_put(params)
         self.max_length, self.B = cfg.context_length, batch_size
         self.mesh = parallel.make_mesh()
@@ -61,7 +77,28 @@ class GptjaxLM(LM):
         self._score = jax.jit(partial(score_rows, cfg, self.dtype), static_argnames="K")
 
     def encode(self, text: str) -> list[int]:
-        return tokenizer.encode(self.enc, text)
+        """Special tokens written in `text` are read as themselves, as transformers reads them."""
+        return self.enc.encode(text, allowed_special=self.enc.special_tokens_set)
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"gptjax-{self.enc.name}"
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return chat.JINJA if self.template == "chatml" else None
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt=True) -> str:
+        """ChatML text of the messages; without `add_generation_prompt` the last (assistant)
+        message is left open to be continued, as transformers' continue_final_message does."""
+        if self.template != "chatml":
+            raise ValueError(
+                f"--apply-chat-template: this model answers in the {self.template} template; "
+                "only ChatML models (gptjax instruct --template chatml) have a chat template"
+            )
+        text = chat.render(chat_history, add_generation_prompt=add_generation_prompt)
+        if not add_generation_prompt:
+            text = text.removesuffix(f"{chat.IM_END}\n")
+        return text
 
     def _pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """(context ids, continuation ids) as lm-eval's hf model splits them: the context's
@@ -147,12 +184,18 @@ class GptjaxLM(LM):
                 [p for _, p, _ in items],
                 max_new_tokens=n,
                 batch=self.B,
-                eos_id=self.eot,
+                eos_id=chat.end_id(self.enc, self.template),
                 dtype=self.dtype,
             )
             for (i, _, until), tokens in zip(items, new, strict=True):
-                answers[i] = cut(self.enc.decode(tokens), until)
+                answers[i] = cut(self.decode(tokens), until)
         return answers
+
+    def decode(self, tokens: list[int]) -> str:
+        """A generation's text: up to its first end token, special tokens left out (as
+        lm-eval's hf model decodes)."""
+        end = next((k for k, t in enumerate(tokens) if t in self.ends), len(tokens))
+        return self.enc.decode([t for t in tokens[:end] if t not in self.specials])
 
 
 def cut(text: str, stops: list[str]) -> str:

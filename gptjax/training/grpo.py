@@ -4,10 +4,13 @@ within the group (no value model), and the policy follows PPO's clipped objectiv
 completion tokens, optionally held near a reference model by a KL penalty.
 
     A = (r - mean_group(r)) / (std_group(r) + eps)
-    loss_t = -min(rho_t A, clip(rho_t, 1 - e, 1 + e) A) + beta KL_t,   rho_t = p(y_t) / p_old(y_t)
+    loss_t = -min(rho_t A, clip(rho_t, 1 - e, 1 + e_high) A) + beta KL_t
+    rho_t = p(y_t) / p_old(y_t)
     KL_t = exp(ref_t - logp_t) - (ref_t - logp_t) - 1          (the k3 estimator, >= 0)
 
-averaged over every completion token of the batch (DAPO's token-level mean).
+averaged over every completion token of the batch (DAPO's token-level mean; e_high > e is
+DAPO's asymmetric clip). A rollout may serve several updates (mu iterations over M minibatches):
+p_old is then the sampling policy's, computed once; with one update it is the policy itself.
 
 Shapes: P prompts, G completions per prompt, B = P * G rows, T tokens (prompt + completion).
 """
@@ -47,20 +50,44 @@ def token_logprobs(
 
 
 def clipped_loss(
-    logp, old_logp, advantages, mask, *, clip: float = 0.2, kl_beta: float = 0.0, ref_logp=None
+    logp,
+    old_logp,
+    advantages,
+    mask,
+    *,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    kl_beta: float = 0.0,
+    ref_logp=None,
 ):
     """logp, old_logp, ref_logp, mask [B, T-1] (mask: the completion's tokens), advantages [B]
-    -> (loss summed over the masked tokens, their count, KL summed over them)."""
+    -> (loss summed over the masked tokens, their count, {name: sum over them}) with the
+    figures a step logs, each a sum the step divides by the count: `kl` (with `ref_logp`),
+    `clip_fraction` (tokens whose ratio was clipped: outside [1 - epsilon, 1 + epsilon_high] on
+    the side the advantage pushes it) and `ratio` (the mean probability ratio).
+
+    `old_logp` None: the policy that sampled is this one (one update per rollout), so the
+    ratio is exactly 1 and nothing is clipped; the gradient is the plain policy gradient."""
     mask = mask.astype(jnp.float32)
+    high = epsilon if epsilon_high is None else epsilon_high
+    if old_logp is None:
+        old_logp = jax.lax.stop_gradient(logp)
     ratio = jnp.exp(logp - old_logp)
     A = advantages[:, None]
-    per_token = -jnp.minimum(ratio * A, jnp.clip(ratio, 1.0 - clip, 1.0 + clip) * A)
-    kl = jnp.zeros_like(logp)
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + high)
+    per_token = -jnp.minimum(ratio * A, clipped * A)
+    # TRL's count: the clipped term was the smaller one, so the token's gradient is zero
+    was_clipped = ((ratio < 1.0 - epsilon) & (A < 0)) | ((ratio > 1.0 + high) & (A > 0))
+    sums = {
+        "clip_fraction": jnp.sum(was_clipped * mask),
+        "ratio": jnp.sum(jax.lax.stop_gradient(ratio) * mask),
+    }
     if ref_logp is not None:
         d = ref_logp - logp
         kl = jnp.exp(d) - d - 1.0
         per_token = per_token + kl_beta * kl
-    return jnp.sum(per_token * mask), jnp.sum(mask), jnp.sum(kl * mask)
+        sums["kl"] = jnp.sum(jax.lax.stop_gradient(kl) * mask)
+    return jnp.sum(per_token * mask), jnp.sum(mask), sums
 
 
 def pack(prompts, completions, pad_id: int, limit: int) -> tuple[np.ndarray, np.ndarray]:

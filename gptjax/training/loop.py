@@ -77,7 +77,7 @@ def run(lc: LoopConfig, task: Task) -> None:
             f"{len(task.train)} training examples, fewer than one batch of "
             f"--batch-size {lc.batch_size}"
         )
-    total = lc.max_steps or lc.epochs * per_epoch
+    total = lc.max_steps or lc.epochs * per_epoch * task.reuse
     oc = dataclasses.replace(lc.optim, decay_steps=total)
     optimizer = make_optimizer(oc)
     mesh = parallel.make_mesh()
@@ -198,8 +198,9 @@ def compile_step(lc: LoopConfig, task: Task, optimizer, oc: OptimConfig, mesh, s
 
 def next_batch(lc: LoopConfig, task: Task, mesh, step: int, per_epoch: int, params=None):
     """The global batch of `step` and the host's figures about it: a function of (seed, step)
-    only, and for an on-policy task of the params it is drawn with too, so resuming is exact."""
-    epoch, index = divmod(step, per_epoch)
+    only, and for an on-policy task of the params it is drawn with too, so resuming is exact.
+    A task that reuses each drawn batch for `task.reuse` steps (RL) draws every that many."""
+    epoch, index = divmod(step // task.reuse, per_epoch)
     rows = task.train.rows(epoch, index, lc.batch_size, seed=lc.seed, shuffle=True)
     local, figures = task.train.batch(rows[parallel.local_rows(lc.batch_size)]), {}
     if task.on_policy:
@@ -251,7 +252,7 @@ def fit(lc: LoopConfig, task: Task, state, step_fn, ckpts, mesh, total: int, per
                 log.say(line)
             log.write(records, plot=evaluated)
             if saving:
-                epoch, index = divmod(step, per_epoch)
+                epoch, index = divmod(step // task.reuse, per_epoch)
                 meta = {**task.identity, "step": done, "data": {"epoch": epoch, "batch": index + 1}}
                 # The last one (or one before stopping) must be on disk before we go on.
                 save(ckpts, done, single(state), meta, wait=bool(signum) or done == total)

@@ -65,6 +65,7 @@ class Task:
     plot_x: str | None = None  # the plots' x axis (None: the `seen` key)
     harness: Any = None  # lm-eval in the loop: harness(params, step) -> (records, line)
     on_policy = False  # batches drawn from the current params (`rollout`): RL
+    reuse = 1  # optimizer steps each drawn batch serves (RL: one rollout's updates)
     kernels: Kernels | None = None  # what the task's steps run (None: resolved for float32)
 
     loss_fn: LossFn  # (params, batch, rng, train) -> (loss sum, count)
@@ -75,7 +76,8 @@ class Task:
 
     def rollout(self, params, batch: dict, step: int) -> tuple[dict, dict]:
         """An on-policy task's batch for `step`, drawn with the current `params` from the
-        dataset's `batch` -> (the batch to train on, host figures for the step's record)."""
+        dataset's `batch` (the same for the `reuse` steps it serves) -> (the batch to train
+        on, host figures for the step's record)."""
         return batch, {}
 
     def abstract_params(self) -> Any:

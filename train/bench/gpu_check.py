@@ -64,7 +64,10 @@ def cases(dry: bool) -> list[Case]:
     off = (("GPTJAX_NO_SCATTER_WORKAROUND", "1"),)
     scatter = ["train.bench.gpu_check", "--scatter", "512x16x4096x64" if dry else SCATTER_FULL]
     if dry:
+        # HF's rows in the bench's own process (on a CPU they would each take a fresh one on
+        # glibc's heap: seconds of importing torch again, which the check does not need)
         small = ["--seq-len", "32", "--new-tokens", "8", "--repeats", "2", "--batch-size", "2"]
+        small += ["--hf-heap", "kept"]
         return [
             Case("scatter-add, workaround", 60, scatter),
             Case("scatter-add, no workaround", 60, scatter, off),
