@@ -27,6 +27,7 @@ COMMANDS = {
                         "train.instruct:main"),
     "dpo": Command("preference tuning (DPO) against a frozen reference", "train.dpo:main"),
     "rl": Command("RL from verifiable rewards (GRPO) with a reward function", "train.rl:main"),
+    "sae": Command("a sparse autoencoder on one hook point (SAELens's format)", "train.sae:main"),
     "judge": Command("score answers with a judge model (Ollama or OpenAI API)", "train.judge:main"),
     "hellaswag": Command("HellaSwag accuracy of any checkpoint", "train.hellaswag:main"),
     "eval-harness": Command(

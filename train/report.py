@@ -25,13 +25,16 @@ from gptjax.files import atomic_file, write_json
 from gptjax.options import parse, run_cli
 
 STAGES = {None: "pretraining", "classify": "classification", "instruct": "instruction",
-          "dpo": "preference (DPO)", "rl": "RL"}  # fmt: skip
+          "dpo": "preference (DPO)", "rl": "RL", "sae": "sparse autoencoder"}  # fmt: skip
 # metric key in metrics.jsonl -> what the card calls it (the last value logged is shown)
 FIGURES = {
     "val_loss": "val loss", "val_bpb": "val bits per byte", "val_perplexity": "val perplexity",
     "hellaswag_acc_norm": "HellaSwag acc_norm", "val_acc": "val accuracy",
     "val_reward_margin": "val DPO reward margin", "val_pref_acc": "val preference accuracy",
     "reward": "sampled reward", "val_reward": "val reward (greedy)",
+    "val_l0": "SAE L0", "val_explained_variance": "SAE explained variance",
+    "val_dead": "SAE dead latents", "val_ce_sae": "CE with the SAE",
+    "val_ce_clean": "CE without", "val_ce_recovered": "CE recovered",
 }  # fmt: skip
 SPEEDS = ("tokens_per_s", "examples_per_s")
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from gptjax.kernels import Kernels, cpu, resolve
+from gptjax.model.hooks import hook
 from gptjax.model.weights import Dense
 
 
@@ -81,6 +82,15 @@ def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
     if mask is not None:
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     return jax.nn.softmax(scores, axis=-1)
+
+
+def hooked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """`masked_softmax` of scores [B, N, T, S] through TransformerLens's hook points:
+    hook_attn_scores (masked entries -inf) and hook_pattern."""
+    shown = jnp.where(mask, scores, -jnp.inf)
+    seen = hook("hook_attn_scores", shown)
+    weights = masked_softmax(scores, mask) if seen is shown else jax.nn.softmax(seen, axis=-1)
+    return hook("hook_pattern", weights)
 
 
 class SelfAttention(nn.Module):
@@ -180,11 +190,13 @@ class MultiHeadAttention(nn.Module):
         qkv = dense(3 * D, "c_attn", nn.initializers.normal(0.02), use_bias=self.qkv_bias)(x)
         # c_attn's output is [q | k | v], each split into N heads of H contiguous columns.
         q, k, v = (qkv.reshape(B, T, 3, N, H)[:, :, i] for i in range(3))
+        q, k, v = hook("hook_q", q), hook("hook_k", k), hook("hook_v", v)
         if self.qk_norm:
             q, k = rms_heads(q), rms_heads(k)
         if self.rope_base is not None:
             at = jnp.expand_dims(pos, -1) + jnp.arange(T) if positions is None else positions
-            q, k = rotary(q, at, self.rope_base), rotary(k, at, self.rope_base)
+            q = hook("hook_rot_q", rotary(q, at, self.rope_base))
+            k = hook("hook_rot_k", rotary(k, at, self.rope_base))
         if cache is not None:
             k, v = write_cache(cache.k, k, pos), write_cache(cache.v, v, pos)
             cache = KVCache(k, v)
@@ -200,7 +212,7 @@ class MultiHeadAttention(nn.Module):
         impl = "reference" if dropping else kernels.attention
         if impl == "reference":
             scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
-            weights = masked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
+            weights = hooked_softmax(scores / jnp.sqrt(H).astype(jnp.float32), mask)
             weights = nn.Dropout(self.drop_rate)(weights, deterministic=deterministic)
             ctx = jnp.einsum("bnts,bsnh->btnh", weights.astype(self.dtype), v.astype(self.dtype))
         elif impl == "cpu-bf16":  # the same values, every dot on an AMX CPU's bf16 kernel
@@ -214,7 +226,7 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, mask, impl, plain, self.window, segments, kernels.platform
             )
         out = dense(D, "c_proj", self.out_init)
-        return out(ctx.reshape(B, T, D)), cache
+        return out(hook("hook_z", ctx).reshape(B, T, D)), cache
 
 
 def fused_attention(

@@ -9,6 +9,10 @@ The modern recipe's switches (`GPTConfig.position`, `norm`, `qk_norm`, `activati
 and a rotary model simply has no `wpe`. A tree of narrow weights for decoding
 (`weights.quantize`: int8 or bf16 matrices with their scales) runs through the same modules.
 
+Every activation passes a named point (`hook`, TransformerLens's names: hook_embed,
+hook_resid_pre, ln_1/hook_scale, attn/hook_q, mlp/hook_post, ...), the identity unless
+`gptjax.probe` reads or replaces it.
+
 Shapes: B batch, T tokens, S cached positions, D emb_dim, F = 4D MLP width, V vocab_size.
 """
 
@@ -26,6 +30,7 @@ from gptjax.kernels import Kernels, resolve
 from gptjax.kernels.fence import gradient_fence
 from gptjax.model.attention import KVCache, MultiHeadAttention
 from gptjax.model.head import lm_logits
+from gptjax.model.hooks import hook, inverse_scale
 from gptjax.model.weights import Dense, Embed
 
 Cache = tuple[KVCache, ...]  # one KVCache per block
@@ -46,8 +51,8 @@ class LayerNorm(nn.Module):
         x = x.astype(jnp.float32)
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + shift
-        return y.astype(self.dtype)
+        y = (x - mean) * inverse_scale(var + self.eps) * scale + shift
+        return hook("hook_normalized", y.astype(self.dtype))
 
 
 class RMSNorm(nn.Module):
@@ -61,8 +66,8 @@ class RMSNorm(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
         x = x.astype(jnp.float32)
-        y = x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + self.eps) * scale
-        return y.astype(self.dtype)
+        y = x * inverse_scale(jnp.square(x).mean(-1, keepdims=True) + self.eps) * scale
+        return hook("hook_normalized", y.astype(self.dtype))
 
 
 def norm(cfg: GPTConfig, dtype, name: str) -> nn.Module:
@@ -97,8 +102,8 @@ class FeedForward(nn.Module):
         layer = lambda n, init, name: Dense(
             n, dtype=self.dtype, kernel_init=init, name=name, impl=self.dense
         )
-        h = layer(4 * D, nn.initializers.normal(0.02), "c_fc")(x)
-        h = ACTIVATIONS[self.activation](h)
+        h = hook("hook_pre", layer(4 * D, nn.initializers.normal(0.02), "c_fc")(x))
+        h = hook("hook_post", ACTIVATIONS[self.activation](h))
         return layer(D, self.out_init, "c_proj")(h)
 
 
@@ -129,12 +134,13 @@ class Block(nn.Module):
             window=cfg.window,
             name="attn",
         )
+        x = hook("hook_resid_pre", x)
         ln_1 = norm(cfg, self.dtype, "ln_1")
         a, cache = attn(ln_1(x), deterministic=deterministic, cache=cache, **(where or {}))
-        x = x + drop(a, deterministic=deterministic)
+        x = hook("hook_resid_mid", x + drop(hook("hook_attn_out", a), deterministic=deterministic))
         mlp = FeedForward(out_init, self.dtype, cfg.activation, kernels.dense, name="mlp")
-        m = mlp(norm(cfg, self.dtype, "ln_2")(x))
-        return x + drop(m, deterministic=deterministic), cache
+        m = hook("hook_mlp_out", mlp(norm(cfg, self.dtype, "ln_2")(x)))
+        return hook("hook_resid_post", x + drop(m, deterministic=deterministic)), cache
 
 
 # What a rematerialised block keeps for the backward pass: "block" nothing (all recomputed),
@@ -190,7 +196,7 @@ def trunk(
         S = T if cache is None else cache[0].k.shape[1]
         positions = jnp.maximum(positions - offset[:, None], 0)  # [B, T]
         key_mask = jnp.arange(S)[None, :] >= offset[:, None]  # [B, S]
-    x = wte(tokens)
+    x = hook("hook_embed", wte(tokens))
     if cfg.position == "learned":  # GPT-2's; rotary positions enter in attention instead
         wpe = nn.Embed(
             cfg.context_length,
@@ -199,7 +205,7 @@ def trunk(
             dtype=dtype,
             name="wpe",
         )
-        x = x + wpe(positions)
+        x = x + hook("hook_pos_embed", jnp.broadcast_to(wpe(positions), x.shape))
     x = nn.Dropout(cfg.drop_rate)(x, deterministic=deterministic)
     if remat not in REMAT:
         raise ValueError(f"unknown remat {remat!r}; expected one of: {', '.join(REMAT)}")

@@ -43,8 +43,9 @@ class Evaluator:
             }
             local = {k: v[parallel.local_rows(self.B)] for k, v in batch.items()}
             outs.append(self.step(params, parallel.global_batch(self.mesh, local, self.B)))
-        totals: dict[str, float] = {}
+        totals: dict = {}
         for m in jax.device_get(outs):  # one fetch at the end: the steps run back to back
-            for k, v in m.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
+            for k, v in m.items():  # a scalar, or an array summed element by element
+                v = np.asarray(v, np.float64)
+                totals[k] = totals.get(k, 0.0) + (float(v) if v.ndim == 0 else v)
         return totals

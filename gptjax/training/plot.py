@@ -59,6 +59,37 @@ def plot_curves(
     return _save(fig, out)
 
 
+def plot_heatmap(
+    values,
+    out: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    xticks=None,
+    yticks=None,
+) -> Path:
+    """Write `out` (PNG): values [R, C] as a heatmap centred on 0 (red above, blue below),
+    with a colour bar; `xticks` / `yticks` label the columns / rows. Replaced atomically."""
+    import numpy as np
+
+    values = np.asarray(values, np.float64)
+    R, C = values.shape
+    fig = _figure((max(4.0, 0.45 * C + 2), max(3.0, 0.4 * R + 1.5)))
+    ax = fig.subplots()
+    top = float(np.nanmax(np.abs(values))) or 1.0
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-top, vmax=top, aspect="auto")
+    fig.colorbar(image, ax=ax)
+    if xticks is not None:
+        ax.set_xticks(range(C), list(xticks), rotation=60, fontsize=7)
+    if yticks is not None:
+        ax.set_yticks(range(R), list(yticks), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, out)
+
+
 def _figure(size):
     """A figure of its own, outside pyplot: no global backend is chosen or changed, so plotting a
     run inside a notebook leaves the notebook's inline figures alone."""
