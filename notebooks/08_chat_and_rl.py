@@ -102,17 +102,18 @@ print(gsm8k.correct(answers, answer=["7 * 8 = 56\n#### 56"] * 3), gsm8k.formatte
 # the task's text, so its steps are fast), then samples 8 answers to each prompt, scores them
 # (right answer 1, the "#### N" format 0.2), normalises the rewards within each group and takes
 # two clipped policy-gradient updates on each rollout (`--num-iterations 2`): on the second the
-# policy has moved from the one that sampled, and the clip acts.
+# policy has moved from the one that sampled, and the clip acts. Ten steps show the workings;
+# the rise of the reward takes the recipes' hundred (README, "RL from verifiable rewards").
 
 # %%
 out = work / "rl"
 rl.main(
     [
         *("--preset", "tiny", "--data", "arithmetic:n=600,max_operand=9", "--val-prompts", "32"),
-        *("--sft-steps", "120", "--sft-tokenizer", "320", "--max-steps", "16", "--lr", "3e-4"),
+        *("--sft-steps", "100", "--sft-tokenizer", "320", "--max-steps", "10", "--lr", "3e-4"),
         *("--reward", "gptjax.data.gsm8k:correct", "--reward", "gptjax.data.gsm8k:formatted"),
         *("--reward-weights", "1", "0.2", "--num-iterations", "2", "--batch-size", "16"),
-        *("--group", "8", "--max-new-tokens", "16", "--eval-every", "8", "--out", str(out)),
+        *("--group", "8", "--max-new-tokens", "16", "--eval-every", "5", "--out", str(out)),
         "--no-progress",
     ]
 )

@@ -96,9 +96,9 @@ def watch(params):
 
 
 history = []
-for i in range(1, 501):
+for i in range(1, 401):
     state, metrics = step(state, periodic(i))
-    if i % 10 == 0:
+    if i % 20 == 0:
         scores, first, second = watch(state.params)
         history.append({"step": i, "first half": float(first), "repeated half": float(second)})
         history[-1] |= {f"L{a}H{h}": float(scores[a, h]) for a in range(2) for h in range(4)}
@@ -108,7 +108,7 @@ fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
 frame[[c for c in frame if c.startswith("L")]].plot(ax=left, title="induction score per head")
 frame[["first half", "repeated half"]].plot(ax=right, title="held-out loss (nats per token)")
 plt.show()
-frame.iloc[[0, 19, 29, 39, -1]].round(2)
+frame.iloc[4::5].round(2)
 
 # %% [markdown]
 # ## 2. The logit lens
@@ -182,7 +182,7 @@ def sae_step(sae, opt_state, x):
     return optax.apply_updates(sae, updates), opt_state, mse
 
 
-for i in range(300):
+for i in range(200):
     x = acts(periodic(30_000 + i)["inputs"]).reshape(-1, 64)
     sae, opt_state, mse = sae_step(sae, opt_state, x)
 x = acts(held_out["inputs"]).reshape(-1, 64)

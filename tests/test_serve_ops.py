@@ -236,11 +236,11 @@ def test_fuzzed_by_its_own_schema(params):
                 fuzz(op, mode, url, seen.setdefault(op.label, {}), given, settings, HealthCheck)
         assert json.loads(urllib.request.urlopen(url + "/health").read())["status"] == "ready"
     print({label: dict(sorted(s.items())) for label, s in seen.items()})  # for the record
-    assert sum(n for s in seen.values() for n in s.values()) >= 300
+    assert sum(n for s in seen.values() for n in s.values()) >= 200
     assert len(seen) == 10 and all(seen.values())
 
 
-def fuzz(op, mode, url, seen: dict, given, settings, HealthCheck, examples: int = 30):
+def fuzz(op, mode, url, seen: dict, given, settings, HealthCheck, examples: int = 20):
     @settings(
         max_examples=examples,
         deadline=None,
