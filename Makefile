@@ -51,13 +51,16 @@ demo: $(VENV)/.runtime seed-cache
 # Two test processes (pytest-xdist): most tests compile, and two cores overlap them. A test goes
 # to whichever process is free, except that the tests of a module with costly module fixtures
 # stay together (tests/conftest.py). The chapter notebooks run there too, each in a fresh kernel
-# (nbmake), first because they are long. The multi-device tests run beside the rest: their
-# devices wait for each other as long as a busy machine needs (tests/test_parallel.py).
+# (nbmake), first because they are long. Then the `serial` tests alone, collected from the files
+# that mark them (collecting every test module would import torch, transformers and lm-eval).
+SERIAL = $(shell grep -l "mark.serial" tests/test_*.py)
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist loadgroup --durations=15 --nbmake --nbmake-timeout=600 notebooks tests
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not serial" --durations=15 \
+	  --nbmake --nbmake-timeout=600 notebooks tests
+	$(BIN)/pytest -m serial --durations=5 $(SERIAL)
 
 # Run each chapter notebook (notebooks/NN_*.py, a jupytext source) top to bottom in a fresh
 # kernel and write its .ipynb with the outputs, the copy the repository shows.

@@ -74,8 +74,16 @@ def test_every_hook_equals_transformer_lens_on_the_same_weights(gpt2):
 
 
 def test_names_keep_only_what_is_asked_and_switches_drop_their_points():
-    cfg = GPTConfig.preset("nano", position="rotary", norm="rmsnorm", qk_norm=True)
+    # every switch of the modern recipe
+    modern = dict(position="rotary", norm="rmsnorm", qk_norm=True, activation="relu2", window=4)
+    modern |= dict(logit_softcap=15.0, qkv_bias=False, tie_embeddings=False)
+    cfg = GPTConfig.preset("nano", **modern)
     params = init_params(cfg, jax.random.key(0))
+    logits, everything = run_with_cache(cfg, params, TOKENS)
+    np.testing.assert_allclose(
+        logits, GPT(cfg, kernels=Kernels()).apply({"params": params}, TOKENS), atol=1e-5
+    )
+    assert list(everything) == hook_names(cfg)
     names = hook_names(cfg)
     assert "hook_pos_embed" not in names and "blocks.1.attn.hook_rot_q" in names
     assert names[:3] == ["hook_embed", "blocks.0.hook_resid_pre", "blocks.0.ln1.hook_scale"]

@@ -5,6 +5,8 @@ and the cross entropy with the SAE spliced in."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,11 @@ def test_an_sae_trains_on_streamed_activations_and_resumes_exactly(tmp_path):
     assert (whole / "sae.png").is_file()
     theirs = sae_lens.SAE.load_from_disk(str(whole / "sae"))
     assert theirs.cfg.d_sae == 128 and theirs.cfg.metadata.hook_name == "blocks.1.hook_resid_mid"
+    # the report card shows them
+    assert run("train.report", whole, "--out", tmp_path / "card").returncode == 0
+    (entry,) = json.loads((tmp_path / "card" / "report.json").read_text())["runs"]
+    assert entry["stage"] == "sparse autoencoder"
+    assert entry["figures"]["SAE L0"] == last["val_l0"] and "CE with the SAE" in entry["figures"]
 
 
 def test_a_hook_point_an_sae_cannot_read_is_one_line(tmp_path):

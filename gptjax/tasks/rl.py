@@ -91,7 +91,8 @@ class Options(LoRAOptions):
         return self.reward or (REWARD,)
 
     @property
-    def low(self) -> float:
+    def epsilon_low(self) -> float:
+        """The lower clip bound's epsilon: --clip (its earlier name) when given."""
         return self.epsilon if self.clip is None else self.clip
 
 
@@ -147,7 +148,7 @@ class RL(Task):
         self.ref = jax.device_put(self.base) if opts.kl_beta > 0 else None
         keys = ("group", "max_new_tokens", "temperature", "top_p", "kl_beta", "num_iterations")
         run = {k: getattr(opts, k) for k in (*keys, "minibatches", "epsilon_high")}
-        run |= {"data": opts.data, "lora": opts.trainable, "epsilon": opts.low}
+        run |= {"data": opts.data, "lora": opts.trainable, "epsilon": opts.epsilon_low}
         run |= {"rewards": list(opts.rewards), "weights": self.weights.tolist()}
         self.identity = {"task": "rl", "model": self.cfg.to_dict(), "rl": run}
         self.plots = {"reward.png": ("reward", {"reward": "sampled", "val_reward": "val (greedy)"})}
@@ -228,7 +229,7 @@ class RL(Task):
             batch.get("old_logp"),
             batch["advantages"],
             batch["mask"],
-            epsilon=self.opts.low,
+            epsilon=self.opts.epsilon_low,
             epsilon_high=self.opts.epsilon_high,
             kl_beta=self.opts.kl_beta,
             ref_logp=batch.get("ref_logp"),
