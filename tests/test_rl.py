@@ -109,6 +109,7 @@ def test_gsm8k_answers_with_commas_negatives_and_dollars():
     messages = [{"role": "assistant", "content": "#### 72"}]  # TRL's conversational form
     assert gsm8k.correct([messages, "71", "1"], ["#### 72", "#### 72", "x"]) == [1.0, 0.0, None]
     assert gsm8k.formatted(["a\n#### 1,000", "#### 5 and more", "5"]) == [1.0, 0.0, 0.0]
+    assert gsm8k.correct(["1"], [None]) == [None]  # a record without a text answer
 
 
 def test_records_in_each_form_and_their_one_line_errors(tmp_path):

@@ -47,10 +47,10 @@ def extract(completion: str) -> Decimal | None:
 
 def correct(completions, answer, **_) -> list[float | None]:
     """1.0 where the completion's answer equals the record's gold answer (as numbers), else
-    0.0; None for a record whose `answer` has no "#### N" (not applicable)."""
+    0.0; None for a record whose `answer` is no text ending "#### N" (not applicable)."""
     out = []
     for completion, truth in zip(completions, answer, strict=True):
-        want = gold(truth)
+        want = gold(truth) if isinstance(truth, str) else None
         out.append(None if want is None else float(extract(text_of(completion)) == want))
     return out
 
