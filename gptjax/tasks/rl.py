@@ -146,6 +146,7 @@ class RL(Task):
         self.logp = jax.jit(logp)
         self.merge = jax.jit(self.model_params)
         self.ref = jax.device_put(self.base) if opts.kl_beta > 0 else None
+        self.sums = ("clip_fraction", "ratio", *(("kl",) if self.ref is not None else ()))
         keys = ("group", "max_new_tokens", "temperature", "top_p", "kl_beta", "num_iterations")
         run = {k: getattr(opts, k) for k in (*keys, "minibatches", "epsilon_high")}
         run |= {"data": opts.data, "lora": opts.trainable, "epsilon": opts.epsilon_low}

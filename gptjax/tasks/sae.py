@@ -84,6 +84,7 @@ class SAE(Task):
 
     count = "tokens"
     plot_x = "step"
+    sums = ("mse", "l0", "l1")  # per token, in the train step's record
 
     def __init__(self, opts: Options):
         if not opts.ckpt:

@@ -183,7 +183,7 @@ def _diff(saved, now):
 
 
 def compile_step(lc: LoopConfig, task: Task, optimizer, oc: OptimConfig, mesh, shardings):
-    kw = dict(grad_accum=lc.grad_accum, trainable=task.trainable)
+    kw = dict(grad_accum=lc.grad_accum, trainable=task.trainable, sums=task.sums)
     if lc.parallel == "pmap":
         step = make_train_step(task.loss_fn, optimizer, oc, axis_name=parallel.AXIS, **kw)
         return jax.pmap(step, axis_name=parallel.AXIS, donate_argnums=0)

@@ -25,7 +25,8 @@ from gptjax.training.cross_entropy import cross_entropy_sum, sliced_cross_entrop
 
 # loss_fn(params, batch, rng, train) -> (summed loss, count of what was summed)
 # (params, batch, rng, train) -> (loss sum, count) or (loss sum, count, {name: sum}): the sums
-# are figures the step logs, each divided by the count as the loss is (RL's KL, clip fraction)
+# (named to make_train_step) are figures the step logs, each divided by the count as the loss is
+# (RL's KL, clip fraction)
 LossFn = Callable[[Any, dict, Any, bool], tuple]
 
 
@@ -228,37 +229,39 @@ def lm_loss(cfg: GPTConfig, dtype=None, **compute) -> LossFn:
     )
 
 
-def _grads(trained, frozen, loss_fn: LossFn, batch, rng, grad_accum):
+def _grads(trained, frozen, loss_fn: LossFn, batch, rng, grad_accum, sums=()):
     """Gradient of the summed loss w.r.t. `trained` over K micro-batches, plus the loss sum,
-    count and the loss's other sums ({} when it has none). `frozen` enters as a constant, so
-    XLA computes no backward pass below the lowest trainable layer."""
+    count and the loss's other sums (those named in `sums`). `frozen` enters as a constant,
+    so XLA computes no backward pass below the lowest trainable layer."""
 
     def summed(t, b, r):
         s, n, *more = loss_fn(join(t, frozen), b, r, True)
-        f32 = lambda x: jnp.asarray(x, jnp.float32)  # sums of any dtype add up in float32
-        return f32(s), (f32(n), jax.tree.map(f32, more[0] if more else {}))
+        return s, (n, more[0] if more else {})
 
     grad_fn = jax.value_and_grad(summed, has_aux=True)
 
     def micro(carry, xs):
         k, mb = xs
-        (s, (n, sums)), g = grad_fn(trained, mb, jax.random.fold_in(rng, k))
-        return jax.tree.map(jnp.add, carry, (g, s, n, sums)), None
+        (s, (n, extra)), g = grad_fn(trained, mb, jax.random.fold_in(rng, k))
+        return jax.tree.map(jnp.add, carry, (g, s, n, extra)), None
 
     split_k = lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+    zero = jnp.float32(0)
+    zeros = (jax.tree.map(jnp.zeros_like, trained), zero, zero, dict.fromkeys(sums, zero))
     micro_batches = jax.tree.map(split_k, batch)
-    # The first micro-batch starts the sums (x + 0 is x: the same sums as from zeros), so the
-    # loss's own sums need no zeros made in advance.
-    first = jax.tree.map(lambda x: x[0], micro_batches)
-    (s, (n, sums)), g = grad_fn(trained, first, jax.random.fold_in(rng, 0))
-    if grad_accum > 1:
-        rest = jax.tree.map(lambda x: x[1:], micro_batches)
-        (g, s, n, sums), _ = jax.lax.scan(micro, (g, s, n, sums), (jnp.arange(1, grad_accum), rest))
-    return g, s, n, sums
+    (g, s, n, extra), _ = jax.lax.scan(micro, zeros, (jnp.arange(grad_accum), micro_batches))
+    return g, s, n, extra
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer, oc: OptimConfig, *, grad_accum=1, axis_name=None, trainable=None
+    loss_fn: LossFn,
+    optimizer,
+    oc: OptimConfig,
+    *,
+    grad_accum=1,
+    axis_name=None,
+    trainable=None,
+    sums: tuple[str, ...] = (),
 ):
     """train_step(state, batch) -> (state, metrics): one AdamW update on the mean loss.
 
@@ -267,7 +270,8 @@ def make_train_step(
     get gradients and updates; the others pass through bit for bit. With grad_accum = K the
     batch [B, ...] is split into K micro-batches of B/K whose summed gradients are divided by
     the total count, so the update equals that of one batch of B. Metrics: loss, grad_norm, lr,
-    tokens (the count in this batch), and each of the loss's other sums over the count.
+    tokens (the count in this batch), and each of the loss's other sums named in `sums` (a
+    loss_fn returning (sum, count, {name: sum})) over the count.
 
     Under `jax.pmap(..., axis_name=axis_name)` each device holds a slice of the batch; the
     summed gradients, losses and counts are `psum`med over devices before the mean, so the
@@ -281,9 +285,9 @@ def make_train_step(
         if axis_name is not None:  # distinct dropout masks per device
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         trained, frozen = split(state.params, trainable)
-        g, s, n, sums = _grads(trained, frozen, loss_fn, batch, rng, grad_accum)
+        g, s, n, extra = _grads(trained, frozen, loss_fn, batch, rng, grad_accum, sums)
         if axis_name is not None:
-            g, s, n, sums = jax.lax.psum((g, s, n, sums), axis_name)
+            g, s, n, extra = jax.lax.psum((g, s, n, extra), axis_name)
         # products by one scalar, not divisions: XLA fuses them into the optimizer's passes
         inv = 1.0 / jnp.maximum(n, 1.0)
         grads = jax.tree.map(lambda x: x * inv, g)
@@ -295,7 +299,7 @@ def make_train_step(
             "grad_norm": grad_norm,
             "lr": schedule(state.step),
             "tokens": n,
-        } | {k: v * inv for k, v in sums.items()}
+        } | {k: v * inv for k, v in extra.items()}
         return TrainState(params, opt_state, state.step + 1, state.rng), metrics
 
     return train_step

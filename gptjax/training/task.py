@@ -66,6 +66,7 @@ class Task:
     harness: Any = None  # lm-eval in the loop: harness(params, step) -> (records, line)
     on_policy = False  # batches drawn from the current params (`rollout`): RL
     reuse = 1  # optimizer steps each drawn batch serves (RL: one rollout's updates)
+    sums: tuple[str, ...] = ()  # the loss's other sums, logged per count (RL: kl, clip_fraction)
     kernels: Kernels | None = None  # what the task's steps run (None: resolved for float32)
 
     loss_fn: LossFn  # (params, batch, rng, train) -> (loss sum, count)
