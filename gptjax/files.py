@@ -32,6 +32,13 @@ def write_json(path: str | Path, obj) -> Path:
     return Path(path)
 
 
+def write_jsonl(path: str | Path, records) -> Path:
+    """Write `records` as JSON Lines (one object a line), whole or not at all."""
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return Path(path)
+
+
 @contextlib.contextmanager
 def atomic_dir(directory: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `directory`; when the block ends without an error it

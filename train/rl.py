@@ -27,11 +27,10 @@ writes the generated problems as a GSM8K-format JSONL file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from gptjax.data import arithmetic
-from gptjax.files import atomic_file
+from gptjax.files import write_jsonl
 from gptjax.options import parse, run_cli
 from gptjax.tasks.rl import RL, Options, sft_stage
 from gptjax.training import rewards
@@ -70,8 +69,7 @@ def records_main(argv) -> None:
             f"--data {opts.data!r}: only generated arithmetic is written ({arithmetic.SPEC})"
         )
     rows = arithmetic.from_spec(settings)
-    with atomic_file(opts.out) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(opts.out, rows)
     print(f"{len(rows)} GSM8K-format records: {opts.out}")
 
 

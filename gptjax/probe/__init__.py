@@ -22,6 +22,7 @@ the plain forward compiles to the program it had without them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -96,17 +97,24 @@ def run_with_cache(
 def run_with_hooks(cfg: GPTConfig, params, tokens, hooks: dict) -> jax.Array:
     """tokens [B, T] -> logits [B, T, V], each hook point of `hooks` replaced by
     fn(activation, hook) on the way through (an unknown name is an error naming the choices)."""
-    unknown = set(hooks) - set(hook_names(cfg))
+    names = _hook_names(cfg)
+    unknown = set(hooks) - set(names)
     if unknown:
         raise ValueError(
             f"run_with_hooks: no hook point {sorted(unknown)[0]!r} in this model; "
-            f"it has {', '.join(hook_names(cfg)[:6])}, ... (gptjax.probe.hook_names)"
+            f"it has {', '.join(names[:6])}, ... (gptjax.probe.hook_names)"
         )
     return run_with_cache(cfg, params, tokens, names=(), hooks=hooks)[0]
 
 
 def hook_names(cfg: GPTConfig) -> list[str]:
     """Every hook point of a `cfg` model, in the order the forward pass reaches them."""
+    return list(_hook_names(cfg))
+
+
+@functools.lru_cache(maxsize=32)
+def _hook_names(cfg: GPTConfig) -> tuple[str, ...]:
+    """(An abstract trace of the whole model: once per config, not per run_with_hooks call.)"""
     from gptjax.model.params import init_params
 
     order: list[str] = []
@@ -117,4 +125,4 @@ def hook_names(cfg: GPTConfig) -> list[str]:
         return run_with_cache(cfg, params, jnp.zeros((1, 2), jnp.int32), seen)[0]
 
     jax.eval_shape(trace)
-    return order
+    return tuple(order)

@@ -6,7 +6,6 @@ first."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,7 +18,7 @@ from gptjax.config import PRESETS
 from gptjax.data import bpe, chat, instruct, prompts
 from gptjax.data.lengths import padded_length
 from gptjax.data.prompts import Record
-from gptjax.files import atomic_file
+from gptjax.files import write_jsonl
 from gptjax.inference.engine import Engine
 from gptjax.store import Model, open_or_preset
 from gptjax.tasks import instruct as sft
@@ -280,8 +279,7 @@ def sft_stage(opts: Options) -> str:
     data = out / "data.jsonl"
     if not data.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_file(data) as tmp:
-            tmp.write_text("".join(json.dumps({"messages": c}) + "\n" for c in convs))
+        write_jsonl(data, ({"messages": c} for c in convs))
     tokenizer = None
     if opts.sft_tokenizer and not opts.init_from:
         tokenizer = out / "tokenizer"
