@@ -11,13 +11,18 @@ import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# The suite compiles hundreds of tiny programs (here, in its subprocesses and in the notebook
-# kernels, which inherit this environment) and runs each a few times. XLA's backend optimisation
-# is most of each compile and buys nothing at these sizes: at level 0 a 4-step tiny pretraining
-# run takes 13 s instead of 24 s (AMD EPYC). Set before JAX starts a backend.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+# The suite compiles thousands of tiny programs (here, in its subprocesses and in the notebook
+# kernels, which inherit this environment) and runs each a few times, so compiling is most of its
+# time. XLA's backend optimisation buys nothing at these sizes: at level 0 a 4-step tiny
+# pretraining run takes 13 s instead of 24 s (AMD EPYC). XLA's newer CPU fusion emitters cost
+# about 40% more compile time than the older ones and run these programs no faster: without them
+# an eager op compiles in 23 ms instead of 37 ms and the tiny train step in 0.8 s instead of
+# 1.4 s, test_model.py and test_switches.py take 44 s instead of 66 s (Intel Xeon). Set before
+# JAX starts a backend.
+FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+for flag in FAST_COMPILE:
+    if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPTJAX_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -118,7 +118,8 @@ print(grad.lower(params, {"inputs": ids, "targets": ids}).compile().as_text().co
 def test_a_batch_sharded_over_devices_stays_sharded_in_the_backward():
     """The weight gradient's transposed input keeps the batch axis whole, so data parallelism
     needs no all-gather of activations (flattening it needed one per layer input)."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    forced = "--xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {forced}".strip())
     run = subprocess.run(
         [sys.executable, "-c", SHARDED], cwd=ROOT, env=env, capture_output=True, text=True
     )

@@ -169,4 +169,6 @@ def test_a_train_step_under_the_gpu_policy_matches_the_cpu_policy(setup, dtype):
         strict=True,
     ):
         g_gpu, g_cpu = old - new_gpu, old - new_cpu  # the gradients each step applied
-        np.testing.assert_allclose(g_gpu, g_cpu, atol=atol * float(jnp.abs(g_cpu).max()) + 1e-7)
+        # Each updated parameter is rounded to its own float32 step, which the difference keeps.
+        rounding = 2 * float(jnp.finfo(F32).eps * jnp.abs(old).max())
+        np.testing.assert_allclose(g_gpu, g_cpu, atol=atol * float(jnp.abs(g_cpu).max()) + rounding)
