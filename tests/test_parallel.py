@@ -65,18 +65,26 @@ for recipe, argv in recipes.items():
 """
 
 
+def eight_devices(folder, recipe: str, argv: list[str]) -> tuple[subprocess.Popen, object]:
+    """The 8-device runs of `recipe`, started; its log is a file, not a pipe, so nothing waits
+    on its reader."""
+    cmd = [sys.executable, "-c", EIGHT, str(folder), json.dumps({recipe: argv})]
+    log = folder / f"eight-{recipe}.log"
+    with open(log, "w") as err:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env_with(8), stdout=err, stderr=err), log
+
+
 def test_eight_devices_jit_fsdp_and_pmap_equal_one_device(tmp_path):
     """GPT-2 and the modern recipe: replicated jit, FSDP and pmap over 8 devices each equal the
     single-device run (made in this process meanwhile)."""
     recipes = {"gpt2": [], "modern": MODERN}
     args = {k: [*ARGS, "--max-steps", "4", "--eval-every", "2", *v] for k, v in recipes.items()}
     argvs = {k: pretrain_cmd(tmp_path / "unused", *a)[5:] for k, a in args.items()}
-    cmd = [sys.executable, "-c", EIGHT, str(tmp_path), json.dumps(argvs)]
-    log = tmp_path / "eight.log"  # a file, not a pipe: nothing waits on its reader
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env_with(8), stdout=err, stderr=err)
-        references = {k: single(tmp_path / k / "single", *a) for k, a in args.items()}
-        assert proc.wait(timeout=600) == 0, log.read_text()
+    # One 8-device process a recipe: on two cores they and this process's references overlap.
+    procs = {k: eight_devices(tmp_path, k, argv) for k, argv in argvs.items()}
+    references = {k: single(tmp_path / k / "single", *a) for k, a in args.items()}
+    for recipe, (proc, log) in procs.items():
+        assert proc.wait(timeout=600) == 0, f"{recipe}: {log.read_text()}"
     for recipe, reference in references.items():
         assert len(reference) == 4
         for name in ("jit", "fsdp", "pmap"):
