@@ -37,9 +37,10 @@ def test_layer_norm_and_gelu():
 
 def test_causal(params):
     x = tokens(B=1)
-    base = GPT(CFG).apply({"params": params}, x)
+    forward = jax.jit(GPT(CFG).apply)
+    base = forward({"params": params}, x)
     for t in (0, 4, 9):
-        changed = GPT(CFG).apply({"params": params}, x.at[0, t].set((x[0, t] + 1) % 97))
+        changed = forward({"params": params}, x.at[0, t].set((x[0, t] + 1) % 97))
         np.testing.assert_allclose(changed[:, :t], base[:, :t], atol=1e-6)
         assert not np.allclose(changed[:, t], base[:, t])
 
@@ -75,7 +76,7 @@ def test_bfloat16_compute_is_close_and_keeps_float32_params_and_logits(params):
 def test_cached_decode_equals_full_recompute(params):
     x = tokens(T=12)
     model = GPT(CFG)
-    full = model.apply({"params": params}, x)
+    full = jax.jit(model.apply)({"params": params}, x)
     cache = model.init_cache(2, 12)
     step = jax.jit(lambda x, cache, pos: model.apply({"params": params}, x, cache=cache, pos=pos))
     logits, cache = step(x[:, :5], cache, 0)

@@ -180,14 +180,15 @@ def test_the_analyses_add_up(tmp_path, switches):
 
     cfg = GPTConfig.preset("nano", **switches)
     params = jax.tree.map(lambda x: 3.0 * x, init_params(cfg, jax.random.key(0)))  # peakier
-    logits = run_with_hooks(cfg, params, TOKENS, {})
+    forward = jax.jit(lambda p, tokens: run_with_hooks(cfg, p, tokens, {}))  # one compile
+    logits = forward(params, TOKENS)
     # the logit lens's last reading is the model's own logits
-    lens = analyses.logit_lens(cfg, params, TOKENS)
+    lens = jax.jit(lambda p: analyses.logit_lens(cfg, p, TOKENS))(params)
     assert lens.shape == (cfg.n_layers + 1, 2, 8, cfg.vocab_size)
     np.testing.assert_allclose(lens[-1], logits, atol=1e-4)
     # direct logit attribution: the parts add up to the logit of the token that came next
     target = jnp.roll(TOKENS, -1, axis=1)
-    parts = analyses.component_logits(cfg, params, TOKENS, target)
+    parts = jax.jit(lambda p: analyses.component_logits(cfg, p, TOKENS, target))(params)
     assert parts["heads"].shape == (cfg.n_layers, cfg.n_heads, 2, 8)
     total = parts["embed"] + parts["heads"].sum((0, 1)) + parts["attn_bias"].sum(0)
     total += parts["mlp"].sum(0) + parts["rest"]
@@ -200,10 +201,8 @@ def test_the_analyses_add_up(tmp_path, switches):
     grid = jax.jit(lambda p: analyses.patch_positions(cfg, p, TOKENS, corrupt, metric))(params)
     assert grid.shape == (cfg.n_layers, 8)
     np.testing.assert_allclose(grid[0, 3], metric(logits), rtol=1e-4)
-    np.testing.assert_allclose(
-        grid[0, 5], metric(run_with_hooks(cfg, params, corrupt, {})), rtol=1e-4
-    )
-    heads = analyses.patch_heads(cfg, params, TOKENS, TOKENS, metric)
+    np.testing.assert_allclose(grid[0, 5], metric(forward(params, corrupt)), rtol=1e-4)
+    heads = jax.jit(lambda p: analyses.patch_heads(cfg, p, TOKENS, TOKENS, metric))(params)
     np.testing.assert_allclose(heads, jnp.full(heads.shape, metric(logits)), rtol=1e-4)
     scores = analyses.induction_scores(cfg, params, jax.random.key(2), batch=2, half=6)
     assert scores.shape == (cfg.n_layers, cfg.n_heads) and bool(
