@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ for recipe, argv in recipes.items():
 """
 
 
-def eight_devices(folder, recipe: str, argv: list[str]) -> tuple[subprocess.Popen, object]:
+def eight_devices(folder: Path, recipe: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
     """The 8-device runs of `recipe`, started; its log is a file, not a pipe, so nothing waits
     on its reader."""
     cmd = [sys.executable, "-c", EIGHT, str(folder), json.dumps({recipe: argv})]
