@@ -65,7 +65,8 @@ def test_a_narrow_model_keeps_its_names_and_stays_near_fp32(params, name, dtype)
     assert fq[("wpe", "embedding")].dtype == jnp.float32  # a step gathers one row: left wide
     assert weights_of(q) == name and weights_of(params) == "fp32"
     tokens = jnp.asarray(PROMPT)
-    ref, got = (jax.jit(GPT(CFG).apply)({"params": p}, tokens) for p in (params, q))
+    forward = jax.jit(GPT(CFG).apply)
+    ref, got = (forward({"params": p}, tokens) for p in (params, q))
     assert rel_rms(ref, got) < (0.05 if name == "int8" else 0.01)
 
 
