@@ -124,7 +124,18 @@ def replicate(tree):
 
 
 def unreplicate(tree):
-    return jax.tree.map(lambda x: x[0], tree)
+    """pmap layout -> one copy, replicated over the same local devices: the first device's
+    copy, copied to the others. Not `x[0]`: indexing the device axis is a program over every
+    device with a collective, one per leaf at each eval and checkpoint, and with 8 host devices
+    XLA's CPU client once hung in one (7 devices waiting in the all-reduce for the eighth)."""
+    devices = jax.local_devices()
+    everywhere = NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
+
+    def first(x):
+        copy = x.addressable_shards[0].data  # [1, ...] on one device
+        return jax.device_put(copy.reshape(x.shape[1:]), everywhere)
+
+    return jax.tree.map(first, tree)
 
 
 def split_for_pmap(local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
