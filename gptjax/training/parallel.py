@@ -115,12 +115,16 @@ def global_batch(mesh: Mesh, local: dict[str, np.ndarray], B: int) -> dict[str, 
     }
 
 
+def _local_mesh() -> Mesh:
+    """This process's devices as a 1-D mesh: pmap's layout."""
+    return Mesh(np.array(jax.local_devices()), (AXIS,))
+
+
 def replicate(tree):
     """pmap layout: a leading axis of one copy per local device."""
-    devices = jax.local_devices()
-    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
-    copies = lambda x: jnp.broadcast_to(jnp.asarray(x), (len(devices), *jnp.shape(x)))
-    return jax.device_put(jax.tree.map(copies, tree), sharding)
+    mesh = _local_mesh()
+    copies = lambda x: jnp.broadcast_to(jnp.asarray(x), (mesh.size, *jnp.shape(x)))
+    return jax.device_put(jax.tree.map(copies, tree), NamedSharding(mesh, P(AXIS)))
 
 
 def unreplicate(tree):
@@ -128,8 +132,7 @@ def unreplicate(tree):
     copy, copied to the others. Not `x[0]`: indexing the device axis is a program over every
     device with a collective, one per leaf at each eval and checkpoint, and with 8 host devices
     XLA's CPU client once hung in one (7 devices waiting in the all-reduce for the eighth)."""
-    devices = jax.local_devices()
-    everywhere = NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
+    everywhere = NamedSharding(_local_mesh(), P())
 
     def first(x):
         copy = x.addressable_shards[0].data  # [1, ...] on one device
