@@ -69,9 +69,9 @@ def compute_dtype(name: str):
     return auto_dtype() if name == "auto" else jnp.dtype(name)
 
 
-def make_mesh() -> Mesh:
-    """All devices of all processes on one "data" axis."""
-    return Mesh(np.array(jax.devices()), (AXIS,))
+def make_mesh(devices=None) -> Mesh:
+    """`devices` (default: all devices of all processes) on one "data" axis."""
+    return Mesh(np.array(jax.devices() if devices is None else devices), (AXIS,))
 
 
 def fsdp_spec(shape: tuple[int, ...], n: int) -> P:
@@ -115,14 +115,9 @@ def global_batch(mesh: Mesh, local: dict[str, np.ndarray], B: int) -> dict[str, 
     }
 
 
-def _local_mesh() -> Mesh:
-    """This process's devices as a 1-D mesh: pmap's layout."""
-    return Mesh(np.array(jax.local_devices()), (AXIS,))
-
-
 def replicate(tree):
     """pmap layout: a leading axis of one copy per local device."""
-    mesh = _local_mesh()
+    mesh = make_mesh(jax.local_devices())
     copies = lambda x: jnp.broadcast_to(jnp.asarray(x), (mesh.size, *jnp.shape(x)))
     return jax.device_put(jax.tree.map(copies, tree), NamedSharding(mesh, P(AXIS)))
 
@@ -132,7 +127,7 @@ def unreplicate(tree):
     copy, copied to the others. Not `x[0]`: indexing the device axis is a program over every
     device with a collective, one per leaf at each eval and checkpoint, and with 8 host devices
     XLA's CPU client once hung in one (7 devices waiting in the all-reduce for the eighth)."""
-    everywhere = NamedSharding(_local_mesh(), P())
+    everywhere = NamedSharding(make_mesh(jax.local_devices()), P())
 
     def first(x):
         copy = x.addressable_shards[0].data  # [1, ...] on one device
