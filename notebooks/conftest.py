@@ -14,7 +14,11 @@ import pytest
 TRAINING = ("04_pretraining", "05_classification", "08_chat_and_rl", "09_inside_a_gpt")
 # The names of tests/conftest.py's FAST_COMPILE flags (that module is not importable from here
 # when pytest runs the notebooks alone).
-FAST_COMPILE = ("--xla_backend_optimization_level", "--xla_cpu_use_fusion_emitters")
+FAST_COMPILE = (
+    "--xla_backend_optimization_level",
+    "--xla_cpu_use_fusion_emitters",
+    "--xla_cpu_parallel_codegen_split_count",
+)
 
 
 def xla_defaults(flags: str) -> str:

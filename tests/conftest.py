@@ -18,9 +18,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # pretraining run takes 13 s instead of 24 s (AMD EPYC). XLA's newer CPU fusion emitters cost
 # about 40% more compile time than the older ones and run these programs no faster: without them
 # an eager op compiles in 23 ms instead of 37 ms and the tiny train step in 0.8 s instead of
-# 1.4 s, test_model.py and test_switches.py take 44 s instead of 66 s (Intel Xeon). Set before
-# JAX starts a backend.
-FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+# 1.4 s, test_model.py and test_switches.py take 44 s instead of 66 s (Intel Xeon). XLA splits
+# each program's LLVM module into up to 32 parts to compile on several threads; on a machine
+# the suite already keeps busy that only adds work: in one part the tiny train step compiles in
+# 0.62 CPU-s instead of 0.77, and test_model, test_switches, test_training and test_attention
+# take 59-62 CPU-s instead of 69 (Intel Xeon). Set before JAX starts a backend.
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_cpu_parallel_codegen_split_count=1",
+)
 for flag in FAST_COMPILE:
     if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
