@@ -347,10 +347,13 @@ def main(argv=None) -> None:
                 flush=True,
             )
         return
-    # the chip's bytes/s from the table (`flops.CHIPS`); on a CPU, measured
-    bandwidth = peak_bandwidth() or (copy_bandwidth() if jax.default_backend() == "cpu" else None)
+    # the chip's bytes/s from the table (`flops.CHIPS`); on a CPU, measured where a decode row's
+    # roofline or the table's header shows it (first touching its 512 MiB takes seconds on a VM)
+    shown = opts.decode_presets or not opts.json
+    on_cpu = jax.default_backend() == "cpu"
+    bandwidth = peak_bandwidth() or (copy_bandwidth() if on_cpu and shown else None)
     if not opts.json:
-        if jax.default_backend() == "cpu":
+        if on_cpu:
             print(describe_machine(bandwidth), flush=True)
         if heap.kept():
             theirs = (
