@@ -106,17 +106,21 @@ class Options:
 
 
 def resolved(opts: Options) -> Options:
-    """`opts` with the device's defaults filled in."""
+    """`opts` with the device's defaults filled in; an unknown preset is refused here, before
+    anything is measured."""
     gpu = jax.default_backend() == "gpu"
     presets = opts.presets or (("124M", "355M") if gpu else ("tiny", "124M"))
     real = lambda ps: tuple(p for p in ps if p != "none")  # "none": no rows of that kind
-    return replace(
+    opts = replace(
         opts,
         presets=real(presets),
         seq_len=opts.seq_len or (1024 if gpu else 128),
         decode_presets=real(opts.decode_presets or (("124M", "1558M") if gpu else presets)),
         decode_batches=opts.decode_batches or ((1, 8) if gpu else (1,)),
     )
+    for name in {*opts.presets, *opts.decode_presets}:
+        GPTConfig.preset(name)  # ValueError naming the presets there are
+    return opts
 
 
 def call(opts: Options, fn, *args, default_heap: bool = False):
