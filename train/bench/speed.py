@@ -118,7 +118,7 @@ def resolved(opts: Options) -> Options:
         decode_presets=real(opts.decode_presets or (("124M", "1558M") if gpu else presets)),
         decode_batches=opts.decode_batches or ((1, 8) if gpu else (1,)),
     )
-    for name in {*opts.presets, *opts.decode_presets}:
+    for name in dict.fromkeys((*opts.presets, *opts.decode_presets)):  # in the order given
         GPTConfig.preset(name)  # ValueError naming the presets there are
     return opts
 
