@@ -41,7 +41,7 @@ import numpy as np
 
 from gptjax import generate, heap, init_params
 from gptjax.accelerator import cpu_model
-from gptjax.config import GPTConfig
+from gptjax.config import PRESETS, GPTConfig
 from gptjax.kernels import resolve
 from gptjax.kernels.policy import ATTENTION
 from gptjax.model.gpt import REMAT
@@ -56,12 +56,14 @@ from gptjax.training.steps import OptimConfig, init_state, lm_loss, make_optimiz
 from train.bench import hf as bench_hf
 from train.bench.suite import Row, copy_bandwidth, describe_machine, isa, timed
 
+Preset = Literal[*PRESETS, "none"]  # "none": no rows of that kind
+
 
 @dataclass(frozen=True)
 class Options:
-    presets: tuple[str, ...] | None = None
+    presets: tuple[Preset, ...] | None = None
     """presets to train (unset: tiny 124M; GPU 124M 355M; none: no training rows)"""
-    decode_presets: tuple[str, ...] | None = None
+    decode_presets: tuple[Preset, ...] | None = None
     """presets to decode (unset: --presets; GPU 124M 1558M; none: no decoding rows)"""
     batch_size: int | None = None
     """training batch B (unset: 4; GPU: largest that fits)"""
@@ -106,21 +108,17 @@ class Options:
 
 
 def resolved(opts: Options) -> Options:
-    """`opts` with the device's defaults filled in; an unknown preset is refused here, before
-    anything is measured."""
+    """`opts` with the device's defaults filled in."""
     gpu = jax.default_backend() == "gpu"
     presets = opts.presets or (("124M", "355M") if gpu else ("tiny", "124M"))
     real = lambda ps: tuple(p for p in ps if p != "none")  # "none": no rows of that kind
-    opts = replace(
+    return replace(
         opts,
         presets=real(presets),
         seq_len=opts.seq_len or (1024 if gpu else 128),
         decode_presets=real(opts.decode_presets or (("124M", "1558M") if gpu else presets)),
         decode_batches=opts.decode_batches or ((1, 8) if gpu else (1,)),
     )
-    for name in dict.fromkeys((*opts.presets, *opts.decode_presets)):  # in the order given
-        GPTConfig.preset(name)  # ValueError naming the presets there are
-    return opts
 
 
 def call(opts: Options, fn, *args, default_heap: bool = False):
